@@ -1,0 +1,112 @@
+"""Pydantic configuration, loaded from ``configs/*.yaml`` and overridable per command.
+
+Overrides use dotted keys: ``load_config(overrides=["motion.fps=30", "vad.aggressiveness=3"])``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from avatar.errors import ConfigError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_CONFIG = PACKAGE_DIR.parent / "configs" / "default.yaml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AudioConfig(_Section):
+    """The model's audio rate and what WebRTC delivers."""
+
+    model_rate: int = 16000
+    webrtc_rate: int = 48000
+    webrtc_channels: int = 2
+    webrtc_frame_samples: int = 960
+
+
+class VadConfig(_Section):
+    """webrtcvad chunker: frame size, aggressiveness, hysteresis and padding."""
+
+    frame_ms: Literal[10, 20, 30] = 20
+    aggressiveness: int = Field(2, ge=0, le=3)
+    start_ratio: float = Field(0.6, gt=0, le=1)  # voiced share of the start window to open
+    start_window_ms: int = Field(100, ge=10)
+    end_ratio: float = Field(0.9, gt=0, le=1)  # unvoiced share of the end window to close
+    end_window_ms: int = Field(300, ge=10)
+    pre_padding_ms: int = Field(200, ge=0)  # audio before the start decision kept with speech
+    chunk_ms: int = Field(20, ge=10)  # size of the audio chunks emitted
+
+
+class FeatureConfig(_Section):
+    """Causal log-mel features: a frame ends at its hop, windows look only at the past."""
+
+    sample_rate: int = 16000
+    n_fft: int = 400
+    hop: int = 160
+    n_mels: int = 80
+    fmin: float = 50.0
+    fmax: float = 7600.0
+    log_floor: float = 1e-5
+
+
+class MotionConfig(_Section):
+    """Audio-to-motion inference."""
+
+    fps: float = 25.0
+    weights: str = "builtin"  # "builtin" or a path to motion.onnx / motion.pt
+    backend: Literal["auto", "onnxruntime", "torch"] = "auto"
+    threads: int = Field(1, ge=1)
+
+    @field_validator("fps")
+    @classmethod
+    def _fps_ok(cls, v: float) -> float:
+        if not 1 <= v <= 120:
+            raise ValueError("fps must be between 1 and 120")
+        return v
+
+
+class Config(_Section):
+    audio: AudioConfig = AudioConfig()
+    vad: VadConfig = VadConfig()
+    features: FeatureConfig = FeatureConfig()
+    motion: MotionConfig = MotionConfig()
+
+
+def _set_dotted(tree: dict[str, Any], key: str, raw: str) -> None:
+    parts = key.split(".")
+    node = tree
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {key!r}: {p!r} is not a section")
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load ``path`` (default ``configs/default.yaml``) and apply ``key=value`` overrides."""
+    tree: dict[str, Any] = {}
+    src = Path(path) if path else DEFAULT_CONFIG
+    if src.exists():
+        loaded = yaml.safe_load(src.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{src}: expected a mapping at the top level")
+        tree = loaded
+    elif path:
+        raise ConfigError(f"config file not found: {src}")
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        key, raw = item.split("=", 1)
+        _set_dotted(tree, key.strip(), raw)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise ConfigError(f"config {where}: {first['msg']}") from None

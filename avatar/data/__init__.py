@@ -1,0 +1,1 @@
+"""Training and evaluation data: synthesizers with phone timings, augmentation, corpora."""

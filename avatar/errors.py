@@ -1,0 +1,21 @@
+"""The package's error hierarchy. A user's mistake gets a message that says what to do."""
+
+
+class AvatarError(Exception):
+    """Base class for every error this package raises on purpose."""
+
+
+class ConfigError(AvatarError):
+    """A configuration file or override is invalid."""
+
+
+class AudioInputError(AvatarError):
+    """Audio that cannot be used: not audio, empty, unsupported layout, corrupt."""
+
+
+class ModelError(AvatarError):
+    """A model file is missing, corrupt, or does not match the code."""
+
+
+class BackendUnavailable(AvatarError):
+    """An inference backend cannot run here (library or device missing)."""

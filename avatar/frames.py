@@ -1,0 +1,72 @@
+"""Typed frames that flow between the engine's stages.
+
+Every frame carries ``pts_ns``: its start on the engine's one clock timeline, in nanoseconds
+(for file input the timeline starts at 0 with the first sample).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+
+@dataclass(slots=True)
+class AudioChunk:
+    """Mono float32 samples in [-1, 1] at ``sample_rate``, starting at ``pts_ns``."""
+
+    samples: np.ndarray  # (n,) float32
+    sample_rate: int
+    pts_ns: int
+    is_speech: bool = True
+
+    @property
+    def duration_ns(self) -> int:
+        return len(self.samples) * 1_000_000_000 // self.sample_rate
+
+    @property
+    def end_ns(self) -> int:
+        return self.pts_ns + self.duration_ns
+
+
+class SpeechEventKind(Enum):
+    START = "speech_start"
+    END = "speech_end"
+
+
+@dataclass(slots=True)
+class SpeechEvent:
+    """The VAD's decision that speech started or ended at ``pts_ns``."""
+
+    kind: SpeechEventKind
+    pts_ns: int
+
+
+@dataclass(slots=True)
+class MotionFrame:
+    """Face motion for one video frame, covering audio time ``pts_ns``.
+
+    ``blendshapes`` follow :data:`avatar.motion.channels.BLENDSHAPES` (ARKit names) and
+    ``visemes`` follow :data:`avatar.motion.channels.VISEMES` (15 Oculus visemes, summing to 1).
+    Head pose and blinks are not predicted from audio; the idle animator fills them later.
+    """
+
+    index: int
+    pts_ns: int
+    blendshapes: np.ndarray  # (n_blendshapes,) float32 in [0, 1]
+    visemes: np.ndarray  # (n_visemes,) float32 probabilities
+    head_pose: np.ndarray = field(default_factory=lambda: np.zeros(6, np.float32))  # yaw pitch roll (rad), tx ty tz
+    blink: float = 0.0  # 0 open .. 1 closed
+    is_speech: bool = True
+
+
+@dataclass(slots=True)
+class VideoFrame:
+    """A rendered RGB image and the audio that plays with it."""
+
+    index: int
+    pts_ns: int
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    audio: AudioChunk | None = None
+    motion: MotionFrame | None = None

@@ -1,0 +1,1 @@
+"""Audio-to-motion: phonemes, targets, the causal transformer and its streaming runtime."""

@@ -1,0 +1,36 @@
+"""Output channels of the motion model: ARKit blendshapes and Oculus visemes."""
+
+from __future__ import annotations
+
+# ARKit blendshape names (the names three.js/VRM, Audio2Face and MediaPipe users speak).
+BLENDSHAPES: tuple[str, ...] = (
+    "jawOpen",
+    "mouthClose",
+    "mouthFunnel",
+    "mouthPucker",
+    "mouthStretchLeft",
+    "mouthStretchRight",
+    "mouthSmileLeft",
+    "mouthSmileRight",
+    "mouthPressLeft",
+    "mouthPressRight",
+    "mouthLowerDownLeft",
+    "mouthLowerDownRight",
+    "mouthUpperUpLeft",
+    "mouthUpperUpRight",
+    "mouthRollLower",
+    "mouthRollUpper",
+)
+
+# The 15 Oculus/Meta lipsync visemes.
+VISEMES: tuple[str, ...] = (
+    "sil", "PP", "FF", "TH", "DD", "kk", "CH", "SS", "nn", "RR", "aa", "E", "ih", "oh", "ou",
+)
+
+BLENDSHAPE_INDEX = {n: i for i, n in enumerate(BLENDSHAPES)}
+VISEME_INDEX = {n: i for i, n in enumerate(VISEMES)}
+
+
+def output_channels() -> list[str]:
+    """Channel names of a motion.json row: blendshapes then ``viseme_<name>``."""
+    return [*BLENDSHAPES, *(f"viseme_{v}" for v in VISEMES)]
