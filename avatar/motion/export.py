@@ -1,0 +1,67 @@
+"""Export the audio-to-motion transformer to ONNX with its streaming state as inputs/outputs.
+
+Inputs: ``mel`` (1, frames, n_mels) with a dynamic frame count (a multiple of
+``frames_per_token``) and the state tensors of :data:`avatar.motion.model.STATE_NAMES`; outputs:
+``blendshapes``, ``visemes`` and ``<state>_out`` for each state tensor. The model's description
+(dims, feature config, state shapes, channel names) travels inside the file as metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from avatar.backend import META_KEY
+from avatar.config import FeatureConfig
+from avatar.motion.channels import BLENDSHAPES, VISEMES
+from avatar.motion.model import OUTPUT_NAMES, STATE_NAMES, MotionTransformer
+
+
+def model_meta(model: MotionTransformer, features: FeatureConfig) -> dict[str, Any]:
+    """Everything a runtime needs to drive the model, as JSON-able data."""
+    from dataclasses import asdict
+
+    state = model.initial_state(1)
+    return {
+        "kind": "motion",
+        "dims": asdict(model.dims),
+        "features": features.model_dump(),
+        "state_shapes": {k: list(v.shape) for k, v in state.items()},
+        "blendshapes": list(BLENDSHAPES),
+        "visemes": list(VISEMES),
+    }
+
+
+def export_onnx(model: MotionTransformer, features: FeatureConfig, path: Path) -> Path:
+    """Write ``model`` to ``path`` as ONNX (opset 18, dynamo exporter) with metadata."""
+    import onnx
+
+    model = model.eval()
+    state = model.initial_state(1)
+    mel = torch.zeros(1, 2 * model.dims.frames_per_token, model.dims.n_mels)
+    frames = torch.export.Dim("frames", min=model.dims.frames_per_token, max=1 << 20)
+    dynamic: dict[str, Any] = {"mel": {1: frames}, **{k: None for k in STATE_NAMES}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model,
+            (mel, *state.values()),
+            dynamo=True,
+            input_names=["mel", *STATE_NAMES],
+            output_names=[*OUTPUT_NAMES, *(f"{n}_out" for n in STATE_NAMES)],
+            dynamic_shapes=dynamic,
+            opset_version=18,
+            verbose=False,
+        )
+    assert program is not None
+    proto = program.model_proto
+    entry = proto.metadata_props.add()
+    entry.key = META_KEY
+    entry.value = json.dumps(model_meta(model, features))
+    onnx.save_model(proto, str(path))
+    return path

@@ -1,0 +1,182 @@
+"""Train the audio-to-motion transformer on a corpus built by :mod:`avatar.train.corpus_build`.
+
+Batches are random crops of ``crop_tokens`` 20 ms tokens from the concatenated corpus frames,
+each run from a fresh streaming state (as a stream starts), long enough (default 6 s vs a 2 s
+attention window) that most tokens are trained with a full context. Token ``n`` of a crop is
+trained against the targets at ``lookahead`` before its end.
+
+Loss: weighted L1 on blendshapes (jaw and lip closure count most), L1 on their frame-to-frame
+change (no jitter, no lag), and cross-entropy on the viseme label.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from avatar.motion.channels import BLENDSHAPE_INDEX, BLENDSHAPES
+from avatar.motion.model import MotionDims, MotionTransformer
+
+CHANNEL_WEIGHTS = {
+    "jawOpen": 4.0, "mouthClose": 2.0, "mouthPressLeft": 2.0, "mouthPressRight": 2.0,
+    "mouthPucker": 2.0, "mouthFunnel": 2.0, "mouthRollLower": 1.5,
+}
+
+
+@dataclass(slots=True)
+class Corpus:
+    """Concatenated frames of every shard of one split."""
+
+    mel: np.ndarray  # (N, n_mels) float16
+    blendshapes: np.ndarray  # (N, nb) float16
+    visemes: np.ndarray  # (N,) int8
+
+    @property
+    def frames(self) -> int:
+        return len(self.mel)
+
+
+def load_corpus(folder: Path, split: str) -> Corpus:
+    """Load ``folder/<split>-*.npz`` (``train`` or ``heldout``)."""
+    files = sorted(folder.glob(f"{split}-*.npz"))
+    if not files:
+        raise FileNotFoundError(f"no {split} shards in {folder}; build the corpus first")
+    parts = [np.load(f) for f in files]
+    return Corpus(
+        np.concatenate([p["mel"] for p in parts]),
+        np.concatenate([p["blendshapes"] for p in parts]),
+        np.concatenate([p["visemes"] for p in parts]),
+    )
+
+
+@dataclass(slots=True)
+class TrainSettings:
+    dims: MotionDims = field(default_factory=MotionDims)
+    minutes: float = 25.0
+    max_steps: int = 100_000
+    batch: int = 16
+    crop_tokens: int = 300
+    lr: float = 2e-3
+    warmup: int = 200
+    weight_decay: float = 0.01
+    vis_weight: float = 0.3
+    velocity_weight: float = 2.0
+    seed: int = 0
+    threads: int = 2
+    eval_every: int = 250
+
+
+def batches(corpus: Corpus, s: TrainSettings, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Endless random crops: mel (B, 2T, n_mels), blendshape targets (B, T, nb), labels (B, T)."""
+    fpt = s.dims.frames_per_token
+    span = s.crop_tokens * fpt
+    lookahead = fpt * s.dims.lookahead_tokens  # in frames
+    lo, hi = lookahead, corpus.frames - span
+    mel_off = np.arange(span)
+    # Token n ends at frame fpt*n + fpt-1 of the crop; its target is `lookahead` frames earlier.
+    tgt_off = fpt * np.arange(s.crop_tokens) + (fpt - 1) - lookahead
+    while True:
+        starts = rng.integers(lo, hi, size=s.batch) // fpt * fpt
+        mel = corpus.mel[starts[:, None] + mel_off].astype(np.float32)
+        tgt = starts[:, None] + tgt_off
+        yield (
+            torch.from_numpy(mel),
+            torch.from_numpy(corpus.blendshapes[tgt].astype(np.float32)),
+            torch.from_numpy(corpus.visemes[tgt].astype(np.int64)),
+        )
+
+
+def channel_weights() -> torch.Tensor:
+    w = torch.ones(len(BLENDSHAPES))
+    for name, value in CHANNEL_WEIGHTS.items():
+        w[BLENDSHAPE_INDEX[name]] = value
+    return w / w.mean()
+
+
+def loss_fn(model: MotionTransformer, batch: tuple[torch.Tensor, ...], s: TrainSettings,
+            weights: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    mel, bs_true, vis_true = batch
+    bs, logits = model.training_outputs(mel)
+    l1 = ((bs - bs_true).abs() * weights).mean()
+    vel = ((bs.diff(dim=1) - bs_true.diff(dim=1)).abs() * weights).mean()
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), vis_true.reshape(-1))
+    total = l1 + s.velocity_weight * vel + s.vis_weight * ce
+    return total, {"l1": l1.item(), "vel": vel.item(), "ce": ce.item()}
+
+
+def _lr(step: int, total: int, s: TrainSettings) -> float:
+    if step < s.warmup:
+        return s.lr * (step + 1) / s.warmup
+    frac = min((step - s.warmup) / max(total - s.warmup, 1), 1.0)
+    return s.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+@torch.no_grad()
+def validate(model: MotionTransformer, corpus: Corpus, s: TrainSettings, n: int = 4) -> dict[str, float]:
+    model.eval()
+    rng = np.random.default_rng(1234)
+    gen = batches(corpus, s, rng)
+    w = channel_weights()
+    logs = [loss_fn(model, next(gen), s, w)[1] for _ in range(n)]
+    model.train()
+    return {k: float(np.mean([x[k] for x in logs])) for k in logs[0]}
+
+
+def fit_normalisation(model: MotionTransformer, corpus: Corpus) -> None:
+    """Fixed per-bin mean/std of the training corpus, stored in the model (never per stream)."""
+    sample = corpus.mel[:: max(corpus.frames // 200_000, 1)].astype(np.float64)
+    model.mel_mean.copy_(torch.from_numpy(sample.mean(0)).float())
+    model.mel_std.copy_(torch.from_numpy(sample.std(0) + 1e-3).float())
+
+
+def train(train_set: Corpus, val_set: Corpus | None, s: TrainSettings, log_path: Path | None = None,
+          progress: bool = True) -> tuple[MotionTransformer, list[dict[str, float]]]:
+    """Train for ``s.minutes`` of wall time or ``s.max_steps``; returns the model and history."""
+    torch.manual_seed(s.seed)
+    torch.set_num_threads(s.threads)
+    model = MotionTransformer(s.dims)
+    fit_normalisation(model, train_set)
+    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    weights = channel_weights()
+    gen = batches(train_set, s, np.random.default_rng(s.seed))
+    history: list[dict[str, float]] = []
+    t0 = time.monotonic()
+    budget = s.minutes * 60
+    est_total = s.max_steps
+    bar = tqdm(total=s.max_steps, disable=not progress, desc="train motion", unit="step")
+    step = 0
+    model.train()
+    while step < s.max_steps and time.monotonic() - t0 < budget:
+        if step == 50:  # estimate the number of steps that fit the time budget (for the LR schedule)
+            per_step = (time.monotonic() - t0) / 50
+            est_total = min(s.max_steps, int(budget / per_step))
+            bar.total = est_total
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, est_total, s)
+        loss, logs = loss_fn(model, next(gen), s, weights)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(l1=f"{logs['l1']:.4f}", ce=f"{logs['ce']:.3f}")
+        if val_set is not None and (step % s.eval_every == 0):
+            val = validate(model, val_set, s)
+            entry = {"step": step, "minutes": (time.monotonic() - t0) / 60, **logs,
+                     **{f"val_{k}": v for k, v in val.items()}}
+            history.append(entry)
+            if log_path:
+                with log_path.open("a") as f:
+                    f.write(json.dumps(entry) + "\n")
+    bar.close()
+    return model.eval(), history
