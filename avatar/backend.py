@@ -38,7 +38,9 @@ class OrtBackend:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise BackendUnavailable("onnxruntime is not installed: pip install onnxruntime") from None
+            raise BackendUnavailable(
+                "onnxruntime is not installed: pip install onnxruntime"
+            ) from None
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1

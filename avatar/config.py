@@ -34,13 +34,14 @@ class VadConfig(_Section):
     """webrtcvad chunker: frame size, aggressiveness, hysteresis and padding."""
 
     frame_ms: Literal[10, 20, 30] = 20
-    aggressiveness: int = Field(2, ge=0, le=3)
-    start_ratio: float = Field(0.6, gt=0, le=1)  # voiced share of the start window to open
-    start_window_ms: int = Field(100, ge=10)
-    end_ratio: float = Field(0.9, gt=0, le=1)  # unvoiced share of the end window to close
-    end_window_ms: int = Field(300, ge=10)
-    pre_padding_ms: int = Field(200, ge=0)  # audio before the start decision kept with speech
-    chunk_ms: int = Field(20, ge=10)  # size of the audio chunks emitted
+    aggressiveness: int = Field(default=2, ge=0, le=3)
+    start_ratio: float = Field(default=0.6, gt=0, le=1)  # voiced share of the start window to open
+    start_window_ms: int = Field(default=100, ge=10)
+    end_ratio: float = Field(default=0.9, gt=0, le=1)  # unvoiced share of the end window to close
+    end_window_ms: int = Field(default=300, ge=10)
+    pre_padding_ms: int = Field(default=200, ge=0)  # audio before a START kept with the speech
+    chunk_ms: int = Field(default=20, ge=10)  # size of the audio chunks emitted
+    warmup_ms: int = Field(default=150, ge=0)  # webrtcvad calls the first ~100 ms voiced: ignore
 
 
 class FeatureConfig(_Section):
@@ -61,7 +62,7 @@ class MotionConfig(_Section):
     fps: float = 25.0
     weights: str = "builtin"  # "builtin" or a path to motion.onnx / motion.pt
     backend: Literal["auto", "onnxruntime", "torch"] = "auto"
-    threads: int = Field(1, ge=1)
+    threads: int = Field(default=1, ge=1)
 
     @field_validator("fps")
     @classmethod

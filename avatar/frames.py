@@ -56,7 +56,9 @@ class MotionFrame:
     pts_ns: int
     blendshapes: np.ndarray  # (n_blendshapes,) float32 in [0, 1]
     visemes: np.ndarray  # (n_visemes,) float32 probabilities
-    head_pose: np.ndarray = field(default_factory=lambda: np.zeros(6, np.float32))  # yaw pitch roll (rad), tx ty tz
+    head_pose: np.ndarray = field(
+        default_factory=lambda: np.zeros(6, np.float32)
+    )  # yaw pitch roll (rad), tx ty tz
     blink: float = 0.0  # 0 open .. 1 closed
     is_speech: bool = True
 

@@ -29,7 +29,13 @@ from avatar.motion.phonemes import SymbolStats
 from avatar.motion.targets import motion_targets
 
 ESPEAK_TRAIN_DIALECTS = (
-    "en-us", "en-gb", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029", "en-us-nyc",
+    "en-us",
+    "en-gb",
+    "en-gb-x-rp",
+    "en-gb-x-gbclan",
+    "en-gb-x-gbcwmd",
+    "en-029",
+    "en-us-nyc",
 )
 ESPEAK_TRAIN_LANGS = {"de": "de", "es": "es", "it": "it"}
 ESPEAK_HELDOUT_DIALECT = "en-gb-scotland"

@@ -24,7 +24,21 @@ BLENDSHAPES: tuple[str, ...] = (
 
 # The 15 Oculus/Meta lipsync visemes.
 VISEMES: tuple[str, ...] = (
-    "sil", "PP", "FF", "TH", "DD", "kk", "CH", "SS", "nn", "RR", "aa", "E", "ih", "oh", "ou",
+    "sil",
+    "PP",
+    "FF",
+    "TH",
+    "DD",
+    "kk",
+    "CH",
+    "SS",
+    "nn",
+    "RR",
+    "aa",
+    "E",
+    "ih",
+    "oh",
+    "ou",
 )
 
 BLENDSHAPE_INDEX = {n: i for i, n in enumerate(BLENDSHAPES)}

@@ -134,14 +134,14 @@ class MotionTransformer(nn.Module):
         }
 
     def _attention_bias(self, t: int, cache_valid: Tensor) -> Tensor:
-        """Relative-position bias plus mask, (B, H, T, P+T)."""
-        p, w = self.dims.past, self.dims.window
+        """Relative-position bias plus mask, (B, H, T, P+T); P is the cache length given."""
+        p, w = cache_valid.shape[1], self.dims.window
         q_pos = torch.arange(t, device=cache_valid.device) + p  # (T,)
         k_pos = torch.arange(p + t, device=cache_valid.device)  # (P+T,)
         dist = q_pos[:, None] - k_pos[None, :]  # (T, P+T)
         in_window = (dist >= 0) & (dist < w)
         bias = self.rel_bias[:, dist.clamp(0, w - 1)]  # (H, T, P+T)
-        valid = torch.cat([cache_valid, torch.ones_like(cache_valid[:, :1]).expand(-1, t)], 1)
+        valid = torch.cat([cache_valid, cache_valid.new_ones(cache_valid.shape[0], t)], 1)
         allowed = in_window[None, :, :] & (valid[:, None, :] > 0.5)  # (B, T, P+T)
         neg = torch.finfo(bias.dtype).min / 2
         return bias[None] + torch.where(allowed, 0.0, neg)[:, None]
@@ -164,7 +164,7 @@ class MotionTransformer(nn.Module):
             x, k_i, v_i = block(x, state["k_cache"][i], state["v_cache"][i], bias)
             k_new.append(k_i)
             v_new.append(v_i)
-        valid = torch.cat([cache_valid, torch.ones_like(cache_valid[:, :1]).expand(-1, t)], 1)
+        valid = torch.cat([cache_valid, cache_valid.new_ones(cache_valid.shape[0], t)], 1)
         new_state = {
             "conv1_state": conv1_new,
             "conv2_state": conv2_new,
@@ -198,8 +198,16 @@ class MotionTransformer(nn.Module):
         return (blendshapes, visemes, *(new[n] for n in STATE_NAMES))
 
     def training_outputs(self, mel: Tensor) -> tuple[Tensor, Tensor]:
-        """Blendshapes (B, T, nb) and viseme logits (B, T, nv) from a fresh stream."""
-        x, _ = self.trunk(mel, self.initial_state(mel.shape[0]))
+        """Blendshapes (B, T, nb) and viseme logits (B, T, nv) from a fresh stream.
+
+        Same result as :meth:`forward` from :meth:`initial_state`, but with an empty (length 0)
+        cache instead of masked zeros: nothing is computed for slots that hold no token.
+        """
+        state = self.initial_state(mel.shape[0])
+        for name in ("k_cache", "v_cache"):
+            state[name] = state[name][:, :, :, :0]
+        state["cache_valid"] = state["cache_valid"][:, :0]
+        x, _ = self.trunk(mel, state)
         return torch.sigmoid(self.head_bs(x)), self.head_vis(x)
 
     def checkpoint(self, extra: dict[str, object] | None = None) -> dict[str, object]:

@@ -34,7 +34,10 @@ def load_torch_backend(path: Path, threads: int = 1) -> TorchBackend:
     model = MotionTransformer.from_checkpoint(ckpt)
     meta = ckpt["meta"]
     return TorchBackend(
-        model, ("mel", *STATE_NAMES), (*OUTPUT_NAMES, *(f"{n}_out" for n in STATE_NAMES)), meta,
+        model,
+        ("mel", *STATE_NAMES),
+        (*OUTPUT_NAMES, *(f"{n}_out" for n in STATE_NAMES)),
+        meta,
         threads,
     )
 

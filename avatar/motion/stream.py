@@ -121,8 +121,8 @@ class MotionStreamer:
 
     def _drop_old_tokens(self) -> None:
         keep_from = max(math.floor(self._token_pos(self._next_frame)) - 1, 0)
-        drop = keep_from - self._first_token
+        drop = min(keep_from - self._first_token, len(self._bs))
         if drop > 0:
             del self._bs[:drop]
             del self._vis[:drop]
-            self._first_token = keep_from
+            self._first_token += drop

@@ -62,7 +62,9 @@ class _Frames:
     pbm_min: list[float]
 
 
-def predict(backend: InferenceBackend, audio: np.ndarray, fps: float) -> tuple[np.ndarray, np.ndarray]:
+def predict(
+    backend: InferenceBackend, audio: np.ndarray, fps: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Stream ``audio`` (model rate) through the backend: blendshapes (F, nb), visemes (F, nv)."""
     streamer = MotionStreamer(backend, fps)
     frames = []

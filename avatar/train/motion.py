@@ -27,8 +27,13 @@ from avatar.motion.channels import BLENDSHAPE_INDEX, BLENDSHAPES
 from avatar.motion.model import MotionDims, MotionTransformer
 
 CHANNEL_WEIGHTS = {
-    "jawOpen": 4.0, "mouthClose": 2.0, "mouthPressLeft": 2.0, "mouthPressRight": 2.0,
-    "mouthPucker": 2.0, "mouthFunnel": 2.0, "mouthRollLower": 1.5,
+    "jawOpen": 4.0,
+    "mouthClose": 2.0,
+    "mouthPressLeft": 2.0,
+    "mouthPressRight": 2.0,
+    "mouthPucker": 2.0,
+    "mouthFunnel": 2.0,
+    "mouthRollLower": 1.5,
 }
 
 
@@ -75,7 +80,9 @@ class TrainSettings:
     eval_every: int = 250
 
 
-def batches(corpus: Corpus, s: TrainSettings, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, ...]]:
+def batches(
+    corpus: Corpus, s: TrainSettings, rng: np.random.Generator
+) -> Iterator[tuple[torch.Tensor, ...]]:
     """Endless random crops: mel (B, 2T, n_mels), blendshape targets (B, T, nb), labels (B, T)."""
     fpt = s.dims.frames_per_token
     span = s.crop_tokens * fpt
@@ -102,8 +109,12 @@ def channel_weights() -> torch.Tensor:
     return w / w.mean()
 
 
-def loss_fn(model: MotionTransformer, batch: tuple[torch.Tensor, ...], s: TrainSettings,
-            weights: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+def loss_fn(
+    model: MotionTransformer,
+    batch: tuple[torch.Tensor, ...],
+    s: TrainSettings,
+    weights: torch.Tensor,
+) -> tuple[torch.Tensor, dict[str, float]]:
     mel, bs_true, vis_true = batch
     bs, logits = model.training_outputs(mel)
     l1 = ((bs - bs_true).abs() * weights).mean()
@@ -121,7 +132,9 @@ def _lr(step: int, total: int, s: TrainSettings) -> float:
 
 
 @torch.no_grad()
-def validate(model: MotionTransformer, corpus: Corpus, s: TrainSettings, n: int = 4) -> dict[str, float]:
+def validate(
+    model: MotionTransformer, corpus: Corpus, s: TrainSettings, n: int = 4
+) -> dict[str, float]:
     model.eval()
     rng = np.random.default_rng(1234)
     gen = batches(corpus, s, rng)
@@ -138,8 +151,13 @@ def fit_normalisation(model: MotionTransformer, corpus: Corpus) -> None:
     model.mel_std.copy_(torch.from_numpy(sample.std(0) + 1e-3).float())
 
 
-def train(train_set: Corpus, val_set: Corpus | None, s: TrainSettings, log_path: Path | None = None,
-          progress: bool = True) -> tuple[MotionTransformer, list[dict[str, float]]]:
+def train(
+    train_set: Corpus,
+    val_set: Corpus | None,
+    s: TrainSettings,
+    log_path: Path | None = None,
+    progress: bool = True,
+) -> tuple[MotionTransformer, list[dict[str, float]]]:
     """Train for ``s.minutes`` of wall time or ``s.max_steps``; returns the model and history."""
     torch.manual_seed(s.seed)
     torch.set_num_threads(s.threads)
@@ -156,7 +174,9 @@ def train(train_set: Corpus, val_set: Corpus | None, s: TrainSettings, log_path:
     step = 0
     model.train()
     while step < s.max_steps and time.monotonic() - t0 < budget:
-        if step == 50:  # estimate the number of steps that fit the time budget (for the LR schedule)
+        if (
+            step == 50
+        ):  # estimate the number of steps that fit the time budget (for the LR schedule)
             per_step = (time.monotonic() - t0) / 50
             est_total = min(s.max_steps, int(budget / per_step))
             bar.total = est_total
@@ -172,8 +192,12 @@ def train(train_set: Corpus, val_set: Corpus | None, s: TrainSettings, log_path:
         bar.set_postfix(l1=f"{logs['l1']:.4f}", ce=f"{logs['ce']:.3f}")
         if val_set is not None and (step % s.eval_every == 0):
             val = validate(model, val_set, s)
-            entry = {"step": step, "minutes": (time.monotonic() - t0) / 60, **logs,
-                     **{f"val_{k}": v for k, v in val.items()}}
+            entry = {
+                "step": step,
+                "minutes": (time.monotonic() - t0) / 60,
+                **logs,
+                **{f"val_{k}": v for k, v in val.items()},
+            }
             history.append(entry)
             if log_path:
                 with log_path.open("a") as f:

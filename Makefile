@@ -1,0 +1,47 @@
+# Two commands do all set-up on a fresh machine:
+#   make run    -> lip-sync motion for the bundled sample (out/motion.json + out/motion.png)
+#   make test   -> lint, type-check and the whole test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+RUN_STAMP := $(VENV)/.run-installed
+DEV_STAMP := $(VENV)/.dev-installed
+
+.PHONY: run test lint train bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+# torch==2.13.0 first: it is the CPU build on this disk; anything else pulls a CUDA build.
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
+	bash scripts/setup_system.sh
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[train,dev]'
+	touch $(RUN_STAMP) $@
+
+run: $(RUN_STAMP)
+	@mkdir -p out
+	$(BIN)/avatar motion avatar/assets/sample.ogg -o out/motion.json --plot out/motion.png
+
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check avatar tests scripts
+	$(BIN)/ruff format --check avatar tests scripts
+	$(BIN)/mypy avatar
+
+test: lint
+	$(BIN)/pytest -q
+
+train: $(DEV_STAMP)
+	bash scripts/setup_system.sh --train
+	$(BIN)/avatar train motion --out runs/motion
+
+bench: $(DEV_STAMP)
+	$(BIN)/python scripts/bench_motion.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,237 @@
+"""Streaming conversion of any audio frames to mono float32 at the model rate.
+
+:class:`MonoResampler` is the one conversion used for files and for WebRTC: FFmpeg's resampler
+(through ``av.AudioResampler``) with a level-preserving downmix. FFmpeg's default float downmix
+adds the channels at -3 dB each, so a dual-mono stereo signal comes out 3 dB louder than the
+same signal in a mono file (and clips at full scale); ``rematrix_maxval=1`` normalises the matrix
+so that a signal present on every channel keeps its level (stereo becomes ``(L + R) / 2``; 5.1
+keeps FFmpeg's centre-weighted matrix and drops the LFE).
+
+Timing: FFmpeg's resampler is zero-phase (output sample ``k`` is input time ``k / rate``) and
+holds back a short look-ahead, which only :meth:`MonoResampler.flush` releases: measured 16
+output samples (1 ms) at 16 kHz from 22.05/44.1/48/96 kHz, 32 (2 ms) from 8 kHz. After the
+flush a stream's output has ``n_in * rate / src_rate`` samples (to within one).
+
+:class:`WebRtcResampler` turns what aiortc delivers (``av.AudioFrame`` or raw s16 interleaved
+arrays, 48 kHz stereo by default) into :class:`~avatar.frames.AudioChunk` on a sample-count
+timeline.
+"""
+
+from __future__ import annotations
+
+from math import gcd
+
+import av
+import numpy as np
+
+from avatar.config import AudioConfig
+from avatar.errors import AudioInputError
+from avatar.frames import AudioChunk
+
+NS_PER_S = 1_000_000_000
+FLOAT_FORMATS = frozenset({"flt", "fltp", "dbl", "dblp"})
+_DTYPE_FORMATS = {np.dtype(np.int16): "s16", np.dtype(np.float32): "flt"}
+# Normalise the downmix matrix: a signal present on every channel keeps its level.
+_SWR_OPTIONS = {"rematrix_maxval": "1.0"}
+
+
+def layout_name(channels: int) -> str:
+    """FFmpeg layout name for a channel count (unknown orders use FFmpeg's default layout)."""
+    if channels < 1:
+        raise AudioInputError(f"audio must have at least one channel, got {channels}")
+    return {1: "mono", 2: "stereo"}.get(channels, f"{channels} channels")
+
+
+def _zero_nonfinite(frame: av.AudioFrame) -> tuple[av.AudioFrame, int]:
+    """Replace NaN/inf in a float frame by 0; FFmpeg's filter would smear them over ~30 samples."""
+    if frame.format.name not in FLOAT_FORMATS:
+        return frame, 0
+    arr = frame.to_ndarray()
+    bad = ~np.isfinite(arr)
+    n_bad = int(np.count_nonzero(bad))
+    if n_bad == 0:
+        return frame, 0
+    arr = arr.copy()
+    arr[bad] = 0
+    fixed = av.AudioFrame.from_ndarray(arr, format=frame.format.name, layout=frame.layout.name)
+    fixed.sample_rate = frame.sample_rate
+    return fixed, n_bad
+
+
+class MonoResampler:
+    """Any stream of ``av.AudioFrame`` -> mono float32 in [-1, 1] at ``rate``.
+
+    Frames may change format, layout or rate mid-stream (the converter is rebuilt). Non-finite
+    samples are replaced by 0 before filtering and counted in :attr:`nonfinite`. Input ``pts``
+    are ignored: the output is a plain sample sequence, gaps are not filled.
+    """
+
+    def __init__(self, rate: int = 16000) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = rate
+        self.nonfinite = 0
+        self._resampler: av.AudioResampler | None = None
+        self._key: tuple[str, str, int] | None = None
+
+    def push(self, frame: av.AudioFrame) -> np.ndarray:
+        """Convert one frame; returns the (n,) float32 samples that became ready (maybe none)."""
+        if frame.samples == 0:
+            return np.zeros(0, np.float32)
+        key = (frame.format.name, frame.layout.name, frame.sample_rate)
+        parts = [] if key == self._key else [self.flush()]
+        if self._resampler is None:
+            self._resampler = av.AudioResampler(
+                format="flt", layout="mono", rate=self.rate, options=_SWR_OPTIONS
+            )
+            self._key = key
+        frame, n_bad = _zero_nonfinite(frame)
+        self.nonfinite += n_bad
+        parts += [_mono(f) for f in self._resampler.resample(frame)]
+        return _join(parts)
+
+    def flush(self) -> np.ndarray:
+        """Release the resampler's look-ahead at the end of a stream; the next push starts anew."""
+        if self._resampler is None:
+            return np.zeros(0, np.float32)
+        tail = [_mono(f) for f in self._resampler.resample(None)]
+        self._resampler = None
+        self._key = None
+        return _join(tail)
+
+    def reset(self) -> None:
+        """Drop the look-ahead and the counters."""
+        self._resampler = None
+        self._key = None
+        self.nonfinite = 0
+
+
+def _mono(frame: av.AudioFrame) -> np.ndarray:
+    return frame.to_ndarray().reshape(-1)
+
+
+def _join(parts: list[np.ndarray]) -> np.ndarray:
+    if not parts:
+        return np.zeros(0, np.float32)
+    out = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    # Resampling ringing and float sources can exceed full scale.
+    return np.clip(out, -1.0, 1.0).astype(np.float32, copy=False)
+
+
+class WebRtcResampler:
+    """aiortc audio (``av.AudioFrame`` or raw interleaved samples) -> mono ``AudioChunk``s.
+
+    ``pts_ns`` of each chunk comes from the count of samples emitted so far
+    (``start_pts_ns + n * 1e9 // rate``), never from wall time or the input's pts, so chunks
+    tile the timeline with no gap or overlap. Raw arrays are int16 (s16) or float32 (flt),
+    interleaved: shape ``(n * channels,)``, ``(1, n * channels)`` (what ``AudioFrame.to_ndarray``
+    gives for packed formats) or ``(n, channels)``; their rate and channel count are the
+    constructor's ``input_rate`` and ``input_channels``. ``av.AudioFrame`` inputs carry their own.
+    """
+
+    def __init__(
+        self,
+        rate: int = 16000,
+        input_rate: int = 48000,
+        input_channels: int = 2,
+        start_pts_ns: int = 0,
+    ) -> None:
+        if input_rate <= 0:
+            raise ValueError("input_rate must be positive")
+        self.rate = rate
+        self.input_rate = input_rate
+        self.input_channels = input_channels
+        self._layout = layout_name(input_channels)
+        self._mono = MonoResampler(rate)
+        self._start_pts_ns = start_pts_ns
+        self.samples_in = 0  # input samples per channel
+        self.samples_out = 0
+
+    @classmethod
+    def from_config(cls, cfg: AudioConfig, start_pts_ns: int = 0) -> WebRtcResampler:
+        """The converter for ``cfg.webrtc_*`` input at ``cfg.model_rate``."""
+        return cls(cfg.model_rate, cfg.webrtc_rate, cfg.webrtc_channels, start_pts_ns)
+
+    @property
+    def nonfinite(self) -> int:
+        """Non-finite input samples replaced by 0 so far."""
+        return self._mono.nonfinite
+
+    @property
+    def next_pts_ns(self) -> int:
+        """Timestamp the next emitted sample will carry."""
+        return self._pts(self.samples_out)
+
+    def push(self, audio: av.AudioFrame | np.ndarray) -> list[AudioChunk]:
+        """Convert one input frame; returns zero or one chunk."""
+        frame = audio if isinstance(audio, av.AudioFrame) else self._frame_from_array(audio)
+        self.samples_in += frame.samples
+        return self._emit(self._mono.push(frame))
+
+    def flush(self) -> list[AudioChunk]:
+        """End of stream: release the resampler's look-ahead (about 1 ms)."""
+        return self._emit(self._mono.flush())
+
+    def reset(self, start_pts_ns: int = 0) -> None:
+        """Drop buffered audio and restart the timeline at ``start_pts_ns``."""
+        self._mono.reset()
+        self._start_pts_ns = start_pts_ns
+        self.samples_in = 0
+        self.samples_out = 0
+
+    def _pts(self, n_samples: int) -> int:
+        return self._start_pts_ns + n_samples * NS_PER_S // self.rate
+
+    def _emit(self, samples: np.ndarray) -> list[AudioChunk]:
+        if len(samples) == 0:
+            return []
+        chunk = AudioChunk(samples, self.rate, self._pts(self.samples_out))
+        self.samples_out += len(samples)
+        return [chunk]
+
+    def _frame_from_array(self, arr: np.ndarray) -> av.AudioFrame:
+        fmt = _DTYPE_FORMATS.get(arr.dtype)
+        if fmt is None:
+            raise AudioInputError(f"raw audio must be int16 or float32 samples, got {arr.dtype}")
+        ch = self.input_channels
+        if arr.ndim == 2 and arr.shape[1] == ch and arr.shape[0] != 1:
+            arr = arr.reshape(-1)  # (n, channels) -> interleaved
+        flat = arr.reshape(-1)
+        if flat.size % ch:
+            raise AudioInputError(
+                f"raw audio of {flat.size} values is not a whole number of {ch}-channel samples;"
+                " set input_channels to the stream's channel count"
+            )
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(flat)[None, :], format=fmt, layout=self._layout
+        )
+        frame.sample_rate = self.input_rate
+        return frame
+
+
+def resample_poly_mono(
+    x: np.ndarray, src_rate: int, dst_rate: int, zero_crossings: int = 32
+) -> np.ndarray:
+    """Offline zero-phase windowed-sinc resampling of a mono signal (pure numpy reference).
+
+    Output sample ``k`` is the band-limited value at input time ``k * src_rate / dst_rate``
+    (the same alignment as FFmpeg's resampler); ``ceil(len(x) * dst / src)`` samples. The
+    anti-alias cut-off is 0.95 of the lower Nyquist frequency, with a Kaiser window (beta 8.6).
+    """
+    x = np.asarray(x, np.float64).reshape(-1)
+    g = gcd(src_rate, dst_rate)
+    up, down = dst_rate // g, src_rate // g
+    n_out = -(-len(x) * up // down)
+    cutoff = 0.95 * min(1.0, dst_rate / src_rate)  # in units of the input Nyquist
+    half = int(np.ceil(zero_crossings / cutoff))  # kernel half-width in input samples
+    padded = np.concatenate([np.zeros(half), x, np.zeros(half + 1)])
+    taps = np.arange(-half + 1, half + 1)
+    out = np.empty(n_out, np.float64)
+    for lo in range(0, n_out, 4096):
+        k = np.arange(lo, min(lo + 4096, n_out))
+        t = k * down / up  # input time of each output sample
+        idx = np.floor(t).astype(np.int64)[:, None] + taps[None, :]  # (B, 2 * half)
+        d = idx - t[:, None]
+        window = np.i0(8.6 * np.sqrt(np.clip(1.0 - (d / half) ** 2, 0.0, None))) / np.i0(8.6)
+        out[lo : lo + len(k)] = (padded[idx + half] * cutoff * np.sinc(cutoff * d) * window).sum(1)
+    return out.astype(np.float32)

@@ -1,0 +1,128 @@
+"""Command line: ``avatar motion``, ``avatar train motion``, ``avatar eval motion``.
+
+Every user mistake (bad file, bad option) ends as one ``error:`` line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from avatar.config import Config, load_config
+from avatar.errors import AvatarError
+
+log = logging.getLogger("avatar")
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config, args.set)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="YAML config (default configs/default.yaml)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set motion.fps=30",
+    )
+
+
+def cmd_motion(args: argparse.Namespace) -> int:
+    from avatar.motion.offline import motion_file
+
+    overrides = list(args.set)
+    if args.fps:
+        overrides.append(f"motion.fps={args.fps}")
+    if args.backend:
+        overrides.append(f"motion.backend={args.backend}")
+    cfg = load_config(args.config, overrides)
+    summary = motion_file(args.audio, args.output, cfg, plot=args.plot, progress=not args.quiet)
+    print(summary)
+    return 0
+
+
+def cmd_train_motion(args: argparse.Namespace) -> int:
+    from avatar.train.pipeline import TrainOptions, train_motion_pipeline
+
+    opts = TrainOptions(
+        corpus=args.corpus,
+        out=args.out,
+        hours=args.hours,
+        copies=args.copies,
+        minutes=args.minutes,
+        seed=args.seed,
+        quick=args.quick,
+        rebuild=args.rebuild,
+        processes=args.processes,
+    )
+    train_motion_pipeline(opts, _config(args))
+    return 0
+
+
+def cmd_eval_motion(args: argparse.Namespace) -> int:
+    from avatar.train.pipeline import evaluate_weights
+
+    evaluate_weights(_config(args), args.eval_dir, args.output)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="avatar", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("motion", help="speech audio -> motion.json (ARKit blendshapes + visemes)")
+    p.add_argument("audio", type=Path, help="wav, flac, mp3, ogg/opus... any rate, mono or stereo")
+    p.add_argument("-o", "--output", type=Path, default=Path("motion.json"))
+    p.add_argument("--plot", type=Path, help="also write a PNG of the main channels")
+    p.add_argument("--fps", type=float, help="video frame rate (default from config: 25)")
+    p.add_argument("--backend", choices=["auto", "onnxruntime", "torch"])
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _common(p)
+    p.set_defaults(func=cmd_motion)
+
+    train = sub.add_parser("train", help="train a model").add_subparsers(dest="what", required=True)
+    t = train.add_parser("motion", help="build the synthetic corpus and train audio-to-motion")
+    t.add_argument("--corpus", type=Path, default=Path("data/corpus"))
+    t.add_argument("-o", "--out", type=Path, default=Path("runs/motion"))
+    t.add_argument("--hours", type=float, default=4.0, help="hours of raw synthetic speech")
+    t.add_argument("--copies", type=int, default=2, help="augmented copies per utterance")
+    t.add_argument("--minutes", type=float, default=25.0, help="training time budget")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--processes", type=int, default=2)
+    t.add_argument("--quick", action="store_true", help="tiny corpus and model (tests, < 1 min)")
+    t.add_argument("--rebuild", action="store_true", help="rebuild the corpus even if present")
+    _common(t)
+    t.set_defaults(func=cmd_train_motion)
+
+    ev = sub.add_parser("eval", help="evaluate a model").add_subparsers(dest="what", required=True)
+    e = ev.add_parser("motion", help="metrics on held-out voices and real human speech")
+    e.add_argument("--eval-dir", type=Path, default=Path("data/eval"))
+    e.add_argument("-o", "--output", type=Path, help="write the metrics as JSON")
+    _common(e)
+    e.set_defaults(func=cmd_eval_motion)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s"
+    )
+    try:
+        return int(args.func(args))
+    except AvatarError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

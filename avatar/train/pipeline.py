@@ -1,0 +1,178 @@
+"""``avatar train motion`` end to end: corpus -> training -> checkpoint + ONNX -> evaluation.
+
+Everything lands in ``--out``: ``motion.pt`` (self-describing checkpoint), ``motion.onnx``,
+``train_log.jsonl``, ``metrics.json``. Shipping a model means copying ``motion.pt``,
+``motion.onnx`` and ``metrics.json`` into ``avatar/weights/`` and updating its model card.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from avatar.backend import OrtBackend
+from avatar.config import Config, MotionConfig
+from avatar.data import augment as aug
+from avatar.data.types import AlignedUtterance
+from avatar.motion.model import MotionDims
+from avatar.motion.runtime import load_motion_backend
+from avatar.train.evaluate import EvalResult, evaluate
+
+log = logging.getLogger(__name__)
+
+QUICK_DIMS = MotionDims(d_model=48, n_heads=2, n_layers=1, d_ff=96, window=50)
+
+
+@dataclass(slots=True)
+class TrainOptions:
+    corpus: Path
+    out: Path
+    hours: float = 4.0
+    copies: int = 2
+    minutes: float = 25.0
+    seed: int = 0
+    quick: bool = False
+    rebuild: bool = False
+    processes: int = 2
+
+
+def _ensure_corpus(opts: TrainOptions, cfg: Config) -> None:
+    from avatar.train.corpus_build import build_corpus, build_eval_sets
+
+    if opts.rebuild or not (opts.corpus / "manifest.json").exists():
+        hours = 0.03 if opts.quick else opts.hours
+        copies = 1 if opts.quick else opts.copies
+        t0 = time.monotonic()
+        manifest = build_corpus(
+            opts.corpus, hours, copies, opts.seed, cfg.features, opts.processes, opts.quick
+        )
+        log.warning(
+            "corpus: %.2f h in %.0f s; unmapped symbols: %s",
+            manifest["hours_total"],
+            time.monotonic() - t0,
+            manifest["unmapped_symbols"] or "none",
+        )
+    eval_dir = opts.corpus / "eval"
+    if opts.rebuild or not any(eval_dir.glob("eval-*.npz")):
+        build_eval_sets(eval_dir, 4 if opts.quick else 40, opts.seed + 1, opts.quick)
+
+
+def train_motion_pipeline(opts: TrainOptions, cfg: Config) -> dict[str, object]:
+    """Build the corpus if needed, train, save, export and evaluate."""
+    import torch
+
+    from avatar.motion.export import export_onnx, model_meta
+    from avatar.train.motion import TrainSettings, load_corpus, train
+
+    _ensure_corpus(opts, cfg)
+    opts.out.mkdir(parents=True, exist_ok=True)
+    settings = (
+        TrainSettings(
+            dims=QUICK_DIMS,
+            minutes=opts.minutes,
+            max_steps=30,
+            batch=4,
+            crop_tokens=100,
+            eval_every=15,
+            seed=opts.seed,
+        )
+        if opts.quick
+        else TrainSettings(minutes=opts.minutes, seed=opts.seed)
+    )
+    train_set, val_set = load_corpus(opts.corpus, "train"), load_corpus(opts.corpus, "heldout")
+    log_path = opts.out / "train_log.jsonl"
+    log_path.unlink(missing_ok=True)
+    t0 = time.monotonic()
+    model, _ = train(train_set, val_set, settings, log_path)
+    minutes = (time.monotonic() - t0) / 60
+    meta = model_meta(model, cfg.features)
+    info = {
+        "train_minutes": round(minutes, 2),
+        "train_frames": train_set.frames,
+        "settings": {k: v for k, v in asdict(settings).items() if k != "dims"},
+    }
+    torch.save(model.checkpoint({"meta": meta, "train": info}), opts.out / "motion.pt")
+    export_onnx(model, cfg.features, opts.out / "motion.onnx")
+    metrics = evaluate_weights(
+        cfg,
+        opts.corpus / "eval",
+        opts.out / "metrics.json",
+        weights=opts.out / "motion.onnx",
+        human=not opts.quick,
+    )
+    metrics["train"] = info
+    (opts.out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+def human_sets() -> dict[str, list[AlignedUtterance]]:
+    """Real human recordings (Debian packages), aligned; clean and after an Opus round trip."""
+    from avatar.data.human import human_speech_set
+
+    clean = [aug.resample(u) for u in human_speech_set()]
+    opus = [aug.opus_round_trip(u, 24000) for u in clean]
+    return {"human": clean, "human-opus": opus}
+
+
+def evaluate_weights(
+    cfg: Config,
+    eval_dir: Path,
+    output: Path | None,
+    weights: Path | None = None,
+    human: bool = True,
+) -> dict[str, object]:
+    """Evaluate the configured (or given) ONNX model on every eval set; print a table."""
+    from avatar.train.corpus_build import load_utterances
+
+    mcfg = (
+        MotionConfig(**{**cfg.motion.model_dump(), "weights": str(weights)})
+        if weights
+        else cfg.motion
+    )
+    backend = load_motion_backend(mcfg)
+    sets = {
+        p.stem.removeprefix("eval-"): load_utterances(p)
+        for p in sorted(eval_dir.glob("eval-*.npz"))
+    }
+    if human:
+        sets.update(human_sets())
+    results = [evaluate(backend, utts, name, cfg.motion.fps) for name, utts in sets.items()]
+    print(format_table(results))
+    out: dict[str, object] = {
+        "backend": backend.name,
+        "fps": cfg.motion.fps,
+        "sets": {r.name: r.as_dict() for r in results},
+    }
+    if isinstance(backend, OrtBackend):
+        out["model"] = backend.meta["dims"]
+    if output:
+        output.write_text(json.dumps(out, indent=1))
+    return out
+
+
+def format_table(results: list[EvalResult]) -> str:
+    cols = (
+        "seconds",
+        "jaw_r",
+        "energy_r",
+        "viseme_acc",
+        "viseme_acc_speech",
+        "pbm_jaw",
+        "pbm_closed",
+        "vowel_jaw",
+        "silence_jaw",
+    )
+    lines = ["| set | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for r in results:
+        d = r.as_dict()
+        lines.append(
+            f"| {r.name} | "
+            + " | ".join(f"{d[c]:.1f}" if c == "seconds" else f"{d[c]:.3f}" for c in cols)
+            + " |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Debian packages the tests and the training need (nothing is needed to run `avatar motion`).
+#   scripts/setup_system.sh          speech synthesizers and human recordings for the tests
+#   scripts/setup_system.sh --train  plus the sentence material of the full training corpus
+set -euo pipefail
+pkgs=(espeak-ng libespeak-ng1 festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
+      alsa-utils klettres-data ktuberling)
+if [[ "${1:-}" == "--train" ]]; then
+  pkgs+=(fortunes fortunes-de fortunes-es fortunes-it)
+fi
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+if ! command -v apt-get >/dev/null; then
+  echo "warning: not a Debian system; install ${missing[*]} by hand (tests that need them skip)" >&2
+  exit 0
+fi
+sudo=""
+[[ $(id -u) -ne 0 ]] && sudo="sudo"
+echo "installing Debian packages: ${missing[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
