@@ -19,3 +19,11 @@ class ModelError(AvatarError):
 
 class BackendUnavailable(AvatarError):
     """An inference backend cannot run here (library or device missing)."""
+
+
+class FestivalError(AvatarError):
+    """Festival is missing, a voice is unknown, or a synthesis run failed."""
+
+
+class HumanSpeechError(AvatarError):
+    """No human recordings or no aligner is available, or an alignment failed."""

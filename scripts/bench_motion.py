@@ -13,11 +13,11 @@ import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from avatar.backend import InferenceBackend, OrtBackend  # noqa: E402
-from avatar.motion.runtime import BUILTIN_DIR, load_torch_backend  # noqa: E402
-from avatar.motion.stream import MotionStreamer  # noqa: E402
+from avatar.backend import InferenceBackend, OrtBackend
+from avatar.motion.runtime import BUILTIN_DIR, load_torch_backend
+from avatar.motion.stream import MotionStreamer
 
 HOP = 640  # 40 ms at 16 kHz
 
@@ -76,11 +76,13 @@ def main() -> None:
     backends: list[InferenceBackend] = [OrtBackend(BUILTIN_DIR / "motion.onnx", threads=1)]
     try:
         backends.append(load_torch_backend(BUILTIN_DIR / "motion.pt", threads=1))
-    except Exception as e:  # noqa: BLE001 - torch is optional at run time
+    except Exception as e:
         print(f"torch backend skipped: {e}")
     dims = backends[0].meta["dims"]
-    print(f"model: d={dims['d_model']} layers={dims['n_layers']} window={dims['window']} tokens, "
-          f"lookahead={dims['lookahead_tokens'] * 20} ms; 1 thread; {args.seconds:.0f} s of audio")
+    print(
+        f"model: d={dims['d_model']} layers={dims['n_layers']} window={dims['window']} tokens, "
+        f"lookahead={dims['lookahead_tokens'] * 20} ms; 1 thread; {args.seconds:.0f} s of audio"
+    )
     print("| backend | streaming ms/40ms p50 | p95 | model only p50 | offline ms/40ms |")
     print("|---|---|---|---|---|")
     results = {}
@@ -89,11 +91,17 @@ def main() -> None:
         m = bench_model_only(b, audio)
         off = bench_offline(b, audio)
         results[b.name] = float(np.median(s))
-        print(f"| {b.name} | {np.median(s):.3f} | {np.percentile(s, 95):.3f} | "
-              f"{np.median(m):.3f} | {off:.3f} |")
+        print(
+            f"| {b.name} | {np.median(s):.3f} | {np.percentile(s, 95):.3f} | "
+            f"{np.median(m):.3f} | {off:.3f} |"
+        )
     if len(results) == 2:
-        print(f"torch / onnxruntime streaming ratio: {results['torch'] / results['onnxruntime']:.1f}x")
-    print(f"real-time budget used by onnxruntime: {results['onnxruntime'] / 40 * 100:.1f}% of 40 ms")
+        print(
+            f"torch / onnxruntime streaming ratio: {results['torch'] / results['onnxruntime']:.1f}x"
+        )
+    print(
+        f"real-time budget used by onnxruntime: {results['onnxruntime'] / 40 * 100:.1f}% of 40 ms"
+    )
 
 
 if __name__ == "__main__":

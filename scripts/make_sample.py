@@ -9,12 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
+from avatar.audio.write import encode_mono
 from avatar.data import augment as aug
 from avatar.data.espeak import EspeakSynth, Prosody
-from avatar.audio.write import encode_mono
 
-TEXT = ("Hello! My name is Emma, and I am happy to meet you. "
-        "Bob bought a big map, and we moved to the blue house by the sea.")
+TEXT = (
+    "Hello! My name is Emma, and I am happy to meet you. "
+    "Bob bought a big map, and we moved to the blue house by the sea."
+)
 
 
 def main() -> None:

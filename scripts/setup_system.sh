@@ -4,7 +4,7 @@
 #   scripts/setup_system.sh --train  plus the sentence material of the full training corpus
 set -euo pipefail
 pkgs=(espeak-ng libespeak-ng1 festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
-      alsa-utils klettres-data ktuberling)
+      alsa-utils klettres-data ktuberling-data)
 if [[ "${1:-}" == "--train" ]]; then
   pkgs+=(fortunes fortunes-de fortunes-es fortunes-it)
 fi

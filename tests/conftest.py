@@ -22,15 +22,27 @@ class CountingBackend:
 
     name = "counting"
     input_names = ("mel", "conv1_state", "conv2_state", "k_cache", "v_cache", "cache_valid")
-    output_names = ("blendshapes", "visemes", "conv1_state_out", "conv2_state_out",
-                    "k_cache_out", "v_cache_out", "cache_valid_out")
+    output_names = (
+        "blendshapes",
+        "visemes",
+        "conv1_state_out",
+        "conv2_state_out",
+        "k_cache_out",
+        "v_cache_out",
+        "cache_valid_out",
+    )
 
     def __init__(self, lookahead_tokens: int = 3) -> None:
         self.meta: dict[str, Any] = {
             "dims": {"frames_per_token": 2, "lookahead_tokens": lookahead_tokens},
             "features": FeatureConfig().model_dump(),
-            "state_shapes": {"conv1_state": [1, 1], "conv2_state": [1, 1], "k_cache": [1, 1],
-                             "v_cache": [1, 1], "cache_valid": [1, 1]},
+            "state_shapes": {
+                "conv1_state": [1, 1],
+                "conv2_state": [1, 1],
+                "k_cache": [1, 1],
+                "v_cache": [1, 1],
+                "cache_valid": [1, 1],
+            },
         }
         self.calls: list[int] = []
 
@@ -42,9 +54,15 @@ class CountingBackend:
         bs = np.repeat(idx[None, :, None], 16, axis=2)
         vis = np.full((1, t, 15), 1 / 15, np.float32)
         counter = np.array([[start + t]], np.float32)
-        return {"blendshapes": bs, "visemes": vis, "conv1_state_out": counter,
-                "conv2_state_out": counter, "k_cache_out": counter, "v_cache_out": counter,
-                "cache_valid_out": counter}
+        return {
+            "blendshapes": bs,
+            "visemes": vis,
+            "conv1_state_out": counter,
+            "conv2_state_out": counter,
+            "k_cache_out": counter,
+            "v_cache_out": counter,
+            "cache_valid_out": counter,
+        }
 
 
 @pytest.fixture
@@ -69,7 +87,7 @@ def write_wav(path: Path, audio: np.ndarray, rate: int, fmt: str = "s16") -> Pat
         elif fmt == "u8":
             data = np.clip(audio * 127 + 128, 0, 255).astype(np.uint8)
         elif fmt == "s32":
-            data = np.clip(audio * 2147483647, -2**31, 2**31 - 1).astype(np.int32)
+            data = np.clip(audio * 2147483647, -(2**31), 2**31 - 1).astype(np.int32)
         else:
             data = audio.astype(np.float32)
         frame = av.AudioFrame.from_ndarray(data.reshape(1, -1), format=fmt, layout=layout)
@@ -91,9 +109,8 @@ def speech_16k() -> np.ndarray:
         pytest.skip(f"training extras missing: {e}")
     try:
         synth = EspeakSynth()
-    except Exception as e:  # noqa: BLE001 - any failure means: no espeak here
+    except Exception as e:
         pytest.skip(f"espeak-ng unavailable: {e}")
     synth.set_voice("en-gb-scotland", Prosody(rate=150))
     utt = synth.synthesize("Bob bought a big map. Who knew? Papa made more bread.", "t", "t")
     return aug.clean(utt).audio
-

@@ -9,6 +9,7 @@ import pytest
 from scipy import signal
 
 from avatar.data import augment as aug
+from avatar.data.noise import _pseudo_talker
 from avatar.data.types import AlignedUtterance, Phone
 
 
@@ -29,7 +30,7 @@ def _speechlike(seed: int, seconds: float = 1.5, sr: int = 16000) -> AlignedUtte
     """Pseudo speech with digital-zero pauses and an alignment of 100 ms phones."""
     rng = np.random.default_rng(seed)
     n = round(seconds * sr)
-    x = 0.1 * aug._pseudo_talker(rng, n, sr)
+    x = 0.1 * _pseudo_talker(rng, n, sr)
     x[np.abs(x) < 0.002] = 0.0
     edges = [*np.arange(0.0, seconds - 0.05, 0.1), n / sr]
     phones = [

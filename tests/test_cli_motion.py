@@ -54,8 +54,10 @@ def test_any_rate_layout_and_depth(tmp_path: Path, rate: int, channels: int, fmt
     _check_ok(avatar("motion", str(wav), "-o", str(out), "-q"), out, 2.0)
 
 
-@pytest.mark.parametrize(("codec", "suffix"), [("libmp3lame", "mp3"), ("libopus", "ogg"),
-                                               ("flac", "flac"), ("aac", "m4a")])
+@pytest.mark.parametrize(
+    ("codec", "suffix"),
+    [("libmp3lame", "mp3"), ("libopus", "ogg"), ("flac", "flac"), ("aac", "m4a")],
+)
 def test_compressed_formats(tmp_path: Path, codec: str, suffix: str) -> None:
     path = encode_mono(tmp_path / f"in.{suffix}", codec, _speechlike(2.0, 48000), 48000)
     out = tmp_path / "m.json"
@@ -85,8 +87,11 @@ def test_nan_and_inf_samples_are_repaired_with_one_warning(tmp_path: Path) -> No
 
 @pytest.mark.parametrize(
     ("content", "needle"),
-    [(b"", "empty"), (b"hello, this is text not audio\n" * 20, "not an audio file"),
-     (b"\x89PNG\r\n\x1a\n" + bytes(200), "")],
+    [
+        (b"", "empty"),
+        (b"hello, this is text not audio\n" * 20, "not an audio file"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(200), ""),
+    ],
 )
 def test_bad_files_give_one_error_line(tmp_path: Path, content: bytes, needle: str) -> None:
     bad = tmp_path / "bad.wav"

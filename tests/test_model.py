@@ -45,7 +45,9 @@ def test_streaming_equals_offline(chunk: int) -> None:
     mel = torch.randn(1, 2 * tokens, SMALL.n_mels)
     with torch.no_grad():
         offline = model(mel, **model.initial_state(1))[0]
-        streamed = _stream(model, mel, [chunk] * (tokens // chunk) + [tokens % chunk] * bool(tokens % chunk))
+        streamed = _stream(
+            model, mel, [chunk] * (tokens // chunk) + [tokens % chunk] * bool(tokens % chunk)
+        )
     torch.testing.assert_close(streamed, offline, atol=1e-5, rtol=1e-4)
 
 
@@ -72,8 +74,9 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     assert loaded.dims == SMALL
     mel = torch.randn(1, 20, SMALL.n_mels)
     with torch.no_grad():
-        torch.testing.assert_close(loaded(mel, **loaded.initial_state(1))[0],
-                                   model(mel, **model.initial_state(1))[0])
+        torch.testing.assert_close(
+            loaded(mel, **loaded.initial_state(1))[0], model(mel, **model.initial_state(1))[0]
+        )
 
 
 @pytest.mark.slow

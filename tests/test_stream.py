@@ -38,7 +38,9 @@ def test_chunk_sizes_do_not_change_the_result() -> None:
     for block in (1, 37, 160, 320, 641, 5000):
         got = _run(CountingBackend(), audio, 25, block)
         assert len(got) == len(ref)
-        assert all(np.array_equal(a.blendshapes, b.blendshapes) for a, b in zip(got, ref))
+        assert all(
+            np.array_equal(a.blendshapes, b.blendshapes) for a, b in zip(got, ref, strict=True)
+        )
 
 
 def test_frames_are_emitted_as_soon_as_their_audio_arrived() -> None:

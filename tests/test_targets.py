@@ -29,9 +29,25 @@ def _at(phones: list[Phone], t: float) -> np.ndarray:
 
 @pytest.mark.parametrize(
     ("ipa", "viseme"),
-    [("p", "PP"), ("b", "PP"), ("m", "PP"), ("f", "FF"), ("θ", "TH"), ("t", "DD"), ("k", "kk"),
-     ("ʃ", "CH"), ("s", "SS"), ("n", "nn"), ("ɹ", "RR"), ("ɑː", "aa"), ("ɛ", "E"), ("iː", "ih"),
-     ("ɔ", "oh"), ("uː", "ou"), ("tʃ", "CH")],
+    [
+        ("p", "PP"),
+        ("b", "PP"),
+        ("m", "PP"),
+        ("f", "FF"),
+        ("θ", "TH"),
+        ("t", "DD"),
+        ("k", "kk"),
+        ("ʃ", "CH"),
+        ("s", "SS"),
+        ("n", "nn"),
+        ("ɹ", "RR"),
+        ("ɑː", "aa"),
+        ("ɛ", "E"),
+        ("iː", "ih"),
+        ("ɔ", "oh"),
+        ("uː", "ou"),
+        ("tʃ", "CH"),
+    ],
 )
 def test_viseme_table(ipa: str, viseme: str) -> None:
     segs = split_segments(ipa)
@@ -52,8 +68,9 @@ def test_arpabet() -> None:
 
 
 def test_bilabials_close_and_vowels_open_by_height() -> None:
-    phones = _seq(("", 0.3), ("ɑ", 0.15), ("b", 0.08), ("ɑ", 0.15), ("m", 0.08), ("i", 0.15),
-                  ("", 0.3))
+    phones = _seq(
+        ("", 0.3), ("ɑ", 0.15), ("b", 0.08), ("ɑ", 0.15), ("m", 0.08), ("i", 0.15), ("", 0.3)
+    )
     assert _at(phones, 0.3 + 0.15 + 0.04)[JAW] < 0.05  # middle of b
     assert _at(phones, 0.3 + 0.15 + 0.08 + 0.15 + 0.04)[JAW] < 0.05  # middle of m
     open_a = _at(phones, 0.3 + 0.075)[JAW]

@@ -18,7 +18,7 @@ def test_quick_training_produces_a_working_model(tmp_path: Path) -> None:
         from avatar.data.espeak import EspeakSynth
 
         EspeakSynth()
-    except Exception as e:  # noqa: BLE001 - no espeak-ng here
+    except Exception as e:
         pytest.skip(f"espeak-ng unavailable: {e}")
     from avatar.backend import OrtBackend
     from avatar.config import load_config
@@ -38,7 +38,10 @@ def test_quick_training_produces_a_working_model(tmp_path: Path) -> None:
     # the exported model runs and agrees with the checkpoint
     audio = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
     rows = []
-    for backend in (OrtBackend(opts.out / "motion.onnx"), load_torch_backend(opts.out / "motion.pt")):
+    for backend in (
+        OrtBackend(opts.out / "motion.onnx"),
+        load_torch_backend(opts.out / "motion.pt"),
+    ):
         s = MotionStreamer(backend, 25)
         frames = s.push(audio) + s.flush()
         rows.append(np.stack([f.blendshapes for f in frames]))

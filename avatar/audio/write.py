@@ -15,7 +15,9 @@ def encode_mono(path: Path, codec: str, audio: np.ndarray, rate: int) -> Path:
     """Write ``audio`` (float in [-1, 1]) as one mono stream encoded with ``codec``."""
     with av.open(str(path), "w") as out:
         stream = out.add_stream(codec, rate=rate, layout="mono")
-        fmt = stream.codec_context.codec.audio_formats[0].name
+        assert isinstance(stream, av.AudioStream)
+        formats = stream.codec_context.codec.audio_formats or []
+        fmt = formats[0].name if formats else "s16"
         base = fmt.rstrip("p")
         data = (np.clip(audio, -1, 1) * _SCALE[base]).astype(_DTYPES[base])[None]
         frame = av.AudioFrame.from_ndarray(data, format=fmt, layout="mono")

@@ -8,27 +8,80 @@ without gaps (:func:`check_alignment`). Each transform records what it did in ``
 Two entry points: :func:`augment` (a random chain, see :class:`AugmentProbabilities`) and
 :func:`clean` (16 kHz, a little padding with room tone). Both return float32 16 kHz audio in
 ``[-1, 1]``.
+
+The noise generators live in :mod:`avatar.data.noise`, the Opus round trip in
+:mod:`avatar.data.codec`; their public names are re-exported here.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import fractions
-import functools
 import itertools
 import math
 from dataclasses import dataclass
 
-import av
 import numpy as np
-import scipy.fft
 from scipy import signal
 
+from avatar.data.audio_ops import finalize, resample_audio, speech_power, unit_rms, with_audio
+from avatar.data.codec import OPUS_FRAME, OPUS_RATE, opus_delay, opus_round_trip
+from avatar.data.noise import NOISE_WEIGHTS, add_noise, colored_noise, make_noise
 from avatar.data.types import AlignedUtterance, Phone
 
+__all__ = [
+    "BAND_PRESETS",
+    "DRR_RANGE_DB",
+    "GAIN_RANGE_DB",
+    "GAIN_REF_DBFS",
+    "NOISE_WEIGHTS",
+    "OPUS_FRAME",
+    "OPUS_KBPS_RANGE",
+    "OPUS_LOSS_PROB",
+    "OPUS_LOSS_RANGE",
+    "OPUS_RATE",
+    "OVERDRIVE_PROB",
+    "OVERDRIVE_RANGE_DB",
+    "PAD_RANGE_S",
+    "PEAK_CEILING",
+    "PEAK_EQ_GAIN_DB",
+    "ROOM_TONE_BELOW_DB",
+    "RT60_RANGE_S",
+    "SNR_RANGE_DB",
+    "SPEED_MAX_CHANGE",
+    "STRETCH_MAX_CHANGE",
+    "TILT_RANGE_DB",
+    "TRAIN_RATE",
+    "AugmentProbabilities",
+    "add_noise",
+    "add_room_tone",
+    "apply_gain",
+    "augment",
+    "band_limit",
+    "change_speed",
+    "check_alignment",
+    "clean",
+    "colored_noise",
+    "conform_phones",
+    "equalize",
+    "finalize",
+    "make_noise",
+    "opus_delay",
+    "opus_round_trip",
+    "pad",
+    "pitch_shift",
+    "random_band_limit",
+    "random_eq",
+    "random_noise",
+    "random_opus",
+    "random_reverb",
+    "resample",
+    "reverberate",
+    "set_level",
+    "synthetic_rir",
+    "time_stretch",
+]
+
 TRAIN_RATE = 16000
-OPUS_RATE = 48000
-OPUS_FRAME = 960  # 20 ms at 48 kHz, as WebRTC sends
 
 SPEED_MAX_CHANGE = 0.07  # speed/pitch by resampling: factor in [0.93, 1.07]
 STRETCH_MAX_CHANGE = 0.07  # WSOLA time-stretch (pitch kept)
@@ -54,14 +107,6 @@ BAND_PRESETS: dict[str, tuple[tuple[float, float] | None, tuple[float, float] | 
     "wide": ((100.0, 100.0), (7000.0, 7000.0)),
     "lowpass": (None, (4000.0, 7500.0)),
     "highpass": ((80.0, 300.0), None),
-}
-NOISE_WEIGHTS: dict[str, float] = {
-    "white": 0.15,
-    "pink": 0.25,
-    "brown": 0.1,
-    "babble": 0.25,
-    "hum": 0.1,
-    "keyboard": 0.15,
 }
 
 
@@ -137,63 +182,14 @@ def _map_phones(
     return conform_phones(moved, duration, 1.0 / sr)
 
 
-def _replace(
-    utt: AlignedUtterance,
-    audio: np.ndarray,
-    phones: list[Phone] | None = None,
-    sample_rate: int | None = None,
-    **meta: float | str,
-) -> AlignedUtterance:
-    """A new utterance with float32 audio, the given phones and ``aug_*`` meta entries added."""
-    new_meta = dict(utt.meta)
-    new_meta.update({f"aug_{k}": v for k, v in meta.items()})
-    return dataclasses.replace(
-        utt,
-        audio=np.ascontiguousarray(audio, dtype=np.float32),
-        sample_rate=sample_rate or utt.sample_rate,
-        phones=utt.phones if phones is None else phones,
-        meta=new_meta,
-    )
-
-
-def _speech_power(utt: AlignedUtterance) -> float:
-    """Mean power over the non-silent phones (the whole signal if there are none)."""
-    x = utt.audio.astype(np.float64)
-    mask = np.zeros(len(x), dtype=bool)
-    for p in utt.phones:
-        if p.ipa:
-            mask[round(p.start * utt.sample_rate) : round(p.end * utt.sample_rate)] = True
-    sel = x[mask] if mask.any() else x
-    return float(np.mean(sel**2)) if len(sel) else 0.0
-
-
-def _unit_rms(x: np.ndarray) -> np.ndarray:
-    return x / math.sqrt(float(np.mean(x**2)) + 1e-20)
-
-
-def finalize(audio: np.ndarray) -> np.ndarray:
-    """Float32, finite, within ``[-1, 1]``."""
-    return np.clip(np.nan_to_num(audio, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0).astype(
-        np.float32
-    )
-
-
 # ---------------------------------------------------------------- time: rate, speed, stretch
-
-
-def _resample_audio(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    """Zero-phase polyphase resampling (sample ``i`` out is time ``i / rate_out``)."""
-    if rate_in == rate_out:
-        return x
-    g = math.gcd(rate_in, rate_out)
-    return signal.resample_poly(x, rate_out // g, rate_in // g)
 
 
 def resample(utt: AlignedUtterance, rate: int = TRAIN_RATE) -> AlignedUtterance:
     """Polyphase resampling to ``rate``; phone times are unchanged (ends snapped)."""
-    audio = _resample_audio(utt.audio.astype(np.float64), utt.sample_rate, rate)
+    audio = resample_audio(utt.audio.astype(np.float64), utt.sample_rate, rate)
     phones = conform_phones(utt.phones, len(audio) / rate, 1.0 / min(rate, utt.sample_rate))
-    return _replace(utt, audio, phones, sample_rate=rate)
+    return with_audio(utt, audio, phones, sample_rate=rate)
 
 
 def change_speed(utt: AlignedUtterance, factor: float) -> AlignedUtterance:
@@ -207,7 +203,7 @@ def change_speed(utt: AlignedUtterance, factor: float) -> AlignedUtterance:
     audio = signal.resample_poly(utt.audio.astype(np.float64), up, down)
     duration = len(audio) / utt.sample_rate
     phones = _map_phones(utt.phones, up / down, 0.0, duration, utt.sample_rate)
-    return _replace(utt, audio, phones, speed=down / up)
+    return with_audio(utt, audio, phones, speed=down / up)
 
 
 def _wsola(x: np.ndarray, rate: float, sr: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -252,7 +248,7 @@ def time_stretch(utt: AlignedUtterance, rate: float) -> AlignedUtterance:
         return float(np.interp(t * sr, c_in, c_out)) / sr
 
     moved = [Phone(p.ipa, warp(p.start), warp(p.end)) for p in utt.phones]
-    return _replace(utt, y, conform_phones(moved, duration, 1.0 / sr), stretch=rate)
+    return with_audio(utt, y, conform_phones(moved, duration, 1.0 / sr), stretch=rate)
 
 
 def pitch_shift(utt: AlignedUtterance, factor: float) -> AlignedUtterance:
@@ -271,7 +267,7 @@ def pad(utt: AlignedUtterance, lead_s: float, trail_s: float) -> AlignedUtteranc
     audio = np.pad(utt.audio, (n_lead, n_trail))
     duration = len(audio) / sr
     phones = _map_phones(utt.phones, 1.0, n_lead / sr, duration, sr)  # padding -> silence
-    return _replace(
+    return with_audio(
         utt, audio, _merge_silence(phones), pad_lead=n_lead / sr, pad_trail=n_trail / sr
     )
 
@@ -287,16 +283,6 @@ def _merge_silence(phones: list[Phone]) -> list[Phone]:
     return out
 
 
-def colored_noise(rng: np.random.Generator, n: int, exponent: float, sr: int) -> np.ndarray:
-    """Unit-RMS noise with power spectrum ``1 / f**exponent`` (0 white, 1 pink, 2 brown)."""
-    n_fft = scipy.fft.next_fast_len(n, real=True)
-    spec = scipy.fft.rfft(rng.standard_normal(n_fft))
-    f = np.maximum(scipy.fft.rfftfreq(n_fft, 1.0 / sr), 20.0)
-    spec *= f ** (-exponent / 2.0)
-    spec[0] = 0.0
-    return _unit_rms(scipy.fft.irfft(spec, n_fft)[:n])
-
-
 def add_room_tone(
     utt: AlignedUtterance, rng: np.random.Generator, below_speech_db: float
 ) -> AlignedUtterance:
@@ -306,11 +292,11 @@ def add_room_tone(
     pauses: the same noise runs through the whole utterance, so its onset marks nothing.
     """
     n, sr = len(utt.audio), utt.sample_rate
-    tone = _unit_rms(
+    tone = unit_rms(
         colored_noise(rng, n, 1.0, sr) + rng.uniform(0.0, 1.0) * colored_noise(rng, n, 2.0, sr)
     )
-    level = math.sqrt(max(_speech_power(utt), 1e-10)) * 10.0 ** (-below_speech_db / 20.0)
-    return _replace(utt, utt.audio + level * tone, room_tone_db=-below_speech_db)
+    level = math.sqrt(max(speech_power(utt), 1e-10)) * 10.0 ** (-below_speech_db / 20.0)
+    return with_audio(utt, utt.audio + level * tone, room_tone_db=-below_speech_db)
 
 
 # ---------------------------------------------------------------- level
@@ -331,14 +317,14 @@ def apply_gain(
     if peak > allowed:
         y *= allowed / peak
     y = np.clip(y, -PEAK_CEILING, PEAK_CEILING)
-    return _replace(utt, y, gain_db=gain_db, overdrive_db=overdrive_db)
+    return with_audio(utt, y, gain_db=gain_db, overdrive_db=overdrive_db)
 
 
 def set_level(
     utt: AlignedUtterance, target_dbfs: float, overdrive_db: float = 0.0
 ) -> AlignedUtterance:
     """Gain that brings the active speech RMS to ``target_dbfs`` (then the peak limit)."""
-    current = 10.0 * math.log10(max(_speech_power(utt), 1e-12))
+    current = 10.0 * math.log10(max(speech_power(utt), 1e-12))
     return apply_gain(utt, target_dbfs - current, overdrive_db)
 
 
@@ -378,7 +364,7 @@ def equalize(
     ]
     rows += [_biquad_sos("peak", min(f, 0.45 * sr), g, q, sr) for f, g, q in peaks]
     y = signal.sosfilt(np.vstack(rows), utt.audio.astype(np.float64))
-    return _replace(utt, y, eq_tilt_db=tilt_db, eq_peaks=float(len(peaks)))
+    return with_audio(utt, y, eq_tilt_db=tilt_db, eq_peaks=float(len(peaks)))
 
 
 def band_limit(
@@ -396,7 +382,7 @@ def band_limit(
     else:
         sos = signal.butter(order, high, "lowpass", fs=sr, output="sos")
     y = signal.sosfilt(sos, utt.audio.astype(np.float64))
-    return _replace(utt, y, band_low_hz=low_hz or 0.0, band_high_hz=high or sr / 2)
+    return with_audio(utt, y, band_low_hz=low_hz or 0.0, band_high_hz=high or sr / 2)
 
 
 # ---------------------------------------------------------------- reverberation
@@ -434,203 +420,7 @@ def reverberate(utt: AlignedUtterance, rir: np.ndarray) -> AlignedUtterance:
     """Convolve with ``rir`` (direct path at lag 0, so nothing shifts); length kept."""
     x = utt.audio.astype(np.float64)
     y = signal.oaconvolve(x, rir)[: len(x)] if len(x) else x
-    return _replace(utt, y, rir_s=len(rir) / utt.sample_rate)
-
-
-# ---------------------------------------------------------------- noise
-
-
-def _resonator(f: float, bw: float, sr: int) -> tuple[list[float], list[float]]:
-    r = math.exp(-math.pi * bw / sr)
-    return [1.0 - r], [1.0, -2.0 * r * math.cos(2.0 * math.pi * f / sr), r * r]
-
-
-def _pseudo_talker(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
-    """Speech-like noise: syllables of 100-300 ms, mostly voiced (a pulse train at a drifting
-    f0 through two random formants), some hiss, with pauses between them."""
-    t = np.arange(n) / sr
-    f0 = rng.uniform(90.0, 240.0) * (1.0 + 0.1 * np.sin(2 * np.pi * rng.uniform(0.2, 0.8) * t))
-    pulses = np.diff(np.floor(np.cumsum(f0 / sr)), prepend=0.0)
-    voiced = signal.lfilter([1.0], [1.0, -0.95], pulses)  # ~ -6 dB/octave source
-    hiss = 0.3 * rng.standard_normal(n)
-    y = np.zeros(n)
-    pos = int(rng.uniform(0.0, 0.3) * sr)
-    while pos < n:
-        seg = slice(pos, min(n, pos + int(rng.uniform(0.1, 0.3) * sr)))
-        exc = voiced[seg] if rng.random() < 0.8 else hiss[seg]
-        b1, a1 = _resonator(rng.uniform(300.0, 850.0), 90.0, sr)
-        b2, a2 = _resonator(rng.uniform(900.0, 2500.0), 140.0, sr)
-        out = signal.lfilter(b1, a1, exc) + 0.5 * signal.lfilter(b2, a2, exc)
-        y[seg] = out * np.hanning(len(out))
-        pos = seg.stop + int(rng.exponential(0.08) * sr)
-    return _unit_rms(y)
-
-
-def _babble(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
-    talkers = [
-        rng.uniform(0.5, 1.0) * _pseudo_talker(rng, n, sr) for _ in range(rng.integers(3, 8))
-    ]
-    return _unit_rms(np.sum(talkers, axis=0))
-
-
-def _hum(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
-    """Mains hum: 50 or 60 Hz (+-0.5%) with random harmonics falling off."""
-    f = float(rng.choice([50.0, 60.0])) * (1.0 + rng.uniform(-0.005, 0.005))
-    t = np.arange(n) / sr
-    roll = rng.uniform(0.5, 2.0)
-    y = np.zeros(n)
-    for k in range(1, 11):
-        if k * f < sr / 2:
-            y += (
-                rng.uniform(0.2, 1.0)
-                * k**-roll
-                * np.sin(2 * np.pi * k * f * t + rng.uniform(0, 6.3))
-            )
-    return _unit_rms(y)
-
-
-def _keyboard(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
-    """Key clicks: Poisson times (3-10/s), each a decaying noise burst plus a small thump."""
-    length = int(0.02 * sr)
-    tt = np.arange(length) / sr
-    y = np.zeros(n + length)
-    count = max(1, rng.poisson(rng.uniform(3.0, 10.0) * n / sr))
-    for t0 in rng.integers(0, max(n, 1), count):
-        tau = rng.uniform(0.001, 0.004)
-        burst = rng.standard_normal(length) * np.exp(-tt / tau)
-        thump = (
-            rng.uniform(0, 1)
-            * np.sin(2 * np.pi * rng.uniform(100, 400) * tt)
-            * np.exp(-tt / (2 * tau))
-        )
-        y[t0 : t0 + length] += rng.lognormal(0.0, 0.5) * (burst + thump)
-    return _unit_rms(y[:n])
-
-
-def make_noise(kind: str, rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
-    """Unit-RMS noise of one of :data:`NOISE_WEIGHTS`' kinds."""
-    exponents = {"white": 0.0, "pink": 1.0, "brown": 2.0}
-    if kind in exponents:
-        return colored_noise(rng, n, exponents[kind], sr)
-    makers = {"babble": _babble, "hum": _hum, "keyboard": _keyboard}
-    if kind not in makers:
-        raise ValueError(f"unknown noise kind {kind!r}; use one of {sorted(NOISE_WEIGHTS)}")
-    return makers[kind](rng, n, sr)
-
-
-def add_noise(
-    utt: AlignedUtterance, rng: np.random.Generator, kind: str, snr_db: float
-) -> AlignedUtterance:
-    """Add noise at ``snr_db`` below the active speech power (the noise's mean power over the
-    whole utterance; speech power over the non-silent phones)."""
-    noise = make_noise(kind, rng, len(utt.audio), utt.sample_rate)
-    level = math.sqrt(max(_speech_power(utt), 1e-10) * 10.0 ** (-snr_db / 10.0))
-    tag = f"{utt.meta.get('aug_noise', '')}+{kind}".strip("+")
-    return _replace(utt, utt.audio + level * noise, noise=tag, snr_db=snr_db)
-
-
-# ---------------------------------------------------------------- Opus (WebRTC) round trip
-
-
-def _opus_encoder(bitrate: int, complexity: int) -> av.AudioCodecContext:
-    enc = av.CodecContext.create("libopus", "w")
-    enc.sample_rate = OPUS_RATE
-    enc.layout = "mono"
-    enc.format = "flt"
-    enc.bit_rate = bitrate
-    enc.time_base = fractions.Fraction(1, OPUS_RATE)
-    # WebRTC's choices: VoIP application, VBR, in-band FEC on, 20 ms frames.
-    enc.options = {
-        "application": "voip",
-        "vbr": "on",
-        "fec": "1",
-        "frame_duration": "20",
-        "compression_level": str(complexity),
-    }
-    enc.open()
-    return enc
-
-
-def _opus_codec(
-    x: np.ndarray, bitrate: int, complexity: int, lost: np.ndarray | None
-) -> np.ndarray:
-    """Encode 48 kHz mono in 20 ms frames and decode with FFmpeg's decoder (as aiortc does).
-
-    ``lost[i]`` drops packet ``i``: 20 ms of zeros take its place (FFmpeg's decoder has no
-    concealment for a missing packet). The first two packets are never dropped.
-    Output is not delay-compensated; see :func:`opus_delay`.
-    """
-    enc = _opus_encoder(bitrate, complexity)
-    dec = av.CodecContext.create("opus", "r")
-    dec.sample_rate = OPUS_RATE
-    dec.layout = "mono"
-    dec.extradata = enc.extradata  # OpusHead: the decoder drops the encoder's pre-skip
-    frames = np.zeros(-(-len(x) // OPUS_FRAME) * OPUS_FRAME, np.float32)
-    frames[: len(x)] = x
-    packets = []
-    for i, block in enumerate(frames.reshape(-1, OPUS_FRAME)):
-        frame = av.AudioFrame.from_ndarray(block[None, :], format="flt", layout="mono")
-        frame.sample_rate, frame.pts = OPUS_RATE, i * OPUS_FRAME
-        packets += enc.encode(frame)
-    packets += enc.encode(None)
-    out: list[np.ndarray] = []
-    for i, packet in enumerate(packets):
-        if lost is not None and i >= 2 and i < len(lost) and lost[i]:
-            out.append(np.zeros(OPUS_FRAME, np.float32))
-            continue
-        out += [f.to_ndarray().reshape(-1) for f in dec.decode(packet)]
-    out += [f.to_ndarray().reshape(-1) for f in dec.decode(None)]
-    return np.concatenate(out) if out else np.zeros(0, np.float32)
-
-
-@functools.lru_cache(maxsize=1)
-def opus_delay() -> int:
-    """Measured lag (48 kHz samples) of the decoded stream behind the encoder's input.
-
-    Measured once per process: 1 s of white noise through the codec at 128 kbit/s (where it
-    keeps the waveform), then the peak of the cross-correlation within +-40 ms. Opus's delay
-    does not depend on the bitrate. The encoder's pre-skip (312 samples, 6.5 ms, signalled in
-    the OpusHead) is already dropped by FFmpeg's decoder, so this is 0 with PyAV 18; measuring
-    keeps the compensation right if a build behaves differently.
-    """
-    x = (0.1 * np.random.default_rng(0).standard_normal(OPUS_RATE)).astype(np.float32)
-    y = _opus_codec(x, 128000, 9, None)[: len(x)]
-    corr = signal.correlate(y, x, mode="full", method="fft")
-    max_lag, mid = 2 * OPUS_FRAME, len(x) - 1
-    return int(np.argmax(corr[mid - max_lag : mid + max_lag + 1])) - max_lag
-
-
-def opus_round_trip(
-    utt: AlignedUtterance,
-    bitrate: int = 32000,
-    *,
-    complexity: int = 9,
-    loss_rate: float = 0.0,
-    rng: np.random.Generator | None = None,
-) -> AlignedUtterance:
-    """What a browser microphone's audio goes through: up to 48 kHz, Opus at ``bitrate`` in
-    20 ms frames, FFmpeg decode, s16 (aiortc hands s16), back to the input rate.
-
-    The codec's measured delay (:func:`opus_delay`) is removed so the phone times stay exact.
-    ``loss_rate`` drops that share of packets at random (needs ``rng``), leaving 20 ms gaps.
-    """
-    sr = utt.sample_rate
-    x = _resample_audio(utt.audio.astype(np.float64), sr, OPUS_RATE)
-    x = np.clip(x, -1.0, 1.0).astype(np.float32)
-    lost = None
-    if loss_rate > 0.0:
-        if rng is None:
-            raise ValueError("opus_round_trip with loss_rate > 0 needs an rng")
-        lost = rng.random(len(x) // OPUS_FRAME + 4) < loss_rate
-    delay = opus_delay()
-    y = _opus_codec(x, bitrate, complexity, lost).astype(np.float64)
-    y = y[delay:] if delay >= 0 else np.concatenate([np.zeros(-delay), y])
-    y = np.pad(y, (0, max(0, len(x) - len(y))))[: len(x)]
-    y = np.round(np.clip(y, -1.0, 1.0) * 32767.0) / 32768.0
-    audio = _resample_audio(y, OPUS_RATE, sr)[: len(utt.audio)]
-    audio = np.pad(audio, (0, len(utt.audio) - len(audio)))
-    n_lost = float(np.sum(lost)) if lost is not None else 0.0
-    return _replace(utt, audio, opus_kbps=bitrate / 1000, opus_lost=n_lost)
+    return with_audio(utt, y, rir_s=len(rir) / utt.sample_rate)
 
 
 # ---------------------------------------------------------------- random chain
@@ -664,7 +454,7 @@ def random_band_limit(utt: AlignedUtterance, rng: np.random.Generator) -> Aligne
         None if low is None else float(rng.uniform(*low)),
         None if high is None else float(rng.uniform(*high)),
     )
-    return _replace(out, out.audio, band=name)
+    return with_audio(out, out.audio, band=name)
 
 
 def random_reverb(
@@ -676,7 +466,7 @@ def random_reverb(
     drr = float(rng.uniform(*DRR_RANGE_DB))
     rir = synthetic_rir(rng, utt.sample_rate, rt60, drr, int(rng.integers(4, 12)))
     out = reverberate(utt, rir)
-    return _replace(out, out.audio, rt60_s=rt60, drr_db=drr)
+    return with_audio(out, out.audio, rt60_s=rt60, drr_db=drr)
 
 
 def random_noise(
@@ -751,7 +541,7 @@ def augment(
     out = set_level(out, GAIN_REF_DBFS + float(rng.uniform(lo * sm, hi * sm)), overdrive)
     if rng.random() < p.opus:
         out = random_opus(out, rng)
-    return _replace(out, finalize(out.audio))
+    return with_audio(out, finalize(out.audio))
 
 
 def clean(utt: AlignedUtterance, rng: np.random.Generator | None = None) -> AlignedUtterance:
@@ -761,4 +551,4 @@ def clean(utt: AlignedUtterance, rng: np.random.Generator | None = None) -> Alig
     out = resample(utt, TRAIN_RATE)
     out = pad(out, float(gen.uniform(0.05, 0.3)), float(gen.uniform(0.05, 0.3)))
     out = add_room_tone(out, gen, 60.0)
-    return _replace(out, finalize(out.audio))
+    return with_audio(out, finalize(out.audio))

@@ -28,9 +28,9 @@ from avatar.data.types import AlignedUtterance
 from avatar.motion.phonemes import SymbolStats
 from avatar.motion.targets import motion_targets
 
-ESPEAK_TRAIN_DIALECTS = (
+ESPEAK_TRAIN_DIALECTS = (  # espeak-ng voice file names (gmw/en is British English)
     "en-us",
-    "en-gb",
+    "en",
     "en-gb-x-rp",
     "en-gb-x-gbclan",
     "en-gb-x-gbcwmd",
@@ -81,14 +81,14 @@ class ShardWriter:
     mel: list[np.ndarray] = field(default_factory=list)
     bs: list[np.ndarray] = field(default_factory=list)
     vis: list[np.ndarray] = field(default_factory=list)
-    families: Counter[str] = field(default_factory=Counter)  # seconds per family
+    families: dict[str, float] = field(default_factory=dict)  # seconds per family
     stats: SymbolStats = field(default_factory=SymbolStats)
 
     def add(self, utt: AlignedUtterance, feats: Featurized) -> None:
         self.mel.append(feats.mel)
         self.bs.append(feats.blendshapes)
         self.vis.append(feats.visemes)
-        self.families[utt.family] += utt.duration
+        self.families[utt.family] = self.families.get(utt.family, 0.0) + utt.duration
         for p in utt.phones:
             if p.ipa:
                 self.stats.add(p.ipa)
@@ -131,11 +131,12 @@ def run_job(
 
 
 def write_manifest(out_dir: Path, shards: list[dict[str, object]], meta: dict[str, object]) -> None:
-    seconds: Counter[str] = Counter()
+    seconds: dict[str, float] = {}
     unmapped: Counter[str] = Counter()
     for s in shards:
-        seconds.update(s["seconds"])  # type: ignore[arg-type]
-        unmapped.update(s["unmapped"])  # type: ignore[arg-type]
+        for family, sec in dict(s["seconds"]).items():  # type: ignore[call-overload]
+            seconds[family] = seconds.get(family, 0.0) + sec
+        unmapped.update(dict(s["unmapped"]))  # type: ignore[call-overload]
     manifest = {
         **meta,
         "shards": shards,

@@ -109,6 +109,8 @@ class MotionTransformer(nn.Module):
         super().__init__()
         self.dims = dims
         c_in = dims.n_mels * dims.frames_per_token
+        self.mel_mean: Tensor
+        self.mel_std: Tensor
         self.register_buffer("mel_mean", torch.zeros(dims.n_mels))
         self.register_buffer("mel_std", torch.ones(dims.n_mels))
         self.conv1 = CausalConv(c_in, dims.d_model, dims.conv_kernel)

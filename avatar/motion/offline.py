@@ -71,4 +71,7 @@ def motion_file(
         )
     seconds = streamer.samples_in / rate
     note = f" ({warning})" if warning else ""
-    return f"{output}: {writer.frames} frames at {cfg.motion.fps:g} fps for {seconds:.2f} s of audio{note}"
+    return (
+        f"{output}: {writer.frames} frames at {cfg.motion.fps:g} fps"
+        f" for {seconds:.2f} s of audio{note}"
+    )

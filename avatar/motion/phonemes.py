@@ -103,7 +103,18 @@ _MULTI = ("tʃ", "dʒ", "ts", "dz", "tɕ", "dʑ")
 _DROP = set("ˈˌːˑ'\",.:%=_-|‖#!^;0123456789ʰʲʷˠˤⁿˡ̃ ̩̯̪̺̻̥̬̤̰̼̝̞̘̙̹̜̟̠̈̽˞ʼ")
 
 # Letters that espeak-ng's dialect voices sometimes emit in IPA mode, mapped to IPA.
-_REPLACE = {"ᵻ": "ɨ", "ʍ": "w", "ɚ": "əɹ", "ɝ": "ɜɹ", "ɫ": "l", "g": "ɡ", "ɡ": "ɡ", "ʤ": "dʒ", "ʧ": "tʃ", "ʦ": "ts"}
+_REPLACE = {
+    "ᵻ": "ɨ",
+    "ʍ": "w",
+    "ɚ": "əɹ",
+    "ɝ": "ɜɹ",
+    "ɫ": "l",
+    "g": "ɡ",
+    "ɡ": "ɡ",
+    "ʤ": "dʒ",
+    "ʧ": "tʃ",
+    "ʦ": "ts",
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,7 +71,7 @@ class MotionStreamer:
         """End of stream: pad with silence and return every frame up to the audio's end."""
         end_s = self.samples_in / self.features.cfg.sample_rate
         pad_s = self.latency_s + 2 * self.token_s
-        pad = np.zeros(int(round(pad_s * self.features.cfg.sample_rate)), np.float32)
+        pad = np.zeros(round(pad_s * self.features.cfg.sample_rate), np.float32)
         mel = self.features.push(pad)
         if len(mel):
             self._mel = np.concatenate([self._mel, mel]) if len(self._mel) else mel

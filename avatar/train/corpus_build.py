@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -192,8 +193,34 @@ def _shard_worker(
     item: tuple[int, Job], out_dir: Path, copies: int, cfg: FeatureConfig, split: str
 ) -> dict[str, object]:
     i, job = item
-    shard = run_job(job, synthesize_job, _augment, copies, cfg)
-    return shard.write(out_dir / f"{split}-{i:04d}.npz")
+    path = out_dir / f"{split}-{i:04d}.npz"
+    info_path = path.with_suffix(".json")
+    if path.exists() and info_path.exists():  # resume: jobs are deterministic
+        info: dict[str, object] = json.loads(info_path.read_text())
+        return info
+    info = run_job(job, synthesize_job, _augment, copies, cfg).write(path)
+    info_path.write_text(json.dumps(info, ensure_ascii=False))
+    return info
+
+
+def _reset_if_changed(out_dir: Path, meta: dict[str, object]) -> None:
+    plan = out_dir / "plan.json"
+    if plan.exists() and json.loads(plan.read_text()) != meta:
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plan.write_text(json.dumps(meta))
+
+
+def check_voices(jobs: list[Job]) -> None:
+    """Fail before hours of work if a planned voice does not exist here."""
+    for synth, voice in sorted({(j.synth, j.voice) for j in jobs}):
+        if synth == "espeak":
+            espeak, variants = _espeak()
+            espeak.set_voice(f"{voice}+{variants[0]}")  # type: ignore[attr-defined]
+        else:
+            from avatar.data.festival import FestivalSynth
+
+            FestivalSynth(voice)
 
 
 def build_corpus(
@@ -205,15 +232,26 @@ def build_corpus(
     processes: int = 2,
     quick: bool = False,
 ) -> dict[str, object]:
-    """Synthesize, augment and featurize the training and held-out shards into ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for old in out_dir.glob("*.npz"):
-        old.unlink()
-    shards: list[dict[str, object]] = []
-    for split, jobs in (
+    """Synthesize, augment and featurize the training and held-out shards into ``out_dir``.
+
+    Finished shards of an interrupted build with the same settings are kept (jobs are
+    deterministic); different settings start from an empty folder.
+    """
+    meta = {
+        "hours_requested": hours,
+        "copies": copies,
+        "seed": seed,
+        "quick": quick,
+        "features": cfg.model_dump(),
+    }
+    _reset_if_changed(out_dir, meta)
+    plans = (
         ("train", plan_training(hours, seed, quick)),
         ("heldout", plan_heldout(4 if quick else 60, seed, quick)),
-    ):
+    )
+    check_voices([job for _, jobs in plans for job in jobs])
+    shards: list[dict[str, object]] = []
+    for split, jobs in plans:
         worker = functools.partial(
             _shard_worker, out_dir=out_dir, copies=copies, cfg=cfg, split=split
         )
@@ -224,13 +262,6 @@ def build_corpus(
             unit="job",
         )
         shards.extend(bar)
-    meta = {
-        "hours_requested": hours,
-        "copies": copies,
-        "seed": seed,
-        "quick": quick,
-        "features": cfg.model_dump(),
-    }
     write_manifest(out_dir, shards, meta)
     return json.loads((out_dir / "manifest.json").read_text())
 

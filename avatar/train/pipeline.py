@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import numpy as np
 
 from avatar.backend import OrtBackend
 from avatar.config import Config, MotionConfig
@@ -44,7 +43,9 @@ class TrainOptions:
 def _ensure_corpus(opts: TrainOptions, cfg: Config) -> None:
     from avatar.train.corpus_build import build_corpus, build_eval_sets
 
-    if opts.rebuild or not (opts.corpus / "manifest.json").exists():
+    if opts.rebuild:
+        shutil.rmtree(opts.corpus, ignore_errors=True)
+    if not (opts.corpus / "manifest.json").exists():
         hours = 0.03 if opts.quick else opts.hours
         copies = 1 if opts.quick else opts.copies
         t0 = time.monotonic()
@@ -58,7 +59,7 @@ def _ensure_corpus(opts: TrainOptions, cfg: Config) -> None:
             manifest["unmapped_symbols"] or "none",
         )
     eval_dir = opts.corpus / "eval"
-    if opts.rebuild or not any(eval_dir.glob("eval-*.npz")):
+    if not any(eval_dir.glob("eval-*.npz")):
         build_eval_sets(eval_dir, 4 if opts.quick else 40, opts.seed + 1, opts.quick)
 
 
