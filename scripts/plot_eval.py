@@ -11,16 +11,16 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from avatar.config import load_config  # noqa: E402
-from avatar.data.types import AlignedUtterance  # noqa: E402
-from avatar.motion.channels import BLENDSHAPE_INDEX  # noqa: E402
-from avatar.motion.runtime import load_motion_backend  # noqa: E402
-from avatar.motion.targets import motion_targets  # noqa: E402
-from avatar.train.corpus_build import load_utterances  # noqa: E402
-from avatar.train.evaluate import predict  # noqa: E402
+from avatar.config import load_config
+from avatar.data.types import AlignedUtterance
+from avatar.motion.channels import BLENDSHAPE_INDEX
+from avatar.motion.runtime import load_motion_backend
+from avatar.motion.targets import motion_targets
+from avatar.train.corpus_build import load_utterances
+from avatar.train.evaluate import predict
 
 CHANNELS = ("jawOpen", "mouthPressLeft", "mouthPucker")
 
