@@ -59,6 +59,9 @@ def cmd_train_motion(args: argparse.Namespace) -> int:
         quick=args.quick,
         rebuild=args.rebuild,
         processes=args.processes,
+        dropout=args.dropout,
+        spec_augment=args.spec_augment,
+        vtlp=args.vtlp,
     )
     train_motion_pipeline(opts, _config(args))
     return 0
@@ -97,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--processes", type=int, default=2)
     t.add_argument("--quick", action="store_true", help="tiny corpus and model (tests, < 1 min)")
     t.add_argument("--rebuild", action="store_true", help="rebuild the corpus even if present")
+    t.add_argument("--dropout", type=float, default=0.0, help="dropout in the transformer blocks")
+    t.add_argument("--spec-augment", action="store_true", help="mask mel bands and time steps")
+    t.add_argument("--vtlp", type=float, default=0.0, help="max frequency warp, e.g. 0.12")
     _common(t)
     t.set_defaults(func=cmd_train_motion)
 

@@ -56,10 +56,9 @@ def main() -> None:
         path = args.eval_dir / f"eval-{name}.npz"
         if path.exists():
             picks.append(load_utterances(path)[0])
-    from avatar.data import augment as aug
-    from avatar.data.human import human_speech_set
+    from avatar.train.pipeline import human_sets
 
-    human = [aug.resample(u) for u in human_speech_set()]
+    human = human_sets()["human"]
     by_len = sorted(human, key=lambda u: -len(u.phones))
     picks += by_len[:3]
     fig, axes = plt.subplots(len(picks), 1, figsize=(14, 2.6 * len(picks)))

@@ -56,7 +56,7 @@ def test_viseme_table(ipa: str, viseme: str) -> None:
 
 def test_diphthongs_split_and_nothing_unmapped() -> None:
     assert [s.symbol for s in split_segments("aɪ")] == ["a", "ɪ"]
-    for p in ("ˈaʊ", "əʊ", "ɜː", "n̩", "ɚ", "ᵻ", "a#", "eə", "ɔø", "yː"):
+    for p in ("ˈaʊ", "əʊ", "ɜː", "n̩", "ɚ", "ᵻ", "a#", "eə", "ɔø", "yː", "?", "(en)", "ʃ(en)"):
         assert unmapped_symbols(p) == "", p
 
 

@@ -240,7 +240,7 @@ def human_speech_set(
     for rec in recs:
         audio, rate = load_mono(rec.path)
         if speech_to_floor_db(audio, rate) < MIN_SPEECH_TO_FLOOR_DB:
-            log.warning("skipping %s: speech is not clearly above the background", rec.path)
+            log.info("skipping %s: speech is not clearly above the background", rec.path)
             continue
         key = _cache_key(rec)
         if key not in cache:
@@ -248,13 +248,13 @@ def human_speech_set(
             try:
                 cache[key] = _align_entry(aligner, rec, audio, rate)
             except HumanSpeechError as e:
-                log.warning("skipping %s: %s", rec.path, e)
+                log.info("skipping %s: %s", rec.path, e)
                 continue
             changed = True
         utt = _utterance(rec, audio, rate, cache[key])
         silent = loud_silence_s(utt)
         if max_loud_silence_s is not None and silent > max_loud_silence_s:
-            log.warning("skipping %s: %.2f s of loud signal aligned as silence", rec.path, silent)
+            log.info("skipping %s: %.2f s of loud signal aligned as silence", rec.path, silent)
             continue
         out.append(utt)
     if cache_path is not None and changed:

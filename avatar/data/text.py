@@ -2,7 +2,8 @@
 
 The main source is the fortune databases that Debian ships (packages ``fortunes``,
 ``fortunes-de``, ``fortunes-es``, ``fortunes-it``): thousands of short real sentences per language,
-read from the system at corpus-build time (nothing is copied into the repository). A small set of
+read from the system at corpus-build time (files are named per language: ``fortunes-it``
+also installs into the top folder) (nothing is copied into the repository). A small set of
 our own English sentences is the fallback, and the material of the quick test mode.
 """
 
@@ -12,7 +13,23 @@ import re
 from pathlib import Path
 
 FORTUNE_ROOT = Path("/usr/share/games/fortunes")
-FORTUNE_DIRS = {"en": "", "de": "de", "es": "es", "it": "it"}
+# The English package and fortunes-it both install into the top folder: name the files.
+_ENGLISH = (
+    "art ascii-art computers cookie debian definitions disclaimer drugs education ethnic food "
+    "goedel humorists kids knghtbrd law linux linuxcookie love magic medicine men-women "
+    "miscellaneous news paradoxum people perl pets platitudes politics pratchett science "
+    "songs-poems sports startrek tao wisdom work zippy"
+).split()
+_ITALIAN_TOP = (
+    "adams banner computer definizioni formiche italia itatrek jackfr leggi luke luttazzi norm "
+    "paolotedeschi zuse"
+).split()
+FORTUNE_FILES = {
+    "en": _ENGLISH,
+    "de": ["de/*"],
+    "es": ["es/*"],
+    "it": [*_ITALIAN_TOP, "it/*"],
+}
 
 # Our own sentences, phonetically varied (bilabials, rounded vowels, fricatives, open vowels).
 BUILTIN_SENTENCES = (
@@ -68,21 +85,19 @@ def _usable(sentence: str, min_words: int, max_words: int) -> bool:
 
 
 def _fortune_files(lang: str) -> list[Path]:
-    folder = FORTUNE_ROOT / FORTUNE_DIRS[lang]
-    if not folder.is_dir():
-        return []
     files = []
-    for p in sorted(folder.iterdir()):
-        if p.is_dir() or p.suffix in {".dat", ".u8"}:
-            continue
-        u8 = p.with_name(p.name + ".u8")
-        files.append(u8 if u8.exists() else p)
+    for pattern in FORTUNE_FILES[lang]:
+        for p in sorted(FORTUNE_ROOT.glob(pattern)):
+            if p.is_dir() or p.suffix in {".dat", ".u8"}:
+                continue
+            u8 = p.with_name(p.name + ".u8")
+            files.append(u8 if u8.exists() else p)
     return files
 
 
 def fortune_sentences(lang: str, min_words: int = 4, max_words: int = 30) -> list[str]:
     """Sentences of the Debian fortune database for ``lang`` (``[]`` if not installed)."""
-    if lang not in FORTUNE_DIRS:
+    if lang not in FORTUNE_FILES:
         raise ValueError(f"no sentence source for language {lang!r}")
     seen: set[str] = set()
     out: list[str] = []

@@ -45,6 +45,7 @@ class MotionDims:
     n_blendshapes: int = 16
     n_visemes: int = 15
     lookahead_tokens: int = 3  # 60 ms at 20 ms tokens
+    dropout: float = 0.0  # training only (residual branches); a no-op at inference and export
 
     @property
     def d_head(self) -> int:
@@ -83,6 +84,7 @@ class Block(nn.Module):
         self.ff = nn.Sequential(
             nn.Linear(dims.d_model, dims.d_ff), nn.GELU(), nn.Linear(dims.d_ff, dims.d_model)
         )
+        self.drop = nn.Dropout(dims.dropout)
 
     def forward(
         self, x: Tensor, k_past: Tensor, v_past: Tensor, bias: Tensor
@@ -96,8 +98,8 @@ class Block(nn.Module):
         v = torch.cat([v_past, v.reshape(b, t, h, dh).transpose(1, 2)], dim=2)
         att = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(dh)) + bias  # (B, H, T, P+T)
         y = att.softmax(dim=-1) @ v  # (B, H, T, dh)
-        x = x + self.proj(y.transpose(1, 2).reshape(b, t, d))
-        x = x + self.ff(self.ln2(x))
+        x = x + self.drop(self.proj(y.transpose(1, 2).reshape(b, t, d)))
+        x = x + self.drop(self.ff(self.ln2(x)))
         p = self.dims.past
         return x, k[:, :, k.shape[2] - p :], v[:, :, v.shape[2] - p :]
 

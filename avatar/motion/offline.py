@@ -28,8 +28,10 @@ def motion_file(
     audio: Path, output: Path, cfg: Config, plot: Path | None = None, progress: bool = True
 ) -> str:
     """Write ``output`` (and ``plot``) for ``audio``; returns a one-line summary."""
-    if output.parent and not output.parent.exists():
-        raise AvatarError(f"output folder {output.parent} does not exist")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise AvatarError(f"cannot create the output folder {output.parent}: {e.strerror}") from None
     backend = load_motion_backend(cfg.motion)
     streamer = MotionStreamer(backend, cfg.motion.fps)
     rate = streamer.features.cfg.sample_rate

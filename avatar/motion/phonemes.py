@@ -32,6 +32,7 @@ Vowel height (jaw opening, 0 closed .. 1 wide) is its own table, :data:`VOWEL_OP
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
@@ -102,8 +103,12 @@ _MULTI = ("tʃ", "dʒ", "ts", "dz", "tɕ", "dʑ")
 # Marks that do not change the viseme: stress, length, tone, syllabicity, aspiration, etc.
 _DROP = set("ˈˌːˑ'\",.:%=_-|‖#!^;0123456789ʰʲʷˠˤⁿˡ̃ ̩̯̪̺̻̥̬̤̰̼̝̞̘̙̹̜̟̠̈̽˞ʼ")
 
+# espeak-ng marks a switch of language inside a word as "(en)" ... "(fr)".
+_LANG_SWITCH = re.compile(r"\([a-z-]*\)?|\)")
+
 # Letters that espeak-ng's dialect voices sometimes emit in IPA mode, mapped to IPA.
 _REPLACE = {
+    "?": "ʔ",  # espeak-ng writes the glottal stop as "?" in some languages
     "ᵻ": "ɨ",
     "ʍ": "w",
     "ɚ": "əɹ",
@@ -127,7 +132,7 @@ class Segment:
 
 def clean(phone: str) -> str:
     """Strip stress, length and diacritics; keep base IPA letters."""
-    phone = unicodedata.normalize("NFD", phone)
+    phone = _LANG_SWITCH.sub("", unicodedata.normalize("NFD", phone))
     out = "".join(ch for ch in phone if ch not in _DROP and not unicodedata.combining(ch))
     for a, b in _REPLACE.items():
         out = out.replace(a, b)

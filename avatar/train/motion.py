@@ -78,6 +78,11 @@ class TrainSettings:
     seed: int = 0
     threads: int = 2
     eval_every: int = 250
+    freq_masks: int = 0  # SpecAugment: masks of up to freq_width mel bins per crop
+    freq_width: int = 10
+    time_masks: int = 0  # and of up to time_width 10 ms frames
+    time_width: int = 6
+    vtlp: float = 0.0  # vocal tract length perturbation: warp frequencies by 1 +- vtlp per crop
 
 
 def batches(
@@ -102,6 +107,50 @@ def batches(
         )
 
 
+def _mel_centres_hz(n_mels: int, fmin: float = 50.0, fmax: float = 7600.0) -> np.ndarray:
+    mel = np.linspace(2595 * np.log10(1 + fmin / 700), 2595 * np.log10(1 + fmax / 700), n_mels + 2)
+    return 700 * (10 ** (mel[1:-1] / 2595) - 1)
+
+
+def warp_frequencies(mel: torch.Tensor, max_warp: float) -> torch.Tensor:
+    """VTLP on log-mel frames: each crop's spectrum is read at ``f / alpha``, alpha drawn in
+    ``1 +- max_warp``: the same speech from a longer or shorter vocal tract (Jaitly & Hinton 2013).
+    """
+    if max_warp <= 0:
+        return mel
+    b, _, n = mel.shape
+    centres = _mel_centres_hz(n)
+    alphas = 1 + (torch.rand(b).numpy() * 2 - 1) * max_warp  # torch RNG: seeded by train()
+    out = torch.empty_like(mel)
+    for i, alpha in enumerate(alphas):
+        pos = np.interp(centres / alpha, centres, np.arange(n))  # fractional source bins
+        lo = np.floor(pos).astype(int)
+        hi = np.minimum(lo + 1, n - 1)
+        w = torch.from_numpy((pos - lo).astype(np.float32))
+        out[i] = mel[i][:, lo] * (1 - w) + mel[i][:, hi] * w
+    return out
+
+
+def spec_augment(mel: torch.Tensor, s: TrainSettings) -> torch.Tensor:
+    """Mask random mel bands and short stretches of time with the crop's mean (Park et al.)."""
+    if not (s.freq_masks or s.time_masks):
+        return mel
+    mel = mel.clone()
+    b, t, f = mel.shape
+    fill = mel.mean(dim=(1, 2), keepdim=True)  # (B, 1, 1)
+    for axis, count, width, size in (
+        (2, s.freq_masks, s.freq_width, f),
+        (1, s.time_masks, s.time_width, t),
+    ):
+        for _ in range(count):
+            w = torch.randint(0, width + 1, (b, 1, 1))
+            start = (torch.rand(b, 1, 1) * (size - w)).long()
+            pos = torch.arange(size).view(*((1, 1, -1) if axis == 2 else (1, -1, 1)))
+            mask = (pos >= start) & (pos < start + w)
+            mel = torch.where(mask, fill, mel)
+    return mel
+
+
 def channel_weights() -> torch.Tensor:
     w = torch.ones(len(BLENDSHAPES))
     for name, value in CHANNEL_WEIGHTS.items():
@@ -116,6 +165,8 @@ def loss_fn(
     weights: torch.Tensor,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     mel, bs_true, vis_true = batch
+    if model.training:
+        mel = spec_augment(warp_frequencies(mel, s.vtlp), s)
     bs, logits = model.training_outputs(mel)
     l1 = ((bs - bs_true).abs() * weights).mean()
     vel = ((bs.diff(dim=1) - bs_true.diff(dim=1)).abs() * weights).mean()

@@ -7,6 +7,7 @@ Everything lands in ``--out``: ``motion.pt`` (self-describing checkpoint), ``mot
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -38,6 +39,9 @@ class TrainOptions:
     quick: bool = False
     rebuild: bool = False
     processes: int = 2
+    dropout: float = 0.0
+    spec_augment: bool = False
+    vtlp: float = 0.0
 
 
 def _ensure_corpus(opts: TrainOptions, cfg: Config) -> None:
@@ -83,7 +87,14 @@ def train_motion_pipeline(opts: TrainOptions, cfg: Config) -> dict[str, object]:
             seed=opts.seed,
         )
         if opts.quick
-        else TrainSettings(minutes=opts.minutes, seed=opts.seed)
+        else TrainSettings(
+            dims=dataclasses.replace(MotionDims(), dropout=opts.dropout),
+            minutes=opts.minutes,
+            seed=opts.seed,
+            freq_masks=2 if opts.spec_augment else 0,
+            time_masks=2 if opts.spec_augment else 0,
+            vtlp=opts.vtlp,
+        )
     )
     train_set, val_set = load_corpus(opts.corpus, "train"), load_corpus(opts.corpus, "heldout")
     log_path = opts.out / "train_log.jsonl"
@@ -111,11 +122,14 @@ def train_motion_pipeline(opts: TrainOptions, cfg: Config) -> dict[str, object]:
     return metrics
 
 
-def human_sets() -> dict[str, list[AlignedUtterance]]:
+HUMAN_CACHE = Path("data/human-align")
+
+
+def human_sets(cache_dir: Path = HUMAN_CACHE) -> dict[str, list[AlignedUtterance]]:
     """Real human recordings (Debian packages), aligned; clean and after an Opus round trip."""
     from avatar.data.human import human_speech_set
 
-    clean = [aug.resample(u) for u in human_speech_set()]
+    clean = [aug.resample(u) for u in human_speech_set(cache_dir)]
     opus = [aug.opus_round_trip(u, 24000) for u in clean]
     return {"human": clean, "human-opus": opus}
 
