@@ -14,16 +14,63 @@ from pathlib import Path
 
 FORTUNE_ROOT = Path("/usr/share/games/fortunes")
 # The English package and fortunes-it both install into the top folder: name the files.
-_ENGLISH = (
-    "art ascii-art computers cookie debian definitions disclaimer drugs education ethnic food "
-    "goedel humorists kids knghtbrd law linux linuxcookie love magic medicine men-women "
-    "miscellaneous news paradoxum people perl pets platitudes politics pratchett science "
-    "songs-poems sports startrek tao wisdom work zippy"
-).split()
-_ITALIAN_TOP = (
-    "adams banner computer definizioni formiche italia itatrek jackfr leggi luke luttazzi norm "
-    "paolotedeschi zuse"
-).split()
+_ENGLISH = [
+    "art",
+    "ascii-art",
+    "computers",
+    "cookie",
+    "debian",
+    "definitions",
+    "disclaimer",
+    "drugs",
+    "education",
+    "ethnic",
+    "food",
+    "goedel",
+    "humorists",
+    "kids",
+    "knghtbrd",
+    "law",
+    "linux",
+    "linuxcookie",
+    "love",
+    "magic",
+    "medicine",
+    "men-women",
+    "miscellaneous",
+    "news",
+    "paradoxum",
+    "people",
+    "perl",
+    "pets",
+    "platitudes",
+    "politics",
+    "pratchett",
+    "science",
+    "songs-poems",
+    "sports",
+    "startrek",
+    "tao",
+    "wisdom",
+    "work",
+    "zippy",
+]
+_ITALIAN_TOP = [
+    "adams",
+    "banner",
+    "computer",
+    "definizioni",
+    "formiche",
+    "italia",
+    "itatrek",
+    "jackfr",
+    "leggi",
+    "luke",
+    "luttazzi",
+    "norm",
+    "paolotedeschi",
+    "zuse",
+]
 FORTUNE_FILES = {
     "en": _ENGLISH,
     "de": ["de/*"],

@@ -31,7 +31,9 @@ def motion_file(
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise AvatarError(f"cannot create the output folder {output.parent}: {e.strerror}") from None
+        raise AvatarError(
+            f"cannot create the output folder {output.parent}: {e.strerror}"
+        ) from None
     backend = load_motion_backend(cfg.motion)
     streamer = MotionStreamer(backend, cfg.motion.fps)
     rate = streamer.features.cfg.sample_rate
