@@ -41,6 +41,10 @@ VISEMES: tuple[str, ...] = (
     "ou",
 )
 
+# Tensor names of the motion network (torch, ONNX and TensorRT share them).
+STATE_NAMES: tuple[str, ...] = ("conv1_state", "conv2_state", "k_cache", "v_cache", "cache_valid")
+OUTPUT_NAMES: tuple[str, ...] = ("blendshapes", "visemes")
+
 BLENDSHAPE_INDEX = {n: i for i, n in enumerate(BLENDSHAPES)}
 VISEME_INDEX = {n: i for i, n in enumerate(VISEMES)}
 

@@ -2,8 +2,9 @@
 
 Log-mel frames (10 ms) are stacked in pairs into 20 ms tokens, passed through two causal
 convolutions and a stack of pre-LN transformer blocks with sliding-window causal attention
-(each token sees itself and the ``window - 1`` tokens before it) and a learned relative-position
-bias. Token ``n`` predicts the face at time ``(n + 1) * token_s - lookahead_s``: the model hears
+(each token sees itself and the ``window - 1`` tokens before it, so the receptive field of the
+stack is ``n_layers * (window - 1)`` tokens plus the convolutions) and a learned
+relative-position bias per head. Token ``n`` predicts the face at time ``(n + 1) * token_s - lookahead_s``: the model hears
 ``lookahead_s`` of audio beyond the instant it animates (anticipation of closures and rounding).
 
 Streaming state goes in and out of :meth:`MotionTransformer.forward` as named tensors:
@@ -26,8 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-STATE_NAMES = ("conv1_state", "conv2_state", "k_cache", "v_cache", "cache_valid")
-OUTPUT_NAMES = ("blendshapes", "visemes")
+from avatar.motion.channels import OUTPUT_NAMES, STATE_NAMES  # noqa: F401 - re-exported
 
 
 @dataclass(frozen=True)

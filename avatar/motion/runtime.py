@@ -7,7 +7,7 @@ from pathlib import Path
 from avatar.backend import InferenceBackend, OrtBackend, TorchBackend
 from avatar.config import PACKAGE_DIR, MotionConfig
 from avatar.errors import BackendUnavailable, ModelError
-from avatar.motion.model import OUTPUT_NAMES, STATE_NAMES
+from avatar.motion.channels import OUTPUT_NAMES, STATE_NAMES
 
 BUILTIN_DIR = PACKAGE_DIR / "weights"
 
