@@ -47,7 +47,8 @@ def cmd_motion(args: argparse.Namespace) -> int:
 
 
 def cmd_train_motion(args: argparse.Namespace) -> int:
-    from avatar.train.pipeline import TrainOptions, train_motion_pipeline
+    from avatar.train.options import TrainOptions
+    from avatar.train.pipeline import train_motion_pipeline
 
     opts = TrainOptions(
         corpus=args.corpus,
@@ -62,6 +63,9 @@ def cmd_train_motion(args: argparse.Namespace) -> int:
         dropout=args.dropout,
         spec_augment=args.spec_augment,
         vtlp=args.vtlp,
+        lookahead_ms=args.lookahead_ms,
+        closure_weight=args.closure_weight,
+        time_masks=args.time_masks,
     )
     train_motion_pipeline(opts, _config(args))
     return 0
@@ -75,6 +79,8 @@ def cmd_eval_motion(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from avatar.train.options import TrainOptions
+
     parser = argparse.ArgumentParser(prog="avatar", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -100,15 +106,36 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--processes", type=int, default=2)
     t.add_argument("--quick", action="store_true", help="tiny corpus and model (tests, < 1 min)")
     t.add_argument("--rebuild", action="store_true", help="rebuild the corpus even if present")
-    t.add_argument("--dropout", type=float, default=0.0, help="dropout in the transformer blocks")
-    t.add_argument("--spec-augment", action="store_true", help="mask mel bands and time steps")
-    t.add_argument("--vtlp", type=float, default=0.0, help="max frequency warp, e.g. 0.12")
+    d = TrainOptions(Path(), Path())
+    t.add_argument("--dropout", type=float, default=d.dropout, help="dropout in the blocks")
+    t.add_argument(
+        "--spec-augment",
+        action=argparse.BooleanOptionalAction,
+        default=d.spec_augment,
+        help="mask random mel bands",
+    )
+    t.add_argument(
+        "--time-masks",
+        action=argparse.BooleanOptionalAction,
+        default=d.time_masks,
+        help="SpecAugment also masks short stretches of time",
+    )
+    t.add_argument("--vtlp", type=float, default=d.vtlp, help="max frequency warp")
+    t.add_argument(
+        "--lookahead-ms",
+        type=int,
+        default=d.lookahead_ms,
+        help="audio heard beyond each frame (multiple of 20, at most 80)",
+    )
+    t.add_argument(
+        "--closure-weight", type=float, default=d.closure_weight, help="loss weight of P/B/M frames"
+    )
     _common(t)
     t.set_defaults(func=cmd_train_motion)
 
     ev = sub.add_parser("eval", help="evaluate a model").add_subparsers(dest="what", required=True)
     e = ev.add_parser("motion", help="metrics on held-out voices and real human speech")
-    e.add_argument("--eval-dir", type=Path, default=Path("data/eval"))
+    e.add_argument("--eval-dir", type=Path, default=Path("data/corpus/eval"))
     e.add_argument("-o", "--output", type=Path, help="write the metrics as JSON")
     _common(e)
     e.set_defaults(func=cmd_eval_motion)

@@ -71,6 +71,7 @@ def bench_offline(backend: InferenceBackend, audio: np.ndarray) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per backend")
     args = parser.parse_args()
     audio = speech_like(args.seconds + 3)
     backends: list[InferenceBackend] = [OrtBackend(BUILTIN_DIR / "motion.onnx", threads=1)]
@@ -83,17 +84,24 @@ def main() -> None:
         f"model: d={dims['d_model']} layers={dims['n_layers']} window={dims['window']} tokens, "
         f"lookahead={dims['lookahead_tokens'] * 20} ms; 1 thread; {args.seconds:.0f} s of audio"
     )
+    print(f"{args.rounds} interleaved rounds; p50/p95 over all pushes of all rounds")
     print("| backend | streaming ms/40ms p50 | p95 | model only p50 | offline ms/40ms |")
     print("|---|---|---|---|---|")
+    samples: dict[str, list[np.ndarray]] = {b.name: [] for b in backends}
+    model_only: dict[str, list[np.ndarray]] = {b.name: [] for b in backends}
+    offline: dict[str, list[float]] = {b.name: [] for b in backends}
+    for _ in range(args.rounds):  # interleaved, so load on the machine hits both alike
+        for b in backends:
+            samples[b.name].append(bench_streaming(b, audio))
+            model_only[b.name].append(bench_model_only(b, audio))
+            offline[b.name].append(bench_offline(b, audio))
     results = {}
     for b in backends:
-        s = bench_streaming(b, audio)
-        m = bench_model_only(b, audio)
-        off = bench_offline(b, audio)
+        s, m = np.concatenate(samples[b.name]), np.concatenate(model_only[b.name])
         results[b.name] = float(np.median(s))
         print(
             f"| {b.name} | {np.median(s):.3f} | {np.percentile(s, 95):.3f} | "
-            f"{np.median(m):.3f} | {off:.3f} |"
+            f"{np.median(m):.3f} | {np.median(offline[b.name]):.3f} |"
         )
     if len(results) == 2:
         print(

@@ -24,7 +24,8 @@ def test_quick_training_produces_a_working_model(tmp_path: Path) -> None:
     from avatar.config import load_config
     from avatar.motion.runtime import load_torch_backend
     from avatar.motion.stream import MotionStreamer
-    from avatar.train.pipeline import TrainOptions, train_motion_pipeline
+    from avatar.train.options import TrainOptions
+    from avatar.train.pipeline import train_motion_pipeline
 
     opts = TrainOptions(corpus=tmp_path / "corpus", out=tmp_path / "run", quick=True, processes=1)
     metrics = train_motion_pipeline(opts, load_config())
@@ -46,3 +47,15 @@ def test_quick_training_produces_a_working_model(tmp_path: Path) -> None:
         frames = s.push(audio) + s.flush()
         rows.append(np.stack([f.blendshapes for f in frames]))
     np.testing.assert_allclose(rows[0], rows[1], atol=1e-4)
+
+
+def test_lookahead_is_a_bounded_setting(tmp_path: Path) -> None:
+    from avatar.errors import ConfigError
+    from avatar.train.options import TrainOptions
+    from avatar.train.pipeline import train_settings
+
+    opts = TrainOptions(corpus=tmp_path, out=tmp_path, lookahead_ms=40)
+    assert train_settings(opts).dims.lookahead_tokens == 2
+    for bad in (100, 30, -20):
+        with pytest.raises(ConfigError, match="lookahead"):
+            train_settings(TrainOptions(corpus=tmp_path, out=tmp_path, lookahead_ms=bad))

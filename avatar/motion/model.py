@@ -4,7 +4,8 @@ Log-mel frames (10 ms) are stacked in pairs into 20 ms tokens, passed through tw
 convolutions and a stack of pre-LN transformer blocks with sliding-window causal attention
 (each token sees itself and the ``window - 1`` tokens before it, so the receptive field of the
 stack is ``n_layers * (window - 1)`` tokens plus the convolutions) and a learned
-relative-position bias per head. Token ``n`` predicts the face at time ``(n + 1) * token_s - lookahead_s``: the model hears
+relative-position bias per head. Token ``n`` predicts the face at time
+``(n + 1) * token_s - lookahead_s``: the model hears
 ``lookahead_s`` of audio beyond the instant it animates (anticipation of closures and rounding).
 
 Streaming state goes in and out of :meth:`MotionTransformer.forward` as named tensors:

@@ -100,7 +100,7 @@ def plot_motion(path: Path, env: Envelope, rows: np.ndarray, fps: float, title: 
     t = np.arange(len(rows)) / fps
     width = float(np.clip(4 + 2.5 * (t[-1] if len(t) else 1), 10, 28))
     fig, ax = plt.subplots(
-        3, 1, figsize=(width, 7), sharex=True, gridspec_kw={"height_ratios": [1, 2, 1]}
+        3, 1, figsize=(width, 8.5), sharex=True, gridspec_kw={"height_ratios": [1, 2, 1.7]}
     )
     ax[0].fill_between(env.times(), env.lo, env.hi, color="#555", lw=0)
     ax[0].set_ylabel("audio")

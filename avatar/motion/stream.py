@@ -87,8 +87,9 @@ class MotionStreamer:
         out = self.backend.run({"mel": chunk[None], **self._state})
         for name in self.state_names:
             self._state[name] = out[f"{name}_out"]
-        self._bs.extend(out["blendshapes"][0])
-        self._vis.extend(out["visemes"][0])
+        # copies: a backend may reuse its output buffers on later calls
+        self._bs.extend(out["blendshapes"][0].copy())
+        self._vis.extend(out["visemes"][0].copy())
         self._tokens += n_tok
 
     def _token_pos(self, frame: int) -> float:

@@ -23,9 +23,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from avatar.motion.channels import BLENDSHAPE_INDEX, BLENDSHAPES
+from avatar.motion.channels import BLENDSHAPE_INDEX, BLENDSHAPES, VISEME_INDEX
 from avatar.motion.model import MotionDims, MotionTransformer
 
+PP_INDEX = VISEME_INDEX["PP"]
 CHANNEL_WEIGHTS = {
     "jawOpen": 4.0,
     "mouthClose": 2.0,
@@ -82,6 +83,7 @@ class TrainSettings:
     freq_width: int = 10
     time_masks: int = 0  # and of up to time_width 10 ms frames
     time_width: int = 6
+    closure_weight: float = 1.0  # loss weight of P/B/M frames (lips must really meet there)
     vtlp: float = 0.0  # vocal tract length perturbation: warp frequencies by 1 +- vtlp per crop
 
 
@@ -168,7 +170,8 @@ def loss_fn(
     if model.training:
         mel = spec_augment(warp_frequencies(mel, s.vtlp), s)
     bs, logits = model.training_outputs(mel)
-    l1 = ((bs - bs_true).abs() * weights).mean()
+    frame_w = 1 + (s.closure_weight - 1) * (vis_true == PP_INDEX).float()[..., None]  # (B, T, 1)
+    l1 = ((bs - bs_true).abs() * weights * frame_w).mean()
     vel = ((bs.diff(dim=1) - bs_true.diff(dim=1)).abs() * weights).mean()
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), vis_true.reshape(-1))
     total = l1 + s.velocity_weight * vel + s.vis_weight * ce
@@ -254,4 +257,5 @@ def train(
                 with log_path.open("a") as f:
                     f.write(json.dumps(entry) + "\n")
     bar.close()
+    history.append({"step": step, "minutes": (time.monotonic() - t0) / 60, "final": 1.0})
     return model.eval(), history

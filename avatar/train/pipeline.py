@@ -12,36 +12,25 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from avatar.backend import OrtBackend
 from avatar.config import Config, MotionConfig
 from avatar.data import augment as aug
 from avatar.data.types import AlignedUtterance
-from avatar.motion.model import MotionDims
+from avatar.errors import ConfigError
 from avatar.motion.runtime import load_motion_backend
 from avatar.train.evaluate import EvalResult, evaluate
+from avatar.train.options import MAX_LOOKAHEAD_MS, TrainOptions
+
+if TYPE_CHECKING:
+    from avatar.train.motion import TrainSettings
 
 log = logging.getLogger(__name__)
 
-QUICK_DIMS = MotionDims(d_model=48, n_heads=2, n_layers=1, d_ff=96, window=50)
-
-
-@dataclass(slots=True)
-class TrainOptions:
-    corpus: Path
-    out: Path
-    hours: float = 4.0
-    copies: int = 2
-    minutes: float = 25.0
-    seed: int = 0
-    quick: bool = False
-    rebuild: bool = False
-    processes: int = 2
-    dropout: float = 0.0
-    spec_augment: bool = False
-    vtlp: float = 0.0
+QUICK_DIMS = {"d_model": 48, "n_heads": 2, "n_layers": 1, "d_ff": 96, "window": 50}
 
 
 def _ensure_corpus(opts: TrainOptions, cfg: Config) -> None:
@@ -67,18 +56,18 @@ def _ensure_corpus(opts: TrainOptions, cfg: Config) -> None:
         build_eval_sets(eval_dir, 4 if opts.quick else 40, opts.seed + 1, opts.quick)
 
 
-def train_motion_pipeline(opts: TrainOptions, cfg: Config) -> dict[str, object]:
-    """Build the corpus if needed, train, save, export and evaluate."""
-    import torch
+def train_settings(opts: TrainOptions) -> TrainSettings:
+    """The trainer's settings for ``opts`` (quick mode: a tiny model for tests)."""
+    from avatar.motion.model import MotionDims
+    from avatar.train.motion import TrainSettings
 
-    from avatar.motion.export import export_onnx, model_meta
-    from avatar.train.motion import TrainSettings, load_corpus, train
-
-    _ensure_corpus(opts, cfg)
-    opts.out.mkdir(parents=True, exist_ok=True)
-    settings = (
-        TrainSettings(
-            dims=QUICK_DIMS,
+    if opts.lookahead_ms % 20 or not 0 <= opts.lookahead_ms <= MAX_LOOKAHEAD_MS:
+        raise ConfigError(f"lookahead must be a multiple of 20 ms in 0..{MAX_LOOKAHEAD_MS} ms")
+    base = MotionDims(**QUICK_DIMS) if opts.quick else MotionDims()
+    dims = dataclasses.replace(base, lookahead_tokens=opts.lookahead_ms // 20, dropout=opts.dropout)
+    if opts.quick:
+        return TrainSettings(
+            dims=dims,
             minutes=opts.minutes,
             max_steps=30,
             batch=4,
@@ -86,25 +75,37 @@ def train_motion_pipeline(opts: TrainOptions, cfg: Config) -> dict[str, object]:
             eval_every=15,
             seed=opts.seed,
         )
-        if opts.quick
-        else TrainSettings(
-            dims=dataclasses.replace(MotionDims(), dropout=opts.dropout),
-            minutes=opts.minutes,
-            seed=opts.seed,
-            freq_masks=2 if opts.spec_augment else 0,
-            time_masks=2 if opts.spec_augment else 0,
-            vtlp=opts.vtlp,
-        )
+    return TrainSettings(
+        dims=dims,
+        minutes=opts.minutes,
+        seed=opts.seed,
+        freq_masks=2 if opts.spec_augment else 0,
+        time_masks=2 if opts.spec_augment and opts.time_masks else 0,
+        vtlp=opts.vtlp,
+        closure_weight=opts.closure_weight,
     )
+
+
+def train_motion_pipeline(opts: TrainOptions, cfg: Config) -> dict[str, object]:
+    """Build the corpus if needed, train, save, export and evaluate."""
+    import torch
+
+    from avatar.motion.export import export_onnx, model_meta
+    from avatar.train.motion import load_corpus, train
+
+    _ensure_corpus(opts, cfg)
+    opts.out.mkdir(parents=True, exist_ok=True)
+    settings = train_settings(opts)
     train_set, val_set = load_corpus(opts.corpus, "train"), load_corpus(opts.corpus, "heldout")
     log_path = opts.out / "train_log.jsonl"
     log_path.unlink(missing_ok=True)
     t0 = time.monotonic()
-    model, _ = train(train_set, val_set, settings, log_path)
+    model, history = train(train_set, val_set, settings, log_path)
     minutes = (time.monotonic() - t0) / 60
     meta = model_meta(model, cfg.features)
     info = {
         "train_minutes": round(minutes, 2),
+        "steps": int(history[-1]["step"]),
         "train_frames": train_set.frames,
         "settings": {k: v for k, v in asdict(settings).items() if k != "dims"},
     }
@@ -154,6 +155,8 @@ def evaluate_weights(
         p.stem.removeprefix("eval-"): load_utterances(p)
         for p in sorted(eval_dir.glob("eval-*.npz"))
     }
+    if not sets:
+        log.warning("no held-out sets in %s (avatar train motion builds them)", eval_dir)
     if human:
         sets.update(human_sets())
     results = [evaluate(backend, utts, name, cfg.motion.fps) for name, utts in sets.items()]
