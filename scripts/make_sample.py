@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avatar.audio.write import encode_mono
+from avatar.audio.write import encode_audio
 from avatar.data import augment as aug
 from avatar.data.espeak import EspeakSynth, Prosody
 
@@ -25,7 +25,7 @@ def main() -> None:
     utt = aug.clean(synth.synthesize(TEXT, "espeak:en-gb-scotland+f2", "sample"))
     up = aug.resample(utt, 48000).audio
     out = Path(__file__).resolve().parents[1] / "avatar" / "assets" / "sample.ogg"
-    encode_mono(out, "libopus", np.clip(up, -1, 1), 48000)
+    encode_audio(out, "libopus", np.clip(up, -1, 1), 48000)
     print(f"{out}: {len(up) / 48000:.2f} s, {out.stat().st_size} bytes")
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from avatar.audio.write import encode_mono  # noqa: F401 - re-exported for tests
+from avatar.audio.write import encode_audio
 from avatar.config import FeatureConfig
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "avatar" / "weights"
@@ -71,32 +71,9 @@ def counting_backend() -> CountingBackend:
 
 
 def write_wav(path: Path, audio: np.ndarray, rate: int, fmt: str = "s16") -> Path:
-    """Write mono or (n, channels) audio with PyAV in the given sample format."""
-    import av
-
-    audio = np.atleast_2d(audio.T).T if audio.ndim == 1 else audio
-    if audio.ndim == 1:
-        audio = audio[:, None]
-    channels = audio.shape[1]
+    """Write mono or (n, channels) audio as a wav in sample format ``fmt`` (u8/s16/s32/flt)."""
     codec = {"s16": "pcm_s16le", "u8": "pcm_u8", "flt": "pcm_f32le", "s32": "pcm_s32le"}[fmt]
-    layout = {1: "mono", 2: "stereo", 6: "5.1"}[channels]
-    with av.open(str(path), "w", format="wav") as out:
-        stream = out.add_stream(codec, rate=rate, layout=layout)
-        if fmt == "s16":
-            data = np.clip(audio * 32767, -32768, 32767).astype(np.int16)
-        elif fmt == "u8":
-            data = np.clip(audio * 127 + 128, 0, 255).astype(np.uint8)
-        elif fmt == "s32":
-            data = np.clip(audio * 2147483647, -(2**31), 2**31 - 1).astype(np.int32)
-        else:
-            data = audio.astype(np.float32)
-        frame = av.AudioFrame.from_ndarray(data.reshape(1, -1), format=fmt, layout=layout)
-        frame.sample_rate = rate
-        for packet in stream.encode(frame):
-            out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return path
+    return encode_audio(path, codec, audio, rate, fmt)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import WEIGHTS, encode_mono, write_wav
+from avatar.audio.write import encode_audio
+from tests.conftest import WEIGHTS, write_wav
 
 pytestmark = pytest.mark.skipif(not (WEIGHTS / "motion.onnx").exists(), reason="no model yet")
 
@@ -59,7 +60,7 @@ def test_any_rate_layout_and_depth(tmp_path: Path, rate: int, channels: int, fmt
     [("libmp3lame", "mp3"), ("libopus", "ogg"), ("flac", "flac"), ("aac", "m4a")],
 )
 def test_compressed_formats(tmp_path: Path, codec: str, suffix: str) -> None:
-    path = encode_mono(tmp_path / f"in.{suffix}", codec, _speechlike(2.0, 48000), 48000)
+    path = encode_audio(tmp_path / f"in.{suffix}", codec, _speechlike(2.0, 48000), 48000)
     out = tmp_path / "m.json"
     proc = avatar("motion", str(path), "-o", str(out), "-q")
     assert proc.returncode == 0, proc.stderr
