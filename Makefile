@@ -21,7 +21,8 @@ $(RUN_STAMP): pyproject.toml | $(BIN)/python
 $(DEV_STAMP): pyproject.toml | $(BIN)/python
 	bash scripts/setup_system.sh
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[train,dev]'
+	$(BIN)/pip install -q -e '.[train,face,dev]'
+	$(BIN)/pip install -q --no-deps mediapipe==0.10.14
 	touch $(RUN_STAMP) $@
 
 run: $(RUN_STAMP)

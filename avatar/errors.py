@@ -27,3 +27,15 @@ class FestivalError(AvatarError):
 
 class HumanSpeechError(AvatarError):
     """No human recordings or no aligner is available, or an alignment failed."""
+
+
+class ImageInputError(AvatarError):
+    """An image file that cannot be used: not an image, truncated, too large."""
+
+
+class FaceError(AvatarError):
+    """No usable face: none found, more than one, or too small."""
+
+
+class AvatarNotFound(AvatarError):
+    """An avatar name or folder that does not exist or is incomplete."""

@@ -1,0 +1,257 @@
+"""A 2D face rig: ARKit blendshapes, blink and rest-closure -> displacements of face-mesh landmarks.
+
+Every *basis* is a displacement of the 478 landmarks (portrait pixels) at weight 1, derived from the
+avatar's own geometry (distances in inter-ocular units ``d``). A frame's landmarks are
+``rest + sum_k w_k * basis_k`` with weights from :func:`basis_weights`, which turns blendshapes into
+basis weights (the only non-linear step: ``mouthClose``/``mouthPress`` seal the lips only as far as
+the jaw has opened them, as ARKit defines them). The warp renderer interpolates the same bases into
+dense fields; the GAN trainer inverts the rig to read blendshapes off video landmarks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from avatar.face import mesh
+from avatar.motion.channels import BLENDSHAPE_INDEX as BI
+
+BASES: tuple[str, ...] = (
+    "rest_close",  # closes the portrait's own mouth (always weight 1)
+    "jaw",  # jaw drop: lower lip, chin, lower face
+    "seal",  # lower lip back up to the upper one while the jaw stays open
+    "funnel",
+    "pucker",
+    "stretch_l",  # image-left corner (subject's right: mouthStretchRight)
+    "stretch_r",
+    "smile_l",
+    "smile_r",
+    "press",
+    "lower_down_l",
+    "lower_down_r",
+    "upper_up_l",
+    "upper_up_r",
+    "roll_lower",
+    "roll_upper",
+    "blink",
+)
+BASIS_INDEX = {n: i for i, n in enumerate(BASES)}
+
+# amplitudes at weight 1, in inter-ocular distances
+JAW_LIP_DROP = 0.42
+JAW_CHIN_DROP = 0.36
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3 - 2 * x)
+
+
+class FaceRig:
+    """Displacement bases for one avatar's rest landmarks, (n_bases, 478, 2)."""
+
+    def __init__(self, rest: np.ndarray) -> None:
+        self.rest = rest[:, :2].astype(np.float32)
+        self.d = mesh.interocular(rest)
+        self.mouth_center = self.rest[list(mesh.INNER_CORNERS)].mean(0)
+        self.bases = np.stack([getattr(self, f"_b_{n}")() for n in BASES]).astype(np.float32)
+
+    # -- geometry helpers ------------------------------------------------------------------
+    def _zeros(self) -> np.ndarray:
+        return np.zeros_like(self.rest)
+
+    def _side(self) -> np.ndarray:
+        """-1 on the image-left half of the mouth, +1 on the right, smooth across the middle."""
+        half_width = 0.5 * abs(self.rest[291, 0] - self.rest[61, 0])
+        return np.clip((self.rest[:, 0] - self.mouth_center[0]) / (0.6 * half_width), -1, 1)
+
+    def _near_mouth(self, radius: float) -> np.ndarray:
+        dist = np.linalg.norm(self.rest - self.mouth_center, axis=1) / self.d
+        return 1.0 - _smoothstep(dist / radius)
+
+    def _lip_points(self) -> tuple[list[int], list[int], list[int], list[int]]:
+        ui = list(mesh.LIPS_INNER_UPPER[1:-1])
+        uo = list(mesh.LIPS_OUTER_UPPER[1:-1])
+        li = list(mesh.LIPS_INNER_LOWER[1:-1])
+        lo = list(mesh.LIPS_OUTER_LOWER[1:-1])
+        return ui, uo, li, lo
+
+    def _gap(self) -> np.ndarray:
+        """Source gap between inner lips at each inner-lip column (pixels, >= 0)."""
+        ui, _, li, _ = self._lip_points()
+        return np.clip(self.rest[li, 1] - self.rest[ui, 1], 0, None)
+
+    def _jaw_weight(self) -> np.ndarray:
+        """1 for the lower lip and chin, fading to 0 at the mouth corners' height and above."""
+        y_c = self.rest[list(mesh.MOUTH_CORNERS), 1].mean()
+        y_chin = self.rest[mesh.CHIN, 1]
+        w = _smoothstep((self.rest[:, 1] - y_c + 0.05 * self.d) / (y_chin - y_c))
+        _, _, li, lo = self._lip_points()
+        w[li + lo] = 1.0
+        w[list(mesh.MOUTH_CORNERS + mesh.INNER_CORNERS)] = 0.35
+        return w
+
+    def _corner_weight(self, corner: int) -> np.ndarray:
+        dist = np.linalg.norm(self.rest - self.rest[corner], axis=1) / self.d
+        return 1.0 - _smoothstep(dist / 0.45)
+
+    # -- bases -----------------------------------------------------------------------------
+    def _b_rest_close(self) -> np.ndarray:
+        out = self._zeros()
+        ui, uo, li, lo = self._lip_points()
+        half = 0.5 * self._gap() + 0.012 * self.d  # a little overlap hides the teeth fully
+        out[ui, 1] += half
+        out[uo, 1] += half * 0.8
+        out[li, 1] -= half
+        out[lo, 1] -= half * 0.8
+        return out
+
+    def _b_jaw(self) -> np.ndarray:
+        out = self._zeros()
+        w = self._jaw_weight()
+        out[:, 1] = w * JAW_CHIN_DROP * self.d
+        _, _, li, lo = self._lip_points()
+        out[li + lo, 1] = JAW_LIP_DROP * self.d
+        # the mouth narrows a little as it opens
+        out[:, 0] = -0.04 * self.d * self._side() * self._near_mouth(0.6)
+        return out
+
+    def _b_seal(self) -> np.ndarray:
+        out = self._zeros()
+        _, _, li, lo = self._lip_points()
+        out[li + lo, 1] = -(JAW_LIP_DROP - 0.02) * self.d
+        out[list(mesh.MOUTH_CORNERS + mesh.INNER_CORNERS), 1] = -0.1 * self.d
+        return out
+
+    def _inward(self, amount: float, radius: float) -> np.ndarray:
+        out = self._zeros()
+        out[:, 0] = -amount * self.d * self._side() * self._near_mouth(radius)
+        return out
+
+    def _b_funnel(self) -> np.ndarray:
+        out = self._inward(0.12, 0.7)
+        ui, uo, li, lo = self._lip_points()
+        out[ui, 1] -= 0.05 * self.d
+        out[li, 1] += 0.07 * self.d
+        out[lo, 1] += 0.03 * self.d
+        return out
+
+    def _b_pucker(self) -> np.ndarray:
+        out = self._inward(0.16, 0.7)
+        _, uo, _, lo = self._lip_points()
+        out[uo, 1] -= 0.02 * self.d
+        out[lo, 1] += 0.02 * self.d
+        return out
+
+    def _corner_move(self, corner: int, dx: float, dy: float) -> np.ndarray:
+        out = self._zeros()
+        w = self._corner_weight(corner)
+        sign = 1.0 if self.rest[corner, 0] > self.mouth_center[0] else -1.0
+        out[:, 0] = sign * dx * self.d * w
+        out[:, 1] = dy * self.d * w
+        return out
+
+    def _b_stretch_l(self) -> np.ndarray:
+        return self._corner_move(61, 0.09, 0.03)
+
+    def _b_stretch_r(self) -> np.ndarray:
+        return self._corner_move(291, 0.09, 0.03)
+
+    def _b_smile_l(self) -> np.ndarray:
+        return self._corner_move(61, 0.05, -0.09)
+
+    def _b_smile_r(self) -> np.ndarray:
+        return self._corner_move(291, 0.05, -0.09)
+
+    def _b_press(self) -> np.ndarray:
+        out = self._zeros()
+        _, uo, _, lo = self._lip_points()
+        out[uo, 1] += 0.03 * self.d
+        out[lo, 1] -= 0.03 * self.d
+        return out
+
+    def _half_lip(self, points: list[int], dy: float, left: bool) -> np.ndarray:
+        out = self._zeros()
+        side = self._side()[points]
+        w = np.clip(0.5 - side, 0, 1) if left else np.clip(0.5 + side, 0, 1)
+        out[points, 1] = dy * self.d * w
+        return out
+
+    def _b_lower_down_l(self) -> np.ndarray:
+        _, _, li, lo = self._lip_points()
+        return self._half_lip(li + lo, 0.12, left=True)
+
+    def _b_lower_down_r(self) -> np.ndarray:
+        _, _, li, lo = self._lip_points()
+        return self._half_lip(li + lo, 0.12, left=False)
+
+    def _b_upper_up_l(self) -> np.ndarray:
+        ui, uo, _, _ = self._lip_points()
+        return self._half_lip(ui + uo, -0.08, left=True)
+
+    def _b_upper_up_r(self) -> np.ndarray:
+        ui, uo, _, _ = self._lip_points()
+        return self._half_lip(ui + uo, -0.08, left=False)
+
+    def _b_roll_lower(self) -> np.ndarray:
+        out = self._zeros()
+        _, _, li, lo = self._lip_points()
+        out[lo, 1] = 0.6 * (self.rest[li, 1] - self.rest[lo, 1])  # outer edge towards the inner
+        return out
+
+    def _b_roll_upper(self) -> np.ndarray:
+        out = self._zeros()
+        ui, uo, _, _ = self._lip_points()
+        out[uo, 1] = 0.6 * (self.rest[ui, 1] - self.rest[uo, 1])
+        return out
+
+    def _b_blink(self) -> np.ndarray:
+        """Upper lids down onto the lower lids; the skin above follows, fading over 0.3 d."""
+        out = self._zeros()
+        for upper, lower in (
+            (mesh.EYE_LEFT_UPPER, mesh.EYE_LEFT_LOWER),
+            (mesh.EYE_RIGHT_UPPER, mesh.EYE_RIGHT_LOWER),
+        ):
+            up, lo = self.rest[list(upper)], self.rest[list(lower)]
+            drop = lo[:, 1] - up[:, 1]
+            x = self.rest[:, 0]
+            inside = (x > up[0, 0]) & (x < up[-1, 0])
+            lid_y = np.interp(x, up[:, 0], up[:, 1])
+            above = (lid_y - self.rest[:, 1]) / (0.3 * self.d)
+            w = np.where(inside & (above >= -0.05), 1.0 - _smoothstep(above), 0.0)
+            w[list(lower)] = 0.0
+            out[:, 1] += w * np.interp(x, up[:, 0], drop)
+        return out
+
+    # -- use -------------------------------------------------------------------------------
+    def landmarks(self, weights: np.ndarray) -> np.ndarray:
+        """Displaced landmarks (478, 2) for basis weights (n_bases,)."""
+        return self.rest + np.tensordot(weights, self.bases, axes=1)
+
+
+def basis_weights(blendshapes: np.ndarray, blink: float = 0.0) -> np.ndarray:
+    """Blendshape coefficients (ARKit order of ``BLENDSHAPES``) -> rig basis weights."""
+    b = np.clip(np.asarray(blendshapes, np.float32), 0.0, 1.0)
+    jaw = float(b[BI["jawOpen"]])
+    press = 0.5 * float(b[BI["mouthPressLeft"]] + b[BI["mouthPressRight"]])
+    w = np.zeros(len(BASES), np.float32)
+    w[BASIS_INDEX["rest_close"]] = 1.0
+    w[BASIS_INDEX["jaw"]] = jaw
+    w[BASIS_INDEX["seal"]] = min(jaw, float(b[BI["mouthClose"]]) + 0.7 * press)
+    for basis, shape in (
+        ("funnel", "mouthFunnel"),
+        ("pucker", "mouthPucker"),
+        ("stretch_l", "mouthStretchRight"),  # ARKit sides are the subject's
+        ("stretch_r", "mouthStretchLeft"),
+        ("smile_l", "mouthSmileRight"),
+        ("smile_r", "mouthSmileLeft"),
+        ("lower_down_l", "mouthLowerDownRight"),
+        ("lower_down_r", "mouthLowerDownLeft"),
+        ("upper_up_l", "mouthUpperUpRight"),
+        ("upper_up_r", "mouthUpperUpLeft"),
+        ("roll_lower", "mouthRollLower"),
+        ("roll_upper", "mouthRollUpper"),
+    ):
+        w[BASIS_INDEX[basis]] = b[BI[shape]]
+    w[BASIS_INDEX["press"]] = press
+    w[BASIS_INDEX["blink"]] = float(np.clip(blink, 0.0, 1.0))
+    return w

@@ -1,0 +1,245 @@
+"""Renderer 1, the CPU default: a smooth warp of the portrait driven by the face rig.
+
+At load, every rig basis (landmark displacements, :mod:`avatar.render.rig`) is interpolated with a
+thin-plate spline into a dense displacement field over the face's region (on a grid of ``step``
+pixels). Per frame: the fields are mixed with the frame's basis weights (one small matrix product),
+upsampled, inverted by one fixed-point step (forward field -> backward map) and applied with
+OpenCV ``remap``; then the mouth interior is drawn inside the displaced inner-lip contour (the
+portrait's own teeth move with their lip, a dark cavity opens between them), and the head pose is
+applied as a small affine. Lips meet when the rig closes them, so P/B/M show closed lips.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from avatar.face import mesh
+from avatar.face.store import AvatarAssets
+from avatar.frames import MotionFrame
+from avatar.render.base import head_pose_matrix
+from avatar.render.rig import FaceRig, basis_weights
+
+CAVITY_RGB = np.array([86, 34, 38], np.float32)
+TONGUE_RGB = np.array([128, 58, 60], np.float32)
+TEETH_RGB = np.array([214, 208, 196], np.float32)
+
+
+def _tps_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    r2 = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+    return np.where(r2 > 0, 0.5 * r2 * np.log(np.maximum(r2, 1e-12)), 0.0)
+
+
+def tps_fields(ctrl: np.ndarray, values: np.ndarray, grid: np.ndarray, reg: float) -> np.ndarray:
+    """Thin-plate interpolation of ``values`` (n_ctrl, k) at ``grid`` (n_grid, 2) -> (n_grid, k)."""
+    scale = float(np.abs(ctrl).max())
+    c, g = ctrl / scale, grid / scale
+    n = len(c)
+    k = _tps_kernel(c, c) + reg * np.eye(n)
+    p = np.hstack([np.ones((n, 1)), c])
+    a = np.zeros((n + 3, n + 3))
+    a[:n, :n], a[:n, n:], a[n:, :n] = k, p, p.T
+    rhs = np.vstack([values, np.zeros((3, values.shape[1]))])
+    coef = np.linalg.solve(a, rhs)
+    out = np.empty((len(g), values.shape[1]))
+    for s in range(0, len(g), 4096):  # bounded memory for the (grid x ctrl) kernel
+        gs = g[s : s + 4096]
+        out[s : s + 4096] = (
+            _tps_kernel(gs, c) @ coef[:n] + np.hstack([np.ones((len(gs), 1)), gs]) @ coef[n:]
+        )
+    return out
+
+
+class WarpRenderer:
+    """Mesh-warp renderer for one avatar at ``size`` x ``size`` (default: the portrait's size)."""
+
+    name = "warp"
+
+    def __init__(self, assets: AvatarAssets, size: int | None = None, step: int = 4) -> None:
+        self.size = size or assets.size
+        scale = self.size / assets.size
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+        portrait = assets.portrait
+        if scale != 1:
+            portrait = cv2.resize(portrait, (self.size, self.size), interpolation=interp)
+        self.portrait = np.ascontiguousarray(portrait)
+        lm = assets.landmarks.copy()
+        lm[:, :2] *= scale
+        self.rig = FaceRig(lm)
+        self.d = self.rig.d
+        self.step = step
+        self._setup_roi()
+        self._setup_fields()
+        self._setup_interior()
+        oval = self.rig.rest[list(mesh.FACE_OVAL)]
+        self.pivot = (float(oval[:, 0].mean()), float(self.rig.rest[mesh.CHIN, 1] + 0.5 * self.d))
+
+    # -- load-time precomputation ---------------------------------------------------------------
+    def _setup_roi(self) -> None:
+        rest, d, s = self.rig.rest, self.d, self.step
+        oval = rest[list(mesh.FACE_OVAL)]
+        brows = rest[list(mesh.EYEBROW_LEFT + mesh.EYEBROW_RIGHT)]
+        x0 = max(int(oval[:, 0].min() - 0.15 * d), 0)
+        x1 = min(int(oval[:, 0].max() + 0.15 * d), self.size)
+        y0 = max(int(brows[:, 1].min() - 0.2 * d), 0)
+        y1 = min(int(rest[mesh.CHIN, 1] + 0.75 * d), self.size)
+        w, h = (x1 - x0) // s * s, (y1 - y0) // s * s  # whole grid cells
+        self.roi = (x0, y0, x0 + w, y0 + h)
+        self.roi_src = np.ascontiguousarray(self.portrait[y0 : y0 + h, x0 : x0 + w])
+        xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        self._base = np.dstack([xs, ys])  # (h, w, 2) identity map
+
+    def _anchors(self) -> np.ndarray:
+        x0, y0, x1, y1 = self.roi
+        w, h = x1 - x0, y1 - y0
+        t = np.linspace(0, 1, 13)
+        border = np.concatenate(
+            [
+                np.c_[t * w, 0 * t],
+                np.c_[t * w, 0 * t + h],
+                np.c_[0 * t, t * h],
+                np.c_[0 * t + w, t * h],
+            ]
+        )
+        return border
+
+    def _setup_fields(self) -> None:
+        x0, y0, x1, y1 = self.roi
+        rest = self.rig.rest[:468] - np.array([x0, y0], np.float32)  # iris points excluded
+        anchors = self._anchors()
+        ctrl = np.vstack([rest, anchors]).astype(np.float64)
+        n_b = len(self.rig.bases)
+        vals = np.zeros((len(ctrl), n_b * 2))
+        vals[:468] = self.rig.bases[:, :468, :].transpose(1, 0, 2).reshape(468, n_b * 2)
+        s = self.step
+        gw, gh = (x1 - x0) // s, (y1 - y0) // s
+        gx, gy = np.meshgrid((np.arange(gw) + 0.5) * s - 0.5, (np.arange(gh) + 0.5) * s - 0.5)
+        grid = np.c_[gx.ravel(), gy.ravel()]
+        fields = tps_fields(ctrl, vals, grid, reg=1e-4)  # (gh*gw, n_b*2)
+        self._fields = np.ascontiguousarray(
+            fields.reshape(gh, gw, n_b, 2).transpose(2, 0, 1, 3).reshape(n_b, -1), np.float32
+        )
+        self._grid_shape = (gh, gw)
+
+    def _setup_interior(self) -> None:
+        """Label the portrait's own mouth interior: 1 above its midline (upper teeth), 2 below."""
+        x0, y0, x1, y1 = self.roi
+        rest = self.rig.rest - np.array([x0, y0], np.float32)
+        up = rest[list(mesh.LIPS_INNER_UPPER)]
+        lo = rest[list(mesh.LIPS_INNER_LOWER)]
+        labels = np.zeros(self.roi_src.shape[:2], np.uint8)
+        cv2.fillPoly(labels, [np.round(np.vstack([up, lo[::-1]])).astype(np.int32)], 2)
+        mid = (up + lo) / 2
+        upper_half = np.vstack([up, mid[::-1]])
+        cv2.fillPoly(labels, [np.round(upper_half).astype(np.int32)], 1)
+        labels[cv2.erode((labels > 0).astype(np.uint8), np.ones((3, 3), np.uint8)) == 0] = 0
+        self._labels = labels
+        lips = np.zeros_like(labels)
+        outer = np.vstack([rest[list(mesh.LIPS_OUTER_UPPER)], rest[list(mesh.LIPS_OUTER_LOWER)][::-1]])
+        cv2.fillPoly(lips, [np.round(outer).astype(np.int32)], 1)
+        lip_pixels = self.roi_src[(lips == 1) & (labels == 0)]
+        self._lip_rgb = np.median(lip_pixels, axis=0).astype(np.float32) * 0.92
+        self.source_gap = float(np.clip(lo[:, 1] - up[:, 1], 0, None).max())
+
+    # -- per frame --------------------------------------------------------------------------------
+    def backward_map(self, weights: np.ndarray) -> np.ndarray:
+        """(h, w, 2) source coordinates for every ROI pixel."""
+        gh, gw = self._grid_shape
+        small = (weights @ self._fields).reshape(gh, gw, 2)
+        h, w = self._base.shape[:2]
+        fwd = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+        p0 = self._base - fwd
+        fwd_at_p0 = cv2.remap(fwd, p0, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return self._base - fwd_at_p0
+
+    def render(self, motion: MotionFrame) -> np.ndarray:
+        weights = basis_weights(motion.blendshapes, motion.blink)
+        x0, y0, x1, y1 = self.roi
+        src_map = self.backward_map(weights)
+        roi = cv2.remap(
+            self.roi_src, src_map, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
+        lm = self.rig.landmarks(weights) - np.array([x0, y0], np.float32)
+        self._cover_squeezed_teeth(roi, src_map, lm)
+        self._draw_interior(roi, lm)
+        out = self.portrait.copy()
+        out[y0:y1, x0:x1] = roi
+        m = head_pose_matrix(motion.head_pose, self.size, self.pivot)
+        if m is not None:
+            out = cv2.warpAffine(out, m, (self.size, self.size), flags=cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_REFLECT101)  # fmt: skip
+        return out
+
+    def _cover_squeezed_teeth(self, roi: np.ndarray, src_map: np.ndarray, lm: np.ndarray) -> None:
+        """Where closing lips squeeze the portrait's open mouth to a line, show a lip seam."""
+        if not self._labels.any():
+            return
+        outer = lm[list(mesh.LIPS_OUTER_UPPER + mesh.LIPS_OUTER_LOWER)]
+        bx0, by0 = np.maximum(np.floor(outer.min(0)).astype(int) - 2, 0)
+        bx1, by1 = np.ceil(outer.max(0)).astype(int) + 3
+        sub = np.ascontiguousarray(src_map[by0:by1, bx0:bx1])
+        inside = cv2.remap(self._labels, sub, None, cv2.INTER_LINEAR, borderValue=0)
+        leak = cv2.GaussianBlur((inside > 0).astype(np.float32), (3, 3), 0)[..., None]
+        patch = roi[by0:by1, bx0:bx1].astype(np.float32)
+        roi[by0:by1, bx0:bx1] = (patch * (1 - leak) + self._lip_rgb * leak).astype(np.uint8)
+
+    def _draw_interior(self, roi: np.ndarray, lm: np.ndarray) -> None:
+        up = lm[list(mesh.LIPS_INNER_UPPER)]
+        lo = lm[list(mesh.LIPS_INNER_LOWER)]
+        if float((lo[2:-2, 1] - up[2:-2, 1]).max()) < 0.6:  # lips closed: draw where they meet
+            seam = np.round((up + lo) / 2 * 16).astype(np.int32)
+            color = tuple(float(c) for c in self._lip_rgb * 0.55)
+            cv2.polylines(roi, [seam], False, color, 1, cv2.LINE_AA, 4)
+            return
+        poly = np.vstack([up, lo[::-1]])
+        bx0, by0 = np.floor(poly.min(0)).astype(int) - 1
+        bx1, by1 = np.ceil(poly.max(0)).astype(int) + 2
+        bx0, by0 = max(bx0, 0), max(by0, 0)
+        bx1, by1 = min(bx1, roi.shape[1]), min(by1, roi.shape[0])
+        if bx1 - bx0 < 2 or by1 - by0 < 2:
+            return
+        mask = np.zeros((by1 - by0, bx1 - bx0), np.uint8)
+        shift = 4  # sub-pixel polygon edges
+        pts = np.round((poly - [bx0, by0]) * (1 << shift)).astype(np.int32)
+        cv2.fillPoly(mask, [pts], 255, cv2.LINE_AA, shift)
+        alpha = (mask.astype(np.float32) / 255.0)[..., None]
+        inside = self._interior_pixels(up, lo, (bx0, by0, bx1, by1))
+        patch = roi[by0:by1, bx0:bx1].astype(np.float32)
+        roi[by0:by1, bx0:bx1] = (patch * (1 - alpha) + inside * alpha).astype(np.uint8)
+
+    def _interior_pixels(self, up: np.ndarray, lo: np.ndarray, box: tuple[int, ...]) -> np.ndarray:
+        """RGB of the mouth interior in ``box``: the portrait's teeth riding on their lips, and a
+        dark cavity (with a hint of tongue) wherever the portrait has nothing to show."""
+        bx0, by0, bx1, by1 = box
+        rest = self.rig.rest - np.array(self.roi[:2], np.float32)
+        up_src, lo_src = rest[list(mesh.LIPS_INNER_UPPER)], rest[list(mesh.LIPS_INNER_LOWER)]
+        xs = np.arange(bx0, bx1, dtype=np.float32)
+        ys = np.arange(by0, by1, dtype=np.float32)[:, None]
+        order_u, order_l = np.argsort(up[:, 0]), np.argsort(lo[:, 0])
+        top = np.interp(xs, up[order_u, 0], up[order_u, 1])
+        bottom = np.interp(xs, lo[order_l, 0], lo[order_l, 1])
+        du = [np.interp(xs, up[order_u, 0], (up - up_src)[order_u, k]) for k in (0, 1)]
+        dl = [np.interp(xs, lo[order_l, 0], (lo - lo_src)[order_l, k]) for k in (0, 1)]
+        upper = ys < (top + bottom)[None, :] / 2
+        map_x = np.where(upper, xs - du[0], xs - dl[0]).astype(np.float32)
+        map_y = np.where(upper, ys - du[1][None, :], ys - dl[1][None, :]).astype(np.float32)
+        color = cv2.remap(
+            self.roi_src, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
+        label = cv2.remap(self._labels, map_x, map_y, cv2.INTER_NEAREST, borderValue=0)
+        valid = np.where(upper, label == 1, label == 2).astype(np.float32)
+        valid = cv2.GaussianBlur(valid, (3, 3), 0)[..., None]
+        gap = np.maximum(bottom - top, 1e-3)[None, :]
+        depth = np.clip((ys - top[None, :]) / gap, 0, 1)  # 0 at the upper lip, 1 at the lower
+        cavity = CAVITY_RGB * (0.6 + 0.4 * np.abs(2 * depth - 1))[..., None]
+        tongue = np.clip((depth - 0.6) / 0.4, 0, 1) * np.clip(gap / (0.25 * self.d), 0, 1)
+        cavity = cavity + (TONGUE_RGB - cavity) * (0.6 * tongue)[..., None]
+        if self.source_gap < 0.05 * self.d:  # a closed-mouth portrait: teeth of our own
+            teeth_h = np.minimum(0.09 * self.d, 0.4 * gap)
+            band = np.clip((top[None, :] + teeth_h - ys) / 1.5, 0, 1) * (ys >= top[None, :] - 1)
+            cavity = cavity + (TEETH_RGB - cavity) * band[..., None]
+        inside = color.astype(np.float32) * valid + cavity * (1 - valid)
+        # corners of the mouth are in shadow
+        cx, half = (up[0, 0] + up[-1, 0]) / 2, max(abs(up[-1, 0] - up[0, 0]) / 2, 1.0)
+        shade = 1.0 - 0.3 * np.clip(np.abs(xs - cx) / half, 0, 1) ** 2
+        return inside * shade[None, :, None]
