@@ -191,7 +191,10 @@ class _CapturedGraph:
 class TorchCudaBackend:
     """A ``torch.nn.Module`` run in fp16 on CUDA, optionally replayed from CUDA graphs.
 
-    Floating inputs are cast to half, outputs come back as float32 numpy. With ``cuda_graphs``,
+    Weights and floating inputs are cast to half and forward runs under fp16 autocast (float32
+    constants made inside forward, like an attention mask, would otherwise meet half matmuls);
+    outputs come back as float32 numpy. The module is moved and converted in place (as
+    ``nn.Module.to`` does), so a CPU backend it came from is spent. With ``cuda_graphs``,
     the first call with a new input-shape signature warms up on a side stream and captures one
     graph; later calls copy into its static inputs and replay it (a streaming step launches one
     graph instead of hundreds of kernels). A module that cannot be captured runs eagerly.
@@ -226,7 +229,8 @@ class TorchCudaBackend:
 
     @classmethod
     def from_torch(cls, backend: TorchBackend, *, cuda_graphs: bool = True) -> TorchCudaBackend:
-        """The same module, names and meta as a CPU :class:`TorchBackend`, moved to CUDA."""
+        """The same module, names and meta as a CPU :class:`TorchBackend`, moved to CUDA
+        (the CPU backend is spent: its module now lives on the GPU in half precision)."""
         return cls(
             backend.module,
             backend.input_names,

@@ -15,6 +15,7 @@ from avatar.config import Config, load_config
 from avatar.errors import AvatarError
 
 log = logging.getLogger("avatar")
+BACKEND_CHOICES = ["auto", "tensorrt", "onnxruntime-cuda", "onnxruntime", "torch-cuda", "torch"]
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -90,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, default=Path("motion.json"))
     p.add_argument("--plot", type=Path, help="also write a PNG of the main channels")
     p.add_argument("--fps", type=float, help="video frame rate (default from config: 25)")
-    p.add_argument("--backend", choices=["auto", "onnxruntime", "torch"])
+    p.add_argument("--backend", choices=BACKEND_CHOICES)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _common(p)
     p.set_defaults(func=cmd_motion)

@@ -56,12 +56,15 @@ class FeatureConfig(_Section):
     log_floor: float = 1e-5
 
 
+BackendName = Literal["auto", "tensorrt", "onnxruntime-cuda", "onnxruntime", "torch-cuda", "torch"]
+
+
 class MotionConfig(_Section):
     """Audio-to-motion inference."""
 
     fps: float = 25.0
     weights: str = "builtin"  # "builtin" or a path to motion.onnx / motion.pt
-    backend: Literal["auto", "onnxruntime", "torch"] = "auto"
+    backend: BackendName = "auto"
     threads: int = Field(default=1, ge=1)
 
     @field_validator("fps")
@@ -72,11 +75,23 @@ class MotionConfig(_Section):
         return v
 
 
+class RenderConfig(_Section):
+    """Avatar and renderer."""
+
+    avatar: str = "default"  # a bundled avatar's name or a folder made by `avatar prepare`
+    renderer: Literal["warp", "gan"] = "warp"
+    size: int = Field(default=512, ge=64, le=2048)  # side of the square video
+    backend: BackendName = "auto"  # for the GAN: auto = TensorRT > ORT CUDA > ORT CPU > torch
+    threads: int = Field(default=1, ge=1)
+    idle_seed: int = 0  # blinks and head sway are reproducible from this
+
+
 class Config(_Section):
     audio: AudioConfig = AudioConfig()
     vad: VadConfig = VadConfig()
     features: FeatureConfig = FeatureConfig()
     motion: MotionConfig = MotionConfig()
+    render: RenderConfig = RenderConfig()
 
 
 def _set_dotted(tree: dict[str, Any], key: str, raw: str) -> None:

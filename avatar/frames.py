@@ -11,6 +11,8 @@ from enum import Enum
 
 import numpy as np
 
+NS_PER_S = 1_000_000_000
+
 
 @dataclass(slots=True)
 class AudioChunk:

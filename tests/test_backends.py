@@ -166,6 +166,7 @@ def test_ort_cuda_available_matches_providers() -> None:
 
 
 @pytest.mark.skipif(ort_cuda_available(), reason="onnxruntime-gpu is installed")
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
 def test_ort_cuda_requested_without_provider_is_unavailable() -> None:
     with pytest.raises(BackendUnavailable, match="CUDA provider"):
         OrtBackend(ONNX, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])

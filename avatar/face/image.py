@@ -33,7 +33,7 @@ def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise ImageInputError(f"{path}: image is too large to decode safely") from None
     except OSError as e:
         raise ImageInputError(f"{path}: cannot decode image ({e}); is the file complete?") from None
-    arr = np.asarray(rgb, np.uint8)
+    arr = np.array(rgb, np.uint8)  # a writable copy
     if min(arr.shape[:2]) < 32:
         raise ImageInputError(f"{path}: image is {arr.shape[1]}x{arr.shape[0]}, too small")
     return arr

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from avatar.backend import InferenceBackend, OrtBackend, TorchBackend
+from avatar.backend import InferenceBackend, TorchBackend, backend_loaders, choose_backend
 from avatar.config import PACKAGE_DIR, MotionConfig
 from avatar.errors import BackendUnavailable, ModelError
 from avatar.motion.channels import OUTPUT_NAMES, STATE_NAMES
 
 BUILTIN_DIR = PACKAGE_DIR / "weights"
+N_MELS = 80  # the shipped model's feature size (its metadata has the authoritative value)
 
 
 def resolve_weights(spec: str, suffix: str) -> Path:
@@ -43,11 +44,23 @@ def load_torch_backend(path: Path, threads: int = 1) -> TorchBackend:
 
 
 def load_motion_backend(cfg: MotionConfig) -> InferenceBackend:
-    """onnxruntime for ``auto``/``onnxruntime``; torch when asked or when ORT is missing."""
-    if cfg.backend in ("auto", "onnxruntime"):
-        try:
-            return OrtBackend(resolve_weights(cfg.weights, ".onnx"), cfg.threads)
-        except BackendUnavailable:
-            if cfg.backend == "onnxruntime":
-                raise
-    return load_torch_backend(resolve_weights(cfg.weights, ".pt"), cfg.threads)
+    """The first backend that loads, in the order ``auto`` prescribes (see ``choose_backend``)."""
+    onnx = _existing(cfg.weights, ".onnx")
+    pt = _existing(cfg.weights, ".pt")
+    if onnx is None and pt is None:
+        resolve_weights(cfg.weights, ".onnx")  # raises the not-found error
+    loaders = backend_loaders(
+        onnx,
+        torch_factory=(lambda: load_torch_backend(pt, cfg.threads)) if pt else None,
+        threads=cfg.threads,
+        # TensorRT profile: a streaming step is 2-4 mel frames, a file block up to ~10 s
+        trt_input_shapes={"mel": ((1, 2, N_MELS), (1, 4, N_MELS), (1, 1024, N_MELS))},
+    )
+    return choose_backend(cfg.backend, loaders)
+
+
+def _existing(spec: str, suffix: str) -> Path | None:
+    try:
+        return resolve_weights(spec, suffix)
+    except ModelError:
+        return None

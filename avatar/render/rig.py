@@ -129,7 +129,7 @@ class FaceRig:
 
     def _b_funnel(self) -> np.ndarray:
         out = self._inward(0.12, 0.7)
-        ui, uo, li, lo = self._lip_points()
+        ui, _, li, lo = self._lip_points()
         out[ui, 1] -= 0.05 * self.d
         out[li, 1] += 0.07 * self.d
         out[lo, 1] += 0.03 * self.d

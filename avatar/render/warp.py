@@ -11,6 +11,8 @@ applied as a small affine. Lips meet when the rig closes them, so P/B/M show clo
 
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
 
@@ -48,6 +50,13 @@ def tps_fields(ctrl: np.ndarray, values: np.ndarray, grid: np.ndarray, reg: floa
             _tps_kernel(gs, c) @ coef[:n] + np.hstack([np.ones((len(gs), 1)), gs]) @ coef[n:]
         )
     return out
+
+
+def _remap(
+    src: np.ndarray, map1: np.ndarray, map2: np.ndarray | None, interp: int, **kw: Any
+) -> np.ndarray:
+    """``cv2.remap``; its stubs reject ``map2=None`` (a two-channel map), which OpenCV accepts."""
+    return cv2.remap(src, map1, map2, interp, **kw)  # type: ignore[arg-type]
 
 
 class WarpRenderer:
@@ -123,7 +132,7 @@ class WarpRenderer:
 
     def _setup_interior(self) -> None:
         """Label the portrait's own mouth interior: 1 above its midline (upper teeth), 2 below."""
-        x0, y0, x1, y1 = self.roi
+        x0, y0 = self.roi[:2]
         rest = self.rig.rest - np.array([x0, y0], np.float32)
         up = rest[list(mesh.LIPS_INNER_UPPER)]
         lo = rest[list(mesh.LIPS_INNER_LOWER)]
@@ -135,7 +144,9 @@ class WarpRenderer:
         labels[cv2.erode((labels > 0).astype(np.uint8), np.ones((3, 3), np.uint8)) == 0] = 0
         self._labels = labels
         lips = np.zeros_like(labels)
-        outer = np.vstack([rest[list(mesh.LIPS_OUTER_UPPER)], rest[list(mesh.LIPS_OUTER_LOWER)][::-1]])
+        outer = np.vstack(
+            [rest[list(mesh.LIPS_OUTER_UPPER)], rest[list(mesh.LIPS_OUTER_LOWER)][::-1]]
+        )
         cv2.fillPoly(lips, [np.round(outer).astype(np.int32)], 1)
         lip_pixels = self.roi_src[(lips == 1) & (labels == 0)]
         self._lip_rgb = np.median(lip_pixels, axis=0).astype(np.float32) * 0.92
@@ -149,26 +160,33 @@ class WarpRenderer:
         h, w = self._base.shape[:2]
         fwd = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
         p0 = self._base - fwd
-        fwd_at_p0 = cv2.remap(fwd, p0, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        fwd_at_p0 = _remap(fwd, p0, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         return self._base - fwd_at_p0
 
     def render(self, motion: MotionFrame) -> np.ndarray:
-        weights = basis_weights(motion.blendshapes, motion.blink)
+        face = self.warp_face(basis_weights(motion.blendshapes, motion.blink))
+        return self.apply_pose(face, motion.head_pose)
+
+    def warp_face(self, weights: np.ndarray) -> np.ndarray:
+        """The portrait with the rig at ``weights`` (basis weights), before head pose."""
         x0, y0, x1, y1 = self.roi
         src_map = self.backward_map(weights)
-        roi = cv2.remap(
-            self.roi_src, src_map, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-        )
+        roi = _remap(self.roi_src, src_map, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         lm = self.rig.landmarks(weights) - np.array([x0, y0], np.float32)
         self._cover_squeezed_teeth(roi, src_map, lm)
         self._draw_interior(roi, lm)
         out = self.portrait.copy()
         out[y0:y1, x0:x1] = roi
-        m = head_pose_matrix(motion.head_pose, self.size, self.pivot)
-        if m is not None:
-            out = cv2.warpAffine(out, m, (self.size, self.size), flags=cv2.INTER_LINEAR,
-                                 borderMode=cv2.BORDER_REFLECT101)  # fmt: skip
         return out
+
+    def apply_pose(self, image: np.ndarray, head_pose: np.ndarray) -> np.ndarray:
+        m = head_pose_matrix(head_pose, self.size, self.pivot)
+        if m is None:
+            return image
+        return cv2.warpAffine(
+            image, m, (self.size, self.size), flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REFLECT101,
+        )  # fmt: skip
 
     def _cover_squeezed_teeth(self, roi: np.ndarray, src_map: np.ndarray, lm: np.ndarray) -> None:
         """Where closing lips squeeze the portrait's open mouth to a line, show a lip seam."""
@@ -178,7 +196,7 @@ class WarpRenderer:
         bx0, by0 = np.maximum(np.floor(outer.min(0)).astype(int) - 2, 0)
         bx1, by1 = np.ceil(outer.max(0)).astype(int) + 3
         sub = np.ascontiguousarray(src_map[by0:by1, bx0:bx1])
-        inside = cv2.remap(self._labels, sub, None, cv2.INTER_LINEAR, borderValue=0)
+        inside = _remap(self._labels, sub, None, cv2.INTER_LINEAR, borderValue=0)
         leak = cv2.GaussianBlur((inside > 0).astype(np.float32), (3, 3), 0)[..., None]
         patch = roi[by0:by1, bx0:bx1].astype(np.float32)
         roi[by0:by1, bx0:bx1] = (patch * (1 - leak) + self._lip_rgb * leak).astype(np.uint8)
@@ -223,10 +241,10 @@ class WarpRenderer:
         upper = ys < (top + bottom)[None, :] / 2
         map_x = np.where(upper, xs - du[0], xs - dl[0]).astype(np.float32)
         map_y = np.where(upper, ys - du[1][None, :], ys - dl[1][None, :]).astype(np.float32)
-        color = cv2.remap(
+        color = _remap(
             self.roi_src, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         )
-        label = cv2.remap(self._labels, map_x, map_y, cv2.INTER_NEAREST, borderValue=0)
+        label = _remap(self._labels, map_x, map_y, cv2.INTER_NEAREST, borderValue=0)
         valid = np.where(upper, label == 1, label == 2).astype(np.float32)
         valid = cv2.GaussianBlur(valid, (3, 3), 0)[..., None]
         gap = np.maximum(bottom - top, 1e-3)[None, :]

@@ -1,0 +1,155 @@
+"""Training data for a per-person GAN renderer, read from a talking-head video.
+
+Every frame: face mesh (tracking mode) -> similarity alignment onto the reference frame's
+portrait (from stable landmarks: eye corners, nose, temples) -> the same ARKit blendshape channels
+the audio model predicts, read off the landmarks by inverting the face rig (bounded least squares
+on the lips and jaw) -> the mouth crop and its lip sketch. The reference frame is the one with the
+lips most closed; it becomes the avatar's portrait.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from avatar.errors import FaceError, ImageInputError
+from avatar.face import mesh
+from avatar.face.prepare import alignment
+from avatar.gan import sketch
+from avatar.motion.channels import BLENDSHAPE_INDEX as BI
+from avatar.motion.channels import BLENDSHAPES
+from avatar.render.rig import BASES, BASIS_INDEX, FaceRig, basis_weights
+
+MIN_FACE_SHARE = 0.8  # frames where face mesh must find the face
+FIT_POINTS = sorted(
+    set(mesh.LIPS_OUTER_UPPER + mesh.LIPS_OUTER_LOWER + mesh.LIPS_INNER_UPPER
+        + mesh.LIPS_INNER_LOWER + (mesh.CHIN, 148, 377, 176, 400))
+)  # fmt: skip
+
+
+@dataclass(slots=True)
+class VideoFaceData:
+    portrait: np.ndarray  # (P, P, 3) uint8, the aligned reference frame
+    rest: np.ndarray  # (478, 3) reference landmarks in portrait pixels
+    frames: np.ndarray  # (N, P, P, 3) uint8, every frame aligned to the portrait
+    landmarks: np.ndarray  # (N, 478, 2) in portrait pixels
+    blendshapes: np.ndarray  # (N, 16) read off the landmarks
+    fps: float
+
+
+def read_video(path: Path, max_frames: int = 3000) -> tuple[list[np.ndarray], float]:
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or 25)
+            frames = []
+            for frame in container.decode(stream):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if len(frames) >= max_frames:
+                    break
+    except (av.FFmpegError, IndexError) as e:
+        raise ImageInputError(f"{path}: cannot read video ({e})") from None
+    if len(frames) < 10:
+        raise ImageInputError(f"{path}: {len(frames)} frames; need at least 10")
+    return frames, fps
+
+
+def track_faces(frames: list[np.ndarray]) -> list[np.ndarray | None]:
+    out: list[np.ndarray | None] = []
+    with mesh.FaceMesh(max_faces=1, static=False) as fm:
+        for f in frames:
+            faces = fm.detect(f)
+            out.append(faces[0] if faces else None)
+    found = sum(x is not None for x in out)
+    if found < MIN_FACE_SHARE * len(frames):
+        raise FaceError(f"face found in {found} of {len(frames)} frames; need a steady face")
+    return out
+
+
+def fit_blendshapes(rig: FaceRig, landmarks: np.ndarray) -> np.ndarray:
+    """ARKit blendshapes whose rig landmarks best match ``landmarks`` (bounded least squares)."""
+    from scipy.optimize import lsq_linear
+
+    free = [i for i, n in enumerate(BASES) if n not in ("rest_close", "blink")]
+    pts = FIT_POINTS
+    base = rig.rest[pts] + rig.bases[BASIS_INDEX["rest_close"], pts]
+    a = rig.bases[free][:, pts].reshape(len(free), -1).T  # (2 * n_pts, n_free)
+    b = (landmarks[pts, :2] - base).reshape(-1)
+    w = np.zeros(len(BASES), np.float32)
+    w[free] = lsq_linear(a, b, bounds=(0.0, 1.0)).x
+    return weights_to_blendshapes(w)
+
+
+def weights_to_blendshapes(w: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`avatar.render.rig.basis_weights` for fitted weights."""
+    bs = np.zeros(len(BLENDSHAPES), np.float32)
+    pairs = {
+        "jaw": "jawOpen", "seal": "mouthClose", "funnel": "mouthFunnel", "pucker": "mouthPucker",
+        "stretch_l": "mouthStretchRight", "stretch_r": "mouthStretchLeft",
+        "smile_l": "mouthSmileRight", "smile_r": "mouthSmileLeft",
+        "lower_down_l": "mouthLowerDownRight", "lower_down_r": "mouthLowerDownLeft",
+        "upper_up_l": "mouthUpperUpRight", "upper_up_r": "mouthUpperUpLeft",
+        "roll_lower": "mouthRollLower", "roll_upper": "mouthRollUpper",
+    }  # fmt: skip
+    for basis, shape in pairs.items():
+        bs[BI[shape]] = w[BASIS_INDEX[basis]]
+    bs[BI["mouthPressLeft"]] = bs[BI["mouthPressRight"]] = w[BASIS_INDEX["press"]]
+    bs[BI["mouthClose"]] = min(bs[BI["mouthClose"]], bs[BI["jawOpen"]])
+    return bs
+
+
+def load_video_faces(path: Path, portrait_size: int = 256) -> VideoFaceData:
+    frames, fps = read_video(path)
+    tracked = track_faces(frames)
+    keep = [i for i, lm in enumerate(tracked) if lm is not None]
+    lms = [tracked[i] for i in keep]
+    assert all(lm is not None for lm in lms)
+    gaps = np.array([mesh.inner_lip_gap(lm) for lm in lms if lm is not None])
+    ref = int(np.argmin(gaps))
+    ref_lm = lms[ref]
+    assert ref_lm is not None
+    m_ref = alignment(ref_lm, portrait_size)
+    stable = list(mesh.STABLE)
+    aligned, landmarks = [], []
+    for i, lm in zip(keep, lms, strict=True):
+        assert lm is not None
+        m_i, _ = cv2.estimateAffinePartial2D(lm[stable, :2], ref_lm[stable, :2])
+        m = _compose(m_ref, m_i)
+        aligned.append(cv2.warpAffine(frames[i], m, (portrait_size,) * 2, flags=cv2.INTER_CUBIC,
+                                      borderMode=cv2.BORDER_REFLECT101))  # fmt: skip
+        landmarks.append(lm[:, :2] @ m[:, :2].T + m[:, 2])
+    rest = np.c_[landmarks[ref], ref_lm[:, 2:] * m_ref[0, 0]].astype(np.float32)
+    rig = FaceRig(rest)
+    bs = np.stack([fit_blendshapes(rig, lm) for lm in landmarks])
+    return VideoFaceData(aligned[ref], rest, np.stack(aligned), np.stack(landmarks), bs, fps)
+
+
+def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The affine ``a o b`` (apply b, then a)."""
+    a3 = np.vstack([a, [0, 0, 1]])
+    b3 = np.vstack([b, [0, 0, 1]])
+    return (a3 @ b3)[:2]
+
+
+def crops_and_sketches(
+    data: VideoFaceData, size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per frame: target crop (N, 3, S, S), sketch (N, 2, S, S), code (N, 17); reference crop.
+
+    The sketch and code come from the *rig* at the fitted blendshapes (as at render time), not
+    from the raw landmarks, so the generator never sees anything the audio model cannot give it.
+    """
+    rig = FaceRig(data.rest)
+    box = sketch.mouth_box(data.rest)
+    targets, sketches, codes = [], [], []
+    for frame, bs in zip(data.frames, data.blendshapes, strict=True):
+        w = basis_weights(bs)
+        targets.append(sketch.to_unit(sketch.crop(frame, box, size)))
+        sketches.append(sketch.lip_sketch(rig.landmarks(w), box, size))
+        codes.append(w)
+    reference = sketch.to_unit(sketch.crop(data.portrait, box, size))
+    return np.stack(targets), np.stack(sketches), np.stack(codes).astype(np.float32), reference

@@ -1,0 +1,75 @@
+"""What the GAN renderer sees of the motion: the mouth crop box and a rasterised lip sketch.
+
+Shared by training and rendering (numpy and OpenCV only, no torch), so the generator is driven by
+exactly the same pictures in both.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from avatar.face import mesh
+
+# tensor names of the generator (torch, ONNX and TensorRT share them)
+INPUT_NAMES = ("reference", "sketch", "code")
+OUTPUT_NAMES = ("mouth",)
+CROP_EYE_UNITS = 1.5  # side of the mouth crop in inter-ocular distances
+CROP_CENTER_BELOW = 0.12  # crop centre below the mouth centre, same unit (room for the jaw)
+
+
+def mouth_box(rest: np.ndarray) -> tuple[float, float, float]:
+    """(x0, y0, side) of the square mouth crop in portrait pixels, from rest landmarks."""
+    d = mesh.interocular(rest)
+    centre = rest[list(mesh.MOUTH_CORNERS + mesh.UPPER_LIP_MID + mesh.LOWER_LIP_MID), :2].mean(0)
+    side = CROP_EYE_UNITS * d
+    return float(centre[0] - side / 2), float(centre[1] + CROP_CENTER_BELOW * d - side / 2), side
+
+
+def crop_matrix(box: tuple[float, float, float], size: int) -> np.ndarray:
+    """2x3 affine from portrait pixels to crop pixels."""
+    x0, y0, side = box
+    k = size / side
+    return np.array([[k, 0, -x0 * k], [0, k, -y0 * k]], np.float32)
+
+
+def crop(image: np.ndarray, box: tuple[float, float, float], size: int) -> np.ndarray:
+    return cv2.warpAffine(
+        image, crop_matrix(box, size), (size, size), flags=cv2.INTER_AREA,
+        borderMode=cv2.BORDER_REPLICATE,
+    )  # fmt: skip
+
+
+def lip_sketch(landmarks: np.ndarray, box: tuple[float, float, float], size: int) -> np.ndarray:
+    """(2, size, size) float32 in [-1, 1]: the mouth opening, and the lips, filled."""
+    m = crop_matrix(box, size)
+    pts = landmarks[:, :2] @ m[:, :2].T + m[:, 2]
+
+    def fill(upper: tuple[int, ...], lower: tuple[int, ...]) -> np.ndarray:
+        canvas = np.zeros((size, size), np.uint8)
+        up, lo = pts[list(upper)], pts[list(lower)].copy()
+        lo[:, 1] = np.maximum(lo[:, 1], up[:, 1])  # overlapping (sealed) lips: no opening
+        poly = np.vstack([up, lo[::-1]])
+        cv2.fillPoly(canvas, [np.round(poly * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
+        return canvas.astype(np.float32) / 127.5 - 1.0
+
+    opening = fill(mesh.LIPS_INNER_UPPER, mesh.LIPS_INNER_LOWER)
+    lips = fill(mesh.LIPS_OUTER_UPPER, mesh.LIPS_OUTER_LOWER)
+    return np.stack([opening, lips])
+
+
+def to_unit(rgb: np.ndarray) -> np.ndarray:
+    """(S, S, 3) uint8 -> (3, S, S) float32 in [-1, 1]."""
+    return rgb.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1.0
+
+
+def from_unit(x: np.ndarray) -> np.ndarray:
+    return np.clip((x.transpose(1, 2, 0) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+
+
+def paste_mask(size: int, feather: float = 0.18) -> np.ndarray:
+    """(size, size) weights for pasting a crop back: 1 inside, fading to 0 at the edges."""
+    t = np.linspace(0, 1, size, dtype=np.float32)
+    edge = np.clip(np.minimum(t, 1 - t) / feather, 0, 1)
+    edge = edge * edge * (3 - 2 * edge)
+    return np.outer(edge, edge)

@@ -1,0 +1,1 @@
+"""The streaming stages shared by ``avatar render``, the server and the tests."""

@@ -1,0 +1,57 @@
+"""Build the configured renderer for an avatar."""
+
+from __future__ import annotations
+
+from avatar.backend import InferenceBackend, TorchBackend, backend_loaders, choose_backend
+from avatar.config import RenderConfig
+from avatar.errors import AvatarNotFound, BackendUnavailable
+from avatar.face.store import AvatarAssets, load_avatar
+from avatar.gan.sketch import INPUT_NAMES, OUTPUT_NAMES
+from avatar.render.base import Renderer
+from avatar.render.warp import WarpRenderer
+
+
+def load_gan_backend(assets: AvatarAssets, cfg: RenderConfig) -> InferenceBackend:
+    onnx = assets.file("gan.onnx")
+    pt = assets.file("gan.pt")
+    if onnx is None and pt is None:
+        raise AvatarNotFound(
+            f"avatar {assets.name!r} has no GAN renderer; train one with "
+            "`avatar train renderer VIDEO -o FOLDER` or use --renderer warp"
+        )
+
+    def torch_factory() -> TorchBackend:
+        assert pt is not None
+        try:
+            import torch
+
+            from avatar.gan.generator import MouthGenerator
+        except ImportError:
+            raise BackendUnavailable(
+                "torch is not installed (pip install 'avatar[train]')"
+            ) from None
+        ckpt = torch.load(pt, map_location="cpu", weights_only=False)
+        model = MouthGenerator.from_checkpoint(ckpt)
+        meta = {"kind": "gan-mouth", "dims": ckpt["dims"]}
+        return TorchBackend(model, INPUT_NAMES, OUTPUT_NAMES, meta, cfg.threads)
+
+    crop = 64
+    shapes = {
+        "reference": ((1, 3, crop, crop), (1, 3, crop, crop), (32, 3, crop, crop)),
+        "sketch": ((1, 2, crop, crop), (1, 2, crop, crop), (32, 2, crop, crop)),
+        "code": ((1, 17), (1, 17), (32, 17)),
+    }
+    loaders = backend_loaders(
+        onnx, torch_factory=torch_factory if pt else None, threads=cfg.threads,
+        trt_input_shapes=shapes,
+    )  # fmt: skip
+    return choose_backend(cfg.backend, loaders)
+
+
+def load_renderer(cfg: RenderConfig) -> Renderer:
+    assets = load_avatar(cfg.avatar)
+    if cfg.renderer == "gan":
+        from avatar.render.gan import GanRenderer
+
+        return GanRenderer(assets, load_gan_backend(assets, cfg), cfg.size)
+    return WarpRenderer(assets, cfg.size)
