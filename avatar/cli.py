@@ -1,4 +1,4 @@
-"""Command line: ``avatar motion``, ``avatar train motion``, ``avatar eval motion``.
+"""Command line: ``avatar motion|render|prepare``, ``avatar train motion|renderer``, ``avatar eval``.
 
 Every user mistake (bad file, bad option) ends as one ``error:`` line and exit status 2.
 """
@@ -44,6 +44,49 @@ def cmd_motion(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides)
     summary = motion_file(args.audio, args.output, cfg, plot=args.plot, progress=not args.quiet)
     print(summary)
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from avatar.render.offline import render_file
+
+    overrides = list(args.set)
+    for key, value in (
+        ("motion.fps", args.fps),
+        ("render.avatar", args.avatar),
+        ("render.renderer", args.renderer),
+        ("render.size", args.size),
+        ("render.backend", args.backend),
+    ):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    cfg = load_config(args.config, overrides)
+    print(render_file(args.audio, args.output, cfg, args.frames, progress=not args.quiet))
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from avatar.face.prepare import prepare_portrait
+
+    assets = prepare_portrait(args.image, args.output, args.name, args.size)
+    print(
+        f"{args.output}: avatar {assets.name!r}, {assets.size}x{assets.size}, "
+        f"preview {args.output / 'preview.png'}"
+    )
+    return 0
+
+
+def cmd_train_renderer(args: argparse.Namespace) -> int:
+    from avatar.gan.train import RendererTrainOptions, train_renderer
+
+    opts = RendererTrainOptions(steps=args.steps, minutes=args.minutes, seed=args.seed)
+    report = train_renderer(args.video, args.out, opts, args.name, progress=not args.quiet)
+    m = report["held_out_mouth_l1"]
+    print(
+        f"{args.out}: GAN renderer trained ({report['steps']} steps, {report['minutes']} min); "
+        f"held-out mouth L1 {m['generator']:.2f} vs nearest-motion frame "
+        f"{m['nearest_motion_frame']:.2f} vs reference copy {m['copy_reference']:.2f} (0-255)"
+    )
     return 0
 
 
@@ -96,7 +139,37 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_motion)
 
+    r = sub.add_parser("render", help="speech audio -> talking-avatar mp4 (audio muxed in sync)")
+    r.add_argument("audio", type=Path, help="wav, flac, mp3, ogg/opus... any rate, mono or stereo")
+    r.add_argument("-o", "--output", type=Path, default=Path("out.mp4"))
+    r.add_argument("--avatar", help="bundled avatar name or a folder from `avatar prepare`")
+    r.add_argument("--renderer", choices=["warp", "gan"])
+    r.add_argument("--fps", type=float, help="video frame rate (default 25)")
+    r.add_argument("--size", type=int, help="video side in pixels (default 512)")
+    r.add_argument("--backend", choices=BACKEND_CHOICES, help="inference backend for the GAN")
+    r.add_argument("--frames", type=Path, help="also write every frame as PNG into this folder")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _common(r)
+    r.set_defaults(func=cmd_render)
+
+    pp = sub.add_parser("prepare", help="portrait photo -> avatar folder (face found and aligned)")
+    pp.add_argument("image", type=Path, help="a photo with one face (jpg, png, webp...)")
+    pp.add_argument("-o", "--output", type=Path, required=True, help="avatar folder to write")
+    pp.add_argument("--name", help="avatar name (default: the folder name)")
+    pp.add_argument("--size", type=int, default=512, help="portrait side in pixels")
+    pp.set_defaults(func=cmd_prepare)
+
     train = sub.add_parser("train", help="train a model").add_subparsers(dest="what", required=True)
+    tr = train.add_parser("renderer", help="learn a person's mouth from a talking-head video (GAN)")
+    tr.add_argument("video", type=Path, help="a video of one person talking, face visible")
+    tr.add_argument("-o", "--out", type=Path, required=True, help="avatar folder to write")
+    tr.add_argument("--name", help="avatar name (default: the folder name)")
+    tr.add_argument("--steps", type=int, default=2400)
+    tr.add_argument("--minutes", type=float, default=22.0, help="training time budget")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    tr.set_defaults(func=cmd_train_renderer)
+
     t = train.add_parser("motion", help="build the synthetic corpus and train audio-to-motion")
     t.add_argument("--corpus", type=Path, default=Path("data/corpus"))
     t.add_argument("-o", "--out", type=Path, default=Path("runs/motion"))

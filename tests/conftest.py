@@ -91,3 +91,22 @@ def speech_16k() -> np.ndarray:
     synth.set_voice("en-gb-scotland", Prosody(rate=150))
     utt = synth.synthesize("Bob bought a big map. Who knew? Papa made more bread.", "t", "t")
     return aug.clean(utt).audio
+
+
+@pytest.fixture(scope="session")
+def default_avatar():  # type: ignore[no-untyped-def]
+    """The bundled default avatar (astronaut photo, prepared and committed)."""
+    from avatar.face.store import load_avatar
+
+    return load_avatar("default")
+
+
+def motion_frame(index: int = 0, blink: float = 0.0, **shapes: float):  # type: ignore[no-untyped-def]
+    """A MotionFrame with the named ARKit blendshapes set, the rest 0."""
+    from avatar.frames import MotionFrame
+    from avatar.motion.channels import BLENDSHAPE_INDEX
+
+    bs = np.zeros(16, np.float32)
+    for name, value in shapes.items():
+        bs[BLENDSHAPE_INDEX[name]] = value
+    return MotionFrame(index, index * 40_000_000, bs, np.zeros(15, np.float32), blink=blink)

@@ -7,6 +7,11 @@ the rendering path: a prepared avatar stores its landmarks.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -60,6 +65,24 @@ def inner_lip_gap(lm: np.ndarray) -> float:
     return float(np.clip(lo - up, 0, None).mean())
 
 
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Silence what TFLite/absl print straight to file descriptor 2 (INFO/W0000 lines), so a
+    user sees our one-line messages, not MediaPipe's internals."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # protobuf deprecation noise from mediapipe
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 class FaceMesh:
     """Finds faces in RGB images; ``detect`` returns (478, 3) pixel landmarks per face.
 
@@ -68,22 +91,25 @@ class FaceMesh:
 
     def __init__(self, max_faces: int = 2, static: bool = True) -> None:
         try:
-            from mediapipe.python.solutions import face_mesh
+            with quiet_native_stderr():
+                from mediapipe.python.solutions import face_mesh
         except ImportError as e:
             raise BackendUnavailable(
                 f"mediapipe face mesh is not available ({e}); install it with "
                 "`pip install -e '.[face]' && pip install --no-deps mediapipe==0.10.14`"
             ) from None
-        self._mesh: Any = face_mesh.FaceMesh(
-            static_image_mode=static,
-            max_num_faces=max_faces,
-            refine_landmarks=True,
-            min_detection_confidence=0.5,
-        )
+        with quiet_native_stderr():
+            self._mesh: Any = face_mesh.FaceMesh(
+                static_image_mode=static,
+                max_num_faces=max_faces,
+                refine_landmarks=True,
+                min_detection_confidence=0.5,
+            )
 
     def detect(self, rgb: np.ndarray) -> list[np.ndarray]:
         h, w = rgb.shape[:2]
-        result = self._mesh.process(np.ascontiguousarray(rgb))
+        with quiet_native_stderr():
+            result = self._mesh.process(np.ascontiguousarray(rgb))
         faces = []
         for face in result.multi_face_landmarks or []:
             pts = np.array([(p.x * w, p.y * h, p.z * w) for p in face.landmark], np.float32)

@@ -3,8 +3,8 @@
 Every *basis* is a displacement of the 478 landmarks (portrait pixels) at weight 1, derived from the
 avatar's own geometry (distances in inter-ocular units ``d``). A frame's landmarks are
 ``rest + sum_k w_k * basis_k`` with weights from :func:`basis_weights`, which turns blendshapes into
-basis weights (the only non-linear step: ``mouthClose``/``mouthPress`` seal the lips only as far as
-the jaw has opened them, as ARKit defines them). The warp renderer interpolates the same bases into
+basis weights (the only non-linear step: ``mouthClose``/``mouthPress`` and the lips' slack seal
+the lips only as far as the jaw has opened them, as ARKit defines them). The warp renderer interpolates the same bases into
 dense fields; the GAN trainer inverts the rig to read blendshapes off video landmarks.
 """
 
@@ -37,8 +37,11 @@ BASES: tuple[str, ...] = (
 BASIS_INDEX = {n: i for i, n in enumerate(BASES)}
 
 # amplitudes at weight 1, in inter-ocular distances
-JAW_LIP_DROP = 0.42
+JAW_LIP_DROP = 0.46
 JAW_CHIN_DROP = 0.36
+# Lips have slack: they stay sealed over the first few percent of jaw opening (what makes a
+# /b/ with the jaw slightly open still a closure); the opening starts above it.
+LIP_SLACK = 0.08
 
 
 def _smoothstep(x: np.ndarray) -> np.ndarray:
@@ -236,7 +239,8 @@ def basis_weights(blendshapes: np.ndarray, blink: float = 0.0) -> np.ndarray:
     w = np.zeros(len(BASES), np.float32)
     w[BASIS_INDEX["rest_close"]] = 1.0
     w[BASIS_INDEX["jaw"]] = jaw
-    w[BASIS_INDEX["seal"]] = min(jaw, float(b[BI["mouthClose"]]) + 0.7 * press)
+    seal = float(b[BI["mouthClose"]]) + 0.7 * press + LIP_SLACK
+    w[BASIS_INDEX["seal"]] = min(jaw, seal)
     for basis, shape in (
         ("funnel", "mouthFunnel"),
         ("pucker", "mouthPucker"),
