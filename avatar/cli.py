@@ -1,4 +1,4 @@
-"""Command line: ``avatar motion|render|prepare``, ``avatar train motion|renderer``, ``avatar eval``.
+"""Command line: ``avatar motion|render|prepare``, ``avatar train motion|renderer``, ``eval``.
 
 Every user mistake (bad file, bad option) ends as one ``error:`` line and exit status 2.
 """

@@ -22,7 +22,7 @@ from avatar.face.prepare import alignment
 from avatar.gan import sketch
 from avatar.motion.channels import BLENDSHAPE_INDEX as BI
 from avatar.motion.channels import BLENDSHAPES
-from avatar.render.rig import BASES, BASIS_INDEX, FaceRig, basis_weights
+from avatar.render.rig import BASES, BASIS_INDEX, LIP_SLACK, FaceRig, basis_weights
 
 MIN_FACE_SHARE = 0.8  # frames where face mesh must find the face
 FIT_POINTS = sorted(
@@ -80,7 +80,7 @@ def fit_blendshapes(rig: FaceRig, landmarks: np.ndarray) -> np.ndarray:
     a = rig.bases[free][:, pts].reshape(len(free), -1).T  # (2 * n_pts, n_free)
     b = (landmarks[pts, :2] - base).reshape(-1)
     w = np.zeros(len(BASES), np.float32)
-    w[free] = lsq_linear(a, b, bounds=(0.0, 1.0)).x
+    w[free] = lsq_linear(a.astype(np.float64), b.astype(np.float64), bounds=(0.0, 1.0)).x
     return weights_to_blendshapes(w)
 
 
@@ -97,8 +97,10 @@ def weights_to_blendshapes(w: np.ndarray) -> np.ndarray:
     }  # fmt: skip
     for basis, shape in pairs.items():
         bs[BI[shape]] = w[BASIS_INDEX[basis]]
-    bs[BI["mouthPressLeft"]] = bs[BI["mouthPressRight"]] = w[BASIS_INDEX["press"]]
-    bs[BI["mouthClose"]] = min(bs[BI["mouthClose"]], bs[BI["jawOpen"]])
+    press = w[BASIS_INDEX["press"]]
+    bs[BI["mouthPressLeft"]] = bs[BI["mouthPressRight"]] = press
+    seal = w[BASIS_INDEX["seal"]]  # = min(jaw, close + 0.7 press + slack)
+    bs[BI["mouthClose"]] = min(max(seal - LIP_SLACK - 0.7 * press, 0.0), bs[BI["jawOpen"]])
     return bs
 
 

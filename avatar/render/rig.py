@@ -4,8 +4,9 @@ Every *basis* is a displacement of the 478 landmarks (portrait pixels) at weight
 avatar's own geometry (distances in inter-ocular units ``d``). A frame's landmarks are
 ``rest + sum_k w_k * basis_k`` with weights from :func:`basis_weights`, which turns blendshapes into
 basis weights (the only non-linear step: ``mouthClose``/``mouthPress`` and the lips' slack seal
-the lips only as far as the jaw has opened them, as ARKit defines them). The warp renderer interpolates the same bases into
-dense fields; the GAN trainer inverts the rig to read blendshapes off video landmarks.
+the lips only as far as the jaw has opened them, as ARKit defines them). The warp renderer
+interpolates the same bases into dense fields; the GAN trainer inverts the rig to read blendshapes
+off video landmarks.
 """
 
 from __future__ import annotations
