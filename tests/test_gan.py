@@ -51,6 +51,7 @@ def test_onnx_generator_matches_torch_at_several_batches(tiny_onnx) -> None:  # 
     for batch in (1, 3):
         inputs = {
             "reference": rng.uniform(-1, 1, (batch, 3, 64, 64)).astype(np.float32),
+            "retrieved": rng.uniform(-1, 1, (batch, 3, 64, 64)).astype(np.float32),
             "sketch": rng.uniform(-1, 1, (batch, 2, 64, 64)).astype(np.float32),
             "code": rng.uniform(0, 1, (batch, 17)).astype(np.float32),
         }
@@ -61,10 +62,16 @@ def test_onnx_generator_matches_torch_at_several_batches(tiny_onnx) -> None:  # 
         assert np.abs(got - expected.numpy()).max() < 1e-4
 
 
-def test_gan_renderer_pastes_a_generated_mouth(default_avatar, tiny_onnx) -> None:  # type: ignore[no-untyped-def]
+def test_gan_renderer_pastes_a_generated_mouth(default_avatar, tiny_onnx, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from avatar.face.store import load_avatar, save_avatar
+    from avatar.gan.bank import MouthBank
     from avatar.render.gan import GanRenderer
 
-    r = GanRenderer(default_avatar, OrtBackend(tiny_onnx[1]), 256)
+    save_avatar(default_avatar, tmp_path)
+    rng = np.random.default_rng(0)
+    bank = MouthBank(rng.uniform(0, 1, (5, 17)), rng.uniform(-1, 1, (5, 3, 64, 64)))
+    bank.save(tmp_path / "gan_bank.npz")
+    r = GanRenderer(load_avatar(str(tmp_path)), OrtBackend(tiny_onnx[1]), 256)
     img = r.render(motion_frame(jawOpen=0.4))
     assert img.shape == (256, 256, 3) and img.dtype == np.uint8
     x0, y0, x1, y1 = r.paste_box
@@ -85,7 +92,8 @@ def test_short_training_run_writes_a_renderer_avatar(tmp_path: Path) -> None:
     m = report["held_out_mouth_l1"]
     assert m["held_out"] == 24 and report["frames"] == 120
     assert m["copy_reference"] > m["nearest_motion_frame"] > 0
-    for name in ("gan.onnx", "gan.pt", "portrait.png", "preview.png", "gan_heldout.png"):
+    names = ("gan.onnx", "gan.pt", "gan_bank.npz", "portrait.png", "preview.png", "gan_heldout.png")
+    for name in names:
         assert (out / name).exists(), name
     assert load_avatar(str(out)).info["renderers"] == ["warp", "gan"]
     assert json.loads((out / "gan_metrics.json").read_text())["steps"] == 3

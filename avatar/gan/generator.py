@@ -1,10 +1,12 @@
 """The GAN renderer's generator: the mouth region of one person, conditioned on lip geometry.
 
-Input: the reference mouth crop of the avatar (B, 3, S, S) in [-1, 1], a lip sketch (B, 2, S, S)
+Inputs, images in [-1, 1]: the avatar's reference mouth crop (B, 3, S, S); the *retrieved* crop
+(B, 3, S, S), the training frame whose motion code is nearest (a real mouth of about the right
+shape: the strong baseline, given to the generator to improve on); a lip sketch (B, 2, S, S)
 (channel 0: the mouth opening, channel 1: the lips, rasterised from the face rig at the frame's
-blendshapes) and the rig's basis weights (B, n_code). A small U-Net whose every decoder level is
+blendshapes); and the rig's basis weights (B, n_code). A small U-Net whose decoder levels are
 FiLM-modulated by the code predicts an RGB crop and a blend mask; the output is
-``mask * rgb + (1 - mask) * reference``, so what does not move is copied, not re-drawn.
+``mask * rgb + (1 - mask) * retrieved``, so what is already right is copied, not re-drawn.
 Only this crop is generated; the renderer pastes it back into the portrait with a feathered edge.
 """
 
@@ -54,7 +56,7 @@ class MouthGenerator(nn.Module):
         w = dims.width
         chans = (w, 2 * w, 4 * w, 6 * w)  # at S, S/2, S/4, S/8
         self.code_mlp = nn.Sequential(nn.Linear(dims.code, 128), nn.SiLU(), nn.Linear(128, 128))
-        self.stem = _conv(5, chans[0])
+        self.stem = _conv(8, chans[0])
         self.down = nn.ModuleList(_conv(chans[i], chans[i + 1], 2) for i in range(3))
         self.mid = nn.ModuleList(FiLMBlock(chans[3], 128) for _ in range(2))
         self.up = nn.ModuleList(
@@ -73,10 +75,14 @@ class MouthGenerator(nn.Module):
         return {"dims": asdict(self.dims), "state_dict": self.state_dict(), **extra}
 
     def forward(
-        self, reference: torch.Tensor, sketch: torch.Tensor, code: torch.Tensor
+        self,
+        reference: torch.Tensor,
+        retrieved: torch.Tensor,
+        sketch: torch.Tensor,
+        code: torch.Tensor,
     ) -> tuple[torch.Tensor]:
         h = self.code_mlp(code)  # (B, 128)
-        x = self.stem(torch.cat([reference, sketch], 1))  # (B, w, S, S)
+        x = self.stem(torch.cat([reference, retrieved, sketch], 1))  # (B, w, S, S)
         skips = [x]
         for down in self.down:
             x = down(x)
@@ -88,4 +94,4 @@ class MouthGenerator(nn.Module):
             x = film(up(torch.cat([x, skip], 1)), h)
         rgb, mask = self.head(x).split([3, 1], dim=1)
         mask = torch.sigmoid(mask)
-        return (mask * torch.tanh(rgb) + (1 - mask) * reference,)
+        return (mask * torch.tanh(rgb) + (1 - mask) * retrieved,)

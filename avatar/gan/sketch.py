@@ -12,7 +12,7 @@ import numpy as np
 from avatar.face import mesh
 
 # tensor names of the generator (torch, ONNX and TensorRT share them)
-INPUT_NAMES = ("reference", "sketch", "code")
+INPUT_NAMES = ("reference", "retrieved", "sketch", "code")
 OUTPUT_NAMES = ("mouth",)
 CROP_EYE_UNITS = 1.5  # side of the mouth crop in inter-ocular distances
 CROP_CENTER_BELOW = 0.12  # crop centre below the mouth centre, same unit (room for the jaw)

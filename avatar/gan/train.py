@@ -4,7 +4,8 @@ Losses need no downloaded weights: L1 (weighted x5 inside the mouth box), hinge 
 per-frame and a temporal PatchGAN, discriminator feature matching, and an L1 on frame-to-frame
 changes. Every ``holdout_every``-th frame is held out; the report compares the generator on them
 with two baselines: copying the reference crop, and retrieving the training frame whose
-blendshapes are nearest (the strong one).
+motion code is nearest (the strong one). The generator is given that retrieved crop as well and
+learns to correct it towards the exact lip shape of the sketch.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from avatar.face.image import save_rgb
 from avatar.face.prepare import draw_preview, regions
 from avatar.face.store import AvatarAssets, save_avatar
 from avatar.gan import sketch
+from avatar.gan.bank import MouthBank
 from avatar.gan.data import VideoFaceData, crops_and_sketches, load_video_faces
 from avatar.gan.discriminator import PatchDiscriminator
 from avatar.gan.export import export_generator
@@ -97,6 +99,11 @@ def mouth_l1(a: np.ndarray, b: np.ndarray, box: np.ndarray) -> float:
     return float(np.abs(a[:, y0:y1, x0:x1] - b[:, y0:y1, x0:x1]).mean() * 127.5)
 
 
+def _position(pool: np.ndarray, i: int) -> int | None:
+    hit = np.flatnonzero(pool == i)
+    return int(hit[0]) if len(hit) else None
+
+
 class Trainer:
     def __init__(self, tensors: Tensors, train_idx: np.ndarray, opts: RendererTrainOptions):
         self.t, self.opts = tensors, opts
@@ -105,6 +112,12 @@ class Trainer:
         self.g = MouthGenerator(
             GeneratorDims(size=opts.size, code=tensors.code.shape[1], width=opts.width)
         )
+        # retrieval: for every frame, the nearest *other* training frame by motion code
+        self.bank = MouthBank(tensors.code[train_idx].numpy(), tensors.target[train_idx].numpy())
+        self.nearest = np.array([
+            train_idx[self.bank.nearest(c, exclude=_position(train_idx, i))]
+            for i, c in enumerate(tensors.code.numpy())
+        ])  # fmt: skip
         self.d = PatchDiscriminator(5)
         self.dt = PatchDiscriminator(10)
         betas = (0.5, 0.99)
@@ -119,11 +132,12 @@ class Trainer:
         both = torch.cat([i - 1, i])  # previous frames, then the frames
         t = self.t
         ref = t.reference[None].expand(len(both), -1, -1, -1)
-        return t.target[both], t.sketch[both], t.code[both], ref, t.weight[both]
+        got = t.target[torch.from_numpy(self.nearest[both.numpy()])]
+        return t.target[both], t.sketch[both], t.code[both], ref, got, t.weight[both]
 
     def step(self) -> dict[str, float]:
-        target, sk, code, ref, weight = self._batch()
-        (fake,) = self.g(ref, sk, code)
+        target, sk, code, ref, got, weight = self._batch()
+        (fake,) = self.g(ref, got, sk, code)
         b = self.opts.batch
         # discriminators: hinge loss
         real_t = torch.cat([target[:b], target[b:], sk[:b], sk[b:]], 1)
@@ -160,7 +174,8 @@ class Trainer:
         self.g.eval()
         t = self.t
         ref = t.reference[None].expand(len(idx), -1, -1, -1)
-        (out,) = self.g(ref, t.sketch[idx], t.code[idx])
+        got = t.target[torch.from_numpy(self.nearest[idx])]
+        (out,) = self.g(ref, got, t.sketch[idx], t.code[idx])
         self.g.train()
         return out.numpy()
 
@@ -168,7 +183,6 @@ class Trainer:
 def evaluate(trainer: Trainer, data: VideoFaceData, test_idx: np.ndarray) -> dict[str, Any]:
     t = trainer.t
     gen = trainer.generate(test_idx)
-    train_bs = data.blendshapes[trainer.train_idx]
     rows: dict[str, list[float]] = {
         "generator": [],
         "copy_reference": [],
@@ -176,7 +190,7 @@ def evaluate(trainer: Trainer, data: VideoFaceData, test_idx: np.ndarray) -> dic
     }
     target = t.target.numpy()
     for k, i in enumerate(test_idx):
-        nn = trainer.train_idx[np.argmin(((train_bs - data.blendshapes[i]) ** 2).sum(1))]
+        nn = trainer.nearest[i]
         rows["generator"].append(mouth_l1(gen[k], target[i], t.box[i]))
         rows["copy_reference"].append(mouth_l1(t.reference.numpy(), target[i], t.box[i]))
         rows["nearest_motion_frame"].append(mouth_l1(target[nn], target[i], t.box[i]))
@@ -187,10 +201,9 @@ def contact_sheet(trainer: Trainer, data: VideoFaceData, test_idx: np.ndarray) -
     """Rows of held-out frames: truth | generator | nearest-motion frame | reference, x3 size."""
     t = trainer.t
     gen = trainer.generate(test_idx)
-    train_bs = data.blendshapes[trainer.train_idx]
     rows = []
     for k, i in enumerate(test_idx[:: max(len(test_idx) // 8, 1)]):
-        nn = trainer.train_idx[np.argmin(((train_bs - data.blendshapes[i]) ** 2).sum(1))]
+        nn = trainer.nearest[i]
         k = int(np.where(test_idx == i)[0][0])
         tiles = [t.target[i].numpy(), gen[k], t.target[nn].numpy(), t.reference.numpy()]
         rows.append(np.hstack([sketch.from_unit(x) for x in tiles]))
@@ -205,6 +218,7 @@ def save_renderer_avatar(
     save_avatar(assets, out_dir)
     save_rgb(out_dir / "preview.png", draw_preview(assets))
     torch.save(trainer.g.checkpoint(), out_dir / "gan.pt")
+    trainer.bank.save(out_dir / "gan_bank.npz")
     export_generator(trainer.g, out_dir / "gan.onnx")
 
 

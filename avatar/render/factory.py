@@ -38,6 +38,7 @@ def load_gan_backend(assets: AvatarAssets, cfg: RenderConfig) -> InferenceBacken
     crop = 64
     shapes = {
         "reference": ((1, 3, crop, crop), (1, 3, crop, crop), (32, 3, crop, crop)),
+        "retrieved": ((1, 3, crop, crop), (1, 3, crop, crop), (32, 3, crop, crop)),
         "sketch": ((1, 2, crop, crop), (1, 2, crop, crop), (32, 2, crop, crop)),
         "code": ((1, 17), (1, 17), (32, 17)),
     }

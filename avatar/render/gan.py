@@ -1,8 +1,9 @@
 """Renderer 2: the per-person GAN generates the mouth region; the rest is the portrait.
 
-Per frame: blendshapes -> rig basis weights -> lip sketch (:mod:`avatar.gan.sketch`) -> the
-generator (any :class:`~avatar.backend.InferenceBackend`: TensorRT, onnxruntime CUDA/CPU, torch)
--> the crop pasted into the portrait with a feathered edge. Blinks and head pose come from the
+Per frame: blendshapes -> rig basis weights -> lip sketch (:mod:`avatar.gan.sketch`) and the
+nearest training crop (:mod:`avatar.gan.bank`) -> the generator (any
+:class:`~avatar.backend.InferenceBackend`: TensorRT, onnxruntime CUDA/CPU, torch) -> the crop
+pasted into the portrait with a feathered edge. Blinks and head pose come from the
 warp renderer's rig, so both renderers move the head and eyes the same way.
 """
 
@@ -12,9 +13,11 @@ import cv2
 import numpy as np
 
 from avatar.backend import InferenceBackend
+from avatar.errors import AvatarNotFound
 from avatar.face.store import AvatarAssets
 from avatar.frames import MotionFrame
 from avatar.gan import sketch
+from avatar.gan.bank import MouthBank
 from avatar.render.rig import BASIS_INDEX, basis_weights
 from avatar.render.warp import WarpRenderer
 
@@ -32,6 +35,10 @@ class GanRenderer:
         rig = self.warp.rig
         self.box = sketch.mouth_box(rig.rest)
         self.reference = sketch.to_unit(sketch.crop(self.warp.portrait, self.box, self.crop))[None]
+        bank_path = assets.file("gan_bank.npz")
+        if bank_path is None:
+            raise AvatarNotFound(f"avatar {assets.name!r} has a generator but no gan_bank.npz")
+        self.bank = MouthBank.load(bank_path)
         self._paste_setup()
 
     def _paste_setup(self) -> None:
@@ -52,8 +59,10 @@ class GanRenderer:
     def generate(self, weights: np.ndarray) -> np.ndarray:
         """The generator's mouth crop (S, S, 3) uint8 for rig basis weights."""
         lm = self.warp.rig.landmarks(weights)
+        retrieved = self.bank.crops[self.bank.nearest(weights)][None]
         inputs = {
             "reference": self.reference,
+            "retrieved": retrieved,
             "sketch": sketch.lip_sketch(lm, self.box, self.crop)[None],
             "code": weights[None].astype(np.float32),
         }

@@ -129,6 +129,8 @@ class WarpRenderer:
             fields.reshape(gh, gw, n_b, 2).transpose(2, 0, 1, 3).reshape(n_b, -1), np.float32
         )
         self._grid_shape = (gh, gw)
+        ix, iy = np.meshgrid(np.arange(gw, dtype=np.float32), np.arange(gh, dtype=np.float32))
+        self._grid_index = np.dstack([ix, iy])
 
     def _setup_interior(self) -> None:
         """Label the portrait's own mouth interior: 1 above its midline (upper teeth), 2 below."""
@@ -154,14 +156,18 @@ class WarpRenderer:
 
     # -- per frame --------------------------------------------------------------------------------
     def backward_map(self, weights: np.ndarray) -> np.ndarray:
-        """(h, w, 2) source coordinates for every ROI pixel."""
+        """(h, w, 2) source coordinates for every ROI pixel.
+
+        The fields are forward displacements (where a source point goes); one fixed-point step on
+        the coarse grid turns them into backward ones (where an output pixel comes from), and
+        only the result is upsampled to full resolution.
+        """
         gh, gw = self._grid_shape
-        small = (weights @ self._fields).reshape(gh, gw, 2)
+        fwd = (weights @ self._fields).reshape(gh, gw, 2)
+        at = self._grid_index - fwd / self.step  # grid coordinates of q - F(q)
+        back = -_remap(fwd, at, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         h, w = self._base.shape[:2]
-        fwd = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
-        p0 = self._base - fwd
-        fwd_at_p0 = _remap(fwd, p0, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        return self._base - fwd_at_p0
+        return self._base + cv2.resize(back, (w, h), interpolation=cv2.INTER_LINEAR)
 
     def render(self, motion: MotionFrame) -> np.ndarray:
         face = self.warp_face(basis_weights(motion.blendshapes, motion.blink))
