@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine:
-#   make run    -> lip-sync motion for the bundled sample (out/motion.json + out/motion.png)
+#   make run    -> the default avatar says the bundled sample (out/sample.mp4) + its motion track
 #   make test   -> lint, type-check and the whole test suite
 PYTHON ?= python3
 VENV := .venv
@@ -27,6 +27,7 @@ $(DEV_STAMP): pyproject.toml | $(BIN)/python
 
 run: $(RUN_STAMP)
 	@mkdir -p out
+	$(BIN)/avatar render avatar/assets/sample.ogg -o out/sample.mp4
 	$(BIN)/avatar motion avatar/assets/sample.ogg -o out/motion.json --plot out/motion.png
 
 lint: $(DEV_STAMP)
@@ -43,6 +44,7 @@ train: $(DEV_STAMP)
 
 bench: $(DEV_STAMP)
 	$(BIN)/python scripts/bench_motion.py
+	$(BIN)/python scripts/bench_render.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

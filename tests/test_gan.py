@@ -97,3 +97,28 @@ def test_short_training_run_writes_a_renderer_avatar(tmp_path: Path) -> None:
         assert (out / name).exists(), name
     assert load_avatar(str(out)).info["renderers"] == ["warp", "gan"]
     assert json.loads((out / "gan_metrics.json").read_text())["steps"] == 3
+
+
+@pytest.mark.tensorrt
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None, reason="needs TensorRT")
+def test_tensorrt_generator_engine_matches_onnxruntime(tiny_onnx, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from avatar.tensorrt import TensorRTBackend, build_engine
+
+    path = tiny_onnx[1]
+    shapes = {
+        "reference": ((1, 3, 64, 64), (1, 3, 64, 64), (8, 3, 64, 64)),
+        "retrieved": ((1, 3, 64, 64), (1, 3, 64, 64), (8, 3, 64, 64)),
+        "sketch": ((1, 2, 64, 64), (1, 2, 64, 64), (8, 2, 64, 64)),
+        "code": ((1, 17), (1, 17), (8, 17)),
+    }
+    trt = TensorRTBackend(build_engine(path, tmp_path, fp16=True, input_shapes=shapes))
+    ort = OrtBackend(path)
+    rng = np.random.default_rng(1)
+    for batch in (1, 8):
+        feed = {
+            "reference": rng.uniform(-1, 1, (batch, 3, 64, 64)).astype(np.float32),
+            "retrieved": rng.uniform(-1, 1, (batch, 3, 64, 64)).astype(np.float32),
+            "sketch": rng.uniform(-1, 1, (batch, 2, 64, 64)).astype(np.float32),
+            "code": rng.uniform(0, 1, (batch, 17)).astype(np.float32),
+        }
+        assert np.abs(trt.run(feed)["mouth"] - ort.run(feed)["mouth"]).max() < 2e-2

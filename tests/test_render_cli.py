@@ -66,3 +66,12 @@ def test_prepare_errors_are_one_line_without_mediapipe_noise(tmp_path: Path) -> 
         proc.stderr.strip()
         == f"error: {img}: no face found; use a frontal photo with the whole face visible"
     )
+
+
+def test_train_renderer_rejects_a_non_video(tmp_path: Path) -> None:
+    bad = tmp_path / "clip.mp4"
+    bad.write_text("not a video")
+    proc = avatar("train", "renderer", str(bad), "-o", str(tmp_path / "a"), "-q")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error:") and "cannot read video" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0

@@ -43,9 +43,10 @@ class RendererTrainOptions:
     batch: int = 8  # pairs of consecutive frames
     width: int = 24  # generator channels at full resolution
     lr: float = 2e-4
-    l1: float = 20.0
+    l1: float = 40.0
     mouth_weight: float = 5.0
-    fm: float = 5.0
+    fm: float = 2.0
+    adv: float = 0.5
     temporal: float = 10.0
     holdout_every: int = 5
     seed: int = 0
@@ -163,7 +164,7 @@ class Trainer:
         l1 = (weight * (fake - target).abs()).mean()
         temporal = F.l1_loss(fake[b:] - fake[:b], target[b:] - target[:b])
         o = self.opts
-        loss_g = adv + o.fm * fm + o.l1 * l1 + o.temporal * temporal
+        loss_g = o.adv * adv + o.fm * fm + o.l1 * l1 + o.temporal * temporal
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()

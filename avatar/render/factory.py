@@ -35,8 +35,8 @@ def load_gan_backend(assets: AvatarAssets, cfg: RenderConfig) -> InferenceBacken
         meta = {"kind": "gan-mouth", "dims": ckpt["dims"]}
         return TorchBackend(model, INPUT_NAMES, OUTPUT_NAMES, meta, cfg.threads)
 
-    crop = 64
-    shapes = {
+    crop = int(assets.info.get("gan", {}).get("crop", 64))
+    shapes = {  # TensorRT profile: one frame, up to 32 sessions batched
         "reference": ((1, 3, crop, crop), (1, 3, crop, crop), (32, 3, crop, crop)),
         "retrieved": ((1, 3, crop, crop), (1, 3, crop, crop), (32, 3, crop, crop)),
         "sketch": ((1, 2, crop, crop), (1, 2, crop, crop), (32, 2, crop, crop)),

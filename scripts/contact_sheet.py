@@ -1,0 +1,70 @@
+"""Contact sheet of rendered frames at open vowels, bilabial closures and silence, for people.
+
+Speech the models never trained on (the held-out festival HTS voice if the corpus was built here,
+otherwise the aligned human recordings) goes through the same pipeline as `avatar render`; frames
+are picked at the middle of /a/-like vowels, of P/B/M and of pauses, and laid out with labels.
+Usage: python scripts/contact_sheet.py [--renderer warp] [--avatar default] [-o docs/img/...]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from avatar.config import load_config
+from avatar.data.types import AlignedUtterance
+from avatar.face.image import save_rgb
+from avatar.motion.runtime import load_motion_backend
+from avatar.motion.targets import segments_of
+from avatar.pipeline.stages import AvatarPipeline
+from avatar.render.factory import load_renderer
+from avatar.train.corpus_build import load_utterances
+from avatar.train.pipeline import human_sets
+
+KINDS = (("open vowel", {"aa"}), ("P/B/M closure", {"PP"}), ("silence", {"sil"}))
+
+
+def pick_times(utt: AlignedUtterance, visemes: set[str], n: int) -> list[float]:
+    segs = [s for s in segments_of(utt.phones) if s.viseme in visemes and s.end - s.start > 0.06]
+    segs = sorted(segs, key=lambda s: s.start)[1:-1] or segs  # skip the edges of the clip
+    step = max(len(segs) // n, 1)
+    return [(s.start + s.end) / 2 for s in segs[::step][:n]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--renderer", default="warp")
+    parser.add_argument("--avatar", default="default")
+    parser.add_argument("--per-row", type=int, default=4)
+    parser.add_argument("-o", "--output", type=Path, default=Path("docs/img/contact_sheet.png"))
+    args = parser.parse_args()
+    cfg = load_config(None, [f"render.renderer={args.renderer}", f"render.avatar={args.avatar}"])
+    hts = Path("data/corpus/eval/eval-festival-hts-opus.npz")
+    utts = load_utterances(hts) if hts.exists() else human_sets()["human-opus"]
+    utt = max(utts[:40], key=lambda u: u.duration)
+    pipe = AvatarPipeline(load_motion_backend(cfg.motion), load_renderer(cfg.render),
+                          cfg.motion.fps, utt.sample_rate)  # fmt: skip
+    frames = pipe.push_audio(utt.audio) + pipe.flush()
+    rows = []
+    for label, visemes in KINDS:
+        tiles = []
+        for t in pick_times(utt, visemes, args.per_row):
+            f = frames[min(round(t * cfg.motion.fps), len(frames) - 1)]
+            img = cv2.resize(f.image, (256, 256), interpolation=cv2.INTER_AREA)
+            text = f"{label} {t:.2f}s jaw {f.motion.blendshapes[0]:.2f}" if f.motion else label
+            cv2.putText(img, text, (6, 248), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 0), 1,
+                        cv2.LINE_AA)  # fmt: skip
+            tiles.append(img)
+        while len(tiles) < args.per_row:
+            tiles.append(np.zeros((256, 256, 3), np.uint8))
+        rows.append(np.hstack(tiles))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    save_rgb(args.output, np.vstack(rows))
+    print(f"{args.output}: {utt.source} '{utt.text[:60]}'")
+
+
+if __name__ == "__main__":
+    main()
