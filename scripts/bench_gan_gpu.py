@@ -28,7 +28,8 @@ def inputs(batch: int, size: int, code: int, seed: int = 0) -> dict[str, np.ndar
     return {
         "reference": rng.uniform(-1, 1, (batch, 3, size, size)).astype(np.float32),
         "retrieved": rng.uniform(-1, 1, (batch, 3, size, size)).astype(np.float32),
-        "sketch": rng.uniform(-1, 1, (batch, 2, size, size)).astype(np.float32),
+        "context": rng.uniform(-1, 1, (batch, 3, size, size)).astype(np.float32),
+        "sketch": rng.uniform(-1, 1, (batch, 3, size, size)).astype(np.float32),
         "code": rng.uniform(0, 1, (batch, code)).astype(np.float32),
     }
 

@@ -52,7 +52,8 @@ def test_onnx_generator_matches_torch_at_several_batches(tiny_onnx) -> None:  # 
         inputs = {
             "reference": rng.uniform(-1, 1, (batch, 3, 64, 64)).astype(np.float32),
             "retrieved": rng.uniform(-1, 1, (batch, 3, 64, 64)).astype(np.float32),
-            "sketch": rng.uniform(-1, 1, (batch, 2, 64, 64)).astype(np.float32),
+            "context": rng.uniform(-1, 1, (batch, 3, 64, 64)).astype(np.float32),
+            "sketch": rng.uniform(-1, 1, (batch, 3, 64, 64)).astype(np.float32),
             "code": rng.uniform(0, 1, (batch, 17)).astype(np.float32),
         }
         with torch.no_grad():
@@ -108,7 +109,8 @@ def test_tensorrt_generator_engine_matches_onnxruntime(tiny_onnx, tmp_path: Path
     shapes = {
         "reference": ((1, 3, 64, 64), (1, 3, 64, 64), (8, 3, 64, 64)),
         "retrieved": ((1, 3, 64, 64), (1, 3, 64, 64), (8, 3, 64, 64)),
-        "sketch": ((1, 2, 64, 64), (1, 2, 64, 64), (8, 2, 64, 64)),
+        "context": ((1, 3, 64, 64), (1, 3, 64, 64), (8, 3, 64, 64)),
+        "sketch": ((1, 3, 64, 64), (1, 3, 64, 64), (8, 3, 64, 64)),
         "code": ((1, 17), (1, 17), (8, 17)),
     }
     trt = TensorRTBackend(build_engine(path, tmp_path, fp16=True, input_shapes=shapes))
@@ -118,7 +120,8 @@ def test_tensorrt_generator_engine_matches_onnxruntime(tiny_onnx, tmp_path: Path
         feed = {
             "reference": rng.uniform(-1, 1, (batch, 3, 64, 64)).astype(np.float32),
             "retrieved": rng.uniform(-1, 1, (batch, 3, 64, 64)).astype(np.float32),
-            "sketch": rng.uniform(-1, 1, (batch, 2, 64, 64)).astype(np.float32),
+            "context": rng.uniform(-1, 1, (batch, 3, 64, 64)).astype(np.float32),
+            "sketch": rng.uniform(-1, 1, (batch, 3, 64, 64)).astype(np.float32),
             "code": rng.uniform(0, 1, (batch, 17)).astype(np.float32),
         }
         assert np.abs(trt.run(feed)["mouth"] - ort.run(feed)["mouth"]).max() < 2e-2

@@ -23,8 +23,7 @@ def export_generator(model: MouthGenerator, path: Path) -> Path:
 
     model = model.eval()
     s, c = model.dims.size, model.dims.code
-    args = (torch.zeros(1, 3, s, s), torch.zeros(1, 3, s, s), torch.zeros(1, 2, s, s),
-            torch.zeros(1, c))  # fmt: skip
+    args = (*(torch.zeros(1, 3, s, s) for _ in range(4)), torch.zeros(1, c))
     batch = torch.export.Dim("batch", min=1, max=256)
     dynamic = {name: {0: batch} for name in INPUT_NAMES}
     with warnings.catch_warnings():

@@ -2,9 +2,11 @@
 
 Inputs, images in [-1, 1]: the avatar's reference mouth crop (B, 3, S, S); the *retrieved* crop
 (B, 3, S, S), the training frame whose motion code is nearest (a real mouth of about the right
-shape: the strong baseline, given to the generator to improve on); a lip sketch (B, 2, S, S)
-(channel 0: the mouth opening, channel 1: the lips, rasterised from the face rig at the frame's
-blendshapes); and the rig's basis weights (B, n_code). A small U-Net whose decoder levels are
+shape: the strong baseline, given to the generator to improve on); the *context* (B, 3, S, S),
+this frame's crop with the region to paint (mouth and chin) blanked, so light and position can be
+matched to the surroundings, as in Wav2Lip; a sketch (B, 3, S, S) (the mouth opening, the lips and
+the region to paint, rasterised from the face rig at the frame's blendshapes); and the rig's basis
+weights (B, n_code). A small U-Net whose decoder levels are
 FiLM-modulated by the code predicts an RGB crop and a blend mask; the output is
 ``mask * rgb + (1 - mask) * retrieved``, so what is already right is copied, not re-drawn.
 Only this crop is generated; the renderer pastes it back into the portrait with a feathered edge.
@@ -56,7 +58,7 @@ class MouthGenerator(nn.Module):
         w = dims.width
         chans = (w, 2 * w, 4 * w, 6 * w)  # at S, S/2, S/4, S/8
         self.code_mlp = nn.Sequential(nn.Linear(dims.code, 128), nn.SiLU(), nn.Linear(128, 128))
-        self.stem = _conv(8, chans[0])
+        self.stem = _conv(12, chans[0])
         self.down = nn.ModuleList(_conv(chans[i], chans[i + 1], 2) for i in range(3))
         self.mid = nn.ModuleList(FiLMBlock(chans[3], 128) for _ in range(2))
         self.up = nn.ModuleList(
@@ -78,11 +80,12 @@ class MouthGenerator(nn.Module):
         self,
         reference: torch.Tensor,
         retrieved: torch.Tensor,
+        context: torch.Tensor,
         sketch: torch.Tensor,
         code: torch.Tensor,
     ) -> tuple[torch.Tensor]:
         h = self.code_mlp(code)  # (B, 128)
-        x = self.stem(torch.cat([reference, retrieved, sketch], 1))  # (B, w, S, S)
+        x = self.stem(torch.cat([reference, retrieved, context, sketch], 1))  # (B, w, S, S)
         skips = [x]
         for down in self.down:
             x = down(x)

@@ -12,7 +12,7 @@ import numpy as np
 from avatar.face import mesh
 
 # tensor names of the generator (torch, ONNX and TensorRT share them)
-INPUT_NAMES = ("reference", "retrieved", "sketch", "code")
+INPUT_NAMES = ("reference", "retrieved", "context", "sketch", "code")
 OUTPUT_NAMES = ("mouth",)
 CROP_EYE_UNITS = 1.5  # side of the mouth crop in inter-ocular distances
 CROP_CENTER_BELOW = 0.12  # crop centre below the mouth centre, same unit (room for the jaw)
@@ -40,8 +40,15 @@ def crop(image: np.ndarray, box: tuple[float, float, float], size: int) -> np.nd
     )  # fmt: skip
 
 
+MASK_PAD = (
+    0.25  # the generated region: the lips' box grown by this share of the crop, to the bottom
+)
+
+
 def lip_sketch(landmarks: np.ndarray, box: tuple[float, float, float], size: int) -> np.ndarray:
-    """(2, size, size) float32 in [-1, 1]: the mouth opening, and the lips, filled."""
+    """(3, size, size) float32 in [-1, 1]: the mouth opening and the lips, filled, and the region
+    the generator paints (the lips' box grown by ``MASK_PAD``, down to the bottom: mouth and chin).
+    """
     m = crop_matrix(box, size)
     pts = landmarks[:, :2] @ m[:, :2].T + m[:, 2]
 
@@ -55,7 +62,19 @@ def lip_sketch(landmarks: np.ndarray, box: tuple[float, float, float], size: int
 
     opening = fill(mesh.LIPS_INNER_UPPER, mesh.LIPS_INNER_LOWER)
     lips = fill(mesh.LIPS_OUTER_UPPER, mesh.LIPS_OUTER_LOWER)
-    return np.stack([opening, lips])
+    outer = pts[list(mesh.LIPS_OUTER_UPPER + mesh.LIPS_OUTER_LOWER)]
+    pad = MASK_PAD * size
+    x0, y0 = np.floor(outer.min(0) - pad).astype(int).clip(0, size)
+    x1 = int(np.ceil(outer[:, 0].max() + pad).clip(0, size))
+    region = np.full((size, size), -1.0, np.float32)
+    region[y0:, x0:x1] = 1.0
+    return np.stack([opening, lips, region])
+
+
+def context(crop_unit: np.ndarray, sketch_: np.ndarray) -> np.ndarray:
+    """The crop (3, S, S) with the generated region blanked: what the generator may look at."""
+    keep = sketch_[-1:] < 0
+    return np.where(keep, crop_unit, 0.0).astype(np.float32)
 
 
 def to_unit(rgb: np.ndarray) -> np.ndarray:

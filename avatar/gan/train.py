@@ -22,7 +22,6 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from avatar.face import mesh
 from avatar.face.image import save_rgb
 from avatar.face.prepare import draw_preview, regions
 from avatar.face.store import AvatarAssets, save_avatar
@@ -60,32 +59,17 @@ class Tensors:
     code: torch.Tensor  # (N, 17)
     reference: torch.Tensor  # (3, S, S)
     weight: torch.Tensor  # (N, 1, S, S) L1 weight, high in the mouth box
-    box: np.ndarray  # (N, 4) int mouth boxes in crop pixels (x0, y0, x1, y1)
-
-
-def mouth_boxes(data: VideoFaceData, size: int) -> np.ndarray:
-    """Each frame's outer-lip box in crop pixels, padded by 15%."""
-    m = sketch.crop_matrix(sketch.mouth_box(data.rest), size)
-    idx = list(mesh.LIPS_OUTER_UPPER + mesh.LIPS_OUTER_LOWER)
-    boxes = []
-    for lm in data.landmarks:
-        p = lm[idx] @ m[:, :2].T + m[:, 2]
-        lo, hi = p.min(0), p.max(0)
-        pad = 0.15 * (hi - lo)
-        x0, y0 = np.floor(lo - pad).astype(int)
-        x1, y1 = np.ceil(hi + pad).astype(int)
-        boxes.append([max(x0, 0), max(y0, 0), min(x1, size), min(y1, size)])
-    return np.array(boxes)
+    context: torch.Tensor  # (N, 3, S, S) the crop with the region to paint blanked
+    region: np.ndarray  # (N, S, S) bool: the painted region, where the metric is taken
 
 
 def to_tensors(data: VideoFaceData, opts: RendererTrainOptions) -> Tensors:
     target, sk, code, ref = crops_and_sketches(data, opts.size)
-    box = mouth_boxes(data, opts.size)
-    weight = np.ones((len(target), 1, opts.size, opts.size), np.float32)
-    for w, (x0, y0, x1, y1) in zip(weight, box, strict=True):
-        w[:, y0:y1, x0:x1] = opts.mouth_weight
+    region = sk[:, -1] > 0
+    weight = np.where(region[:, None], opts.mouth_weight, 1.0).astype(np.float32)
+    ctx = np.stack([sketch.context(c, s) for c, s in zip(target, sk, strict=True)])
     t = torch.from_numpy
-    return Tensors(t(target), t(sk), t(code), t(ref), t(weight), box)
+    return Tensors(t(target), t(sk), t(code), t(ref), t(weight), t(ctx), region)
 
 
 def split(n: int, every: int) -> tuple[np.ndarray, np.ndarray]:
@@ -94,10 +78,11 @@ def split(n: int, every: int) -> tuple[np.ndarray, np.ndarray]:
     return idx[~test], idx[test]
 
 
-def mouth_l1(a: np.ndarray, b: np.ndarray, box: np.ndarray) -> float:
-    """Mean absolute difference in the mouth box, 0..255 scale; a, b (3, S, S) in [-1, 1]."""
-    x0, y0, x1, y1 = box
-    return float(np.abs(a[:, y0:y1, x0:x1] - b[:, y0:y1, x0:x1]).mean() * 127.5)
+def mouth_l1(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> float:
+    """Mean absolute difference inside the painted region, 0..255; a, b (3, S, S) in [-1, 1].
+
+    The generator never sees these pixels of the frame (they are blanked in its context)."""
+    return float(np.abs(a - b)[:, region].mean() * 127.5)
 
 
 def _position(pool: np.ndarray, i: int) -> int | None:
@@ -119,8 +104,8 @@ class Trainer:
             train_idx[self.bank.nearest(c, exclude=_position(train_idx, i))]
             for i, c in enumerate(tensors.code.numpy())
         ])  # fmt: skip
-        self.d = PatchDiscriminator(5)
-        self.dt = PatchDiscriminator(10)
+        self.d = PatchDiscriminator(6)
+        self.dt = PatchDiscriminator(12)
         betas = (0.5, 0.99)
         self.opt_g = torch.optim.Adam(self.g.parameters(), opts.lr, betas=betas)
         self.opt_d = torch.optim.Adam(
@@ -134,11 +119,19 @@ class Trainer:
         t = self.t
         ref = t.reference[None].expand(len(both), -1, -1, -1)
         got = t.target[torch.from_numpy(self.nearest[both.numpy()])]
-        return t.target[both], t.sketch[both], t.code[both], ref, got, t.weight[both]
+        return (
+            t.target[both],
+            t.sketch[both],
+            t.code[both],
+            ref,
+            got,
+            t.context[both],
+            t.weight[both],
+        )
 
     def step(self) -> dict[str, float]:
-        target, sk, code, ref, got, weight = self._batch()
-        (fake,) = self.g(ref, got, sk, code)
+        target, sk, code, ref, got, ctx, weight = self._batch()
+        (fake,) = self.g(ref, got, ctx, sk, code)
         b = self.opts.batch
         # discriminators: hinge loss
         real_t = torch.cat([target[:b], target[b:], sk[:b], sk[b:]], 1)
@@ -176,7 +169,7 @@ class Trainer:
         t = self.t
         ref = t.reference[None].expand(len(idx), -1, -1, -1)
         got = t.target[torch.from_numpy(self.nearest[idx])]
-        (out,) = self.g(ref, got, t.sketch[idx], t.code[idx])
+        (out,) = self.g(ref, got, t.context[idx], t.sketch[idx], t.code[idx])
         self.g.train()
         return out.numpy()
 
@@ -192,9 +185,9 @@ def evaluate(trainer: Trainer, data: VideoFaceData, test_idx: np.ndarray) -> dic
     target = t.target.numpy()
     for k, i in enumerate(test_idx):
         nn = trainer.nearest[i]
-        rows["generator"].append(mouth_l1(gen[k], target[i], t.box[i]))
-        rows["copy_reference"].append(mouth_l1(t.reference.numpy(), target[i], t.box[i]))
-        rows["nearest_motion_frame"].append(mouth_l1(target[nn], target[i], t.box[i]))
+        rows["generator"].append(mouth_l1(gen[k], target[i], t.region[i]))
+        rows["copy_reference"].append(mouth_l1(t.reference.numpy(), target[i], t.region[i]))
+        rows["nearest_motion_frame"].append(mouth_l1(target[nn], target[i], t.region[i]))
     return {k: round(float(np.mean(v)), 3) for k, v in rows.items()} | {"held_out": len(test_idx)}
 
 

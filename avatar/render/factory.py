@@ -39,7 +39,8 @@ def load_gan_backend(assets: AvatarAssets, cfg: RenderConfig) -> InferenceBacken
     shapes = {  # TensorRT profile: one frame, up to 32 sessions batched
         "reference": ((1, 3, crop, crop), (1, 3, crop, crop), (32, 3, crop, crop)),
         "retrieved": ((1, 3, crop, crop), (1, 3, crop, crop), (32, 3, crop, crop)),
-        "sketch": ((1, 2, crop, crop), (1, 2, crop, crop), (32, 2, crop, crop)),
+        "context": ((1, 3, crop, crop), (1, 3, crop, crop), (32, 3, crop, crop)),
+        "sketch": ((1, 3, crop, crop), (1, 3, crop, crop), (32, 3, crop, crop)),
         "code": ((1, 17), (1, 17), (32, 17)),
     }
     loaders = backend_loaders(

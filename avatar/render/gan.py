@@ -56,14 +56,17 @@ class GanRenderer:
         mask = cv2.warpAffine(sketch.paste_mask(self.crop), m, (bx1 - bx0, by1 - by0))
         self._paste_alpha = mask[..., None]
 
-    def generate(self, weights: np.ndarray) -> np.ndarray:
-        """The generator's mouth crop (S, S, 3) uint8 for rig basis weights."""
+    def generate(self, weights: np.ndarray, base: np.ndarray) -> np.ndarray:
+        """The generator's mouth crop (S, S, 3) uint8 for rig basis weights, painted into
+        ``base`` (the frame being rendered, whose surroundings of the mouth it matches)."""
         lm = self.warp.rig.landmarks(weights)
-        retrieved = self.bank.crops[self.bank.nearest(weights)][None]
+        sk = sketch.lip_sketch(lm, self.box, self.crop)
+        around = sketch.to_unit(sketch.crop(base, self.box, self.crop))
         inputs = {
             "reference": self.reference,
-            "retrieved": retrieved,
-            "sketch": sketch.lip_sketch(lm, self.box, self.crop)[None],
+            "retrieved": self.bank.crops[self.bank.nearest(weights)][None],
+            "context": sketch.context(around, sk)[None],
+            "sketch": sk[None],
             "code": weights[None].astype(np.float32),
         }
         return sketch.from_unit(self.backend.run(inputs)["mouth"][0])
@@ -76,7 +79,7 @@ class GanRenderer:
             image = self.warp.warp_face(eyes_only)
         else:
             image = self.warp.portrait.copy()
-        self.paste(image, self.generate(weights))
+        self.paste(image, self.generate(weights, image))
         return self.warp.apply_pose(image, motion.head_pose)
 
     def paste(self, image: np.ndarray, mouth: np.ndarray) -> None:
