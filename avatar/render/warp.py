@@ -88,9 +88,9 @@ class WarpRenderer:
         rest, d, s = self.rig.rest, self.d, self.step
         oval = rest[list(mesh.FACE_OVAL)]
         brows = rest[list(mesh.EYEBROW_LEFT + mesh.EYEBROW_RIGHT)]
-        x0 = max(int(oval[:, 0].min() - 0.15 * d), 0)
-        x1 = min(int(oval[:, 0].max() + 0.15 * d), self.size)
-        y0 = max(int(brows[:, 1].min() - 0.2 * d), 0)
+        x0 = max(int(oval[:, 0].min() - 0.35 * d), 0)
+        x1 = min(int(oval[:, 0].max() + 0.35 * d), self.size)
+        y0 = max(int(brows[:, 1].min() - 0.6 * d), 0)
         y1 = min(int(rest[mesh.CHIN, 1] + 0.75 * d), self.size)
         w, h = (x1 - x0) // s * s, (y1 - y0) // s * s  # whole grid cells
         self.roi = (x0, y0, x0 + w, y0 + h)
@@ -131,6 +131,17 @@ class WarpRenderer:
         self._grid_shape = (gh, gw)
         ix, iy = np.meshgrid(np.arange(gw, dtype=np.float32), np.arange(gh, dtype=np.float32))
         self._grid_index = np.dstack([ix, iy])
+        self._grid_px = np.dstack([gx + x0, gy + y0]).astype(np.float32)  # image pixels
+        self._grid_taper = self.pose_taper(self._grid_px)[..., None]
+
+    def pose_taper(self, p: np.ndarray) -> np.ndarray:
+        """How much of the head pose applies at image points ``p`` (..., 2): 1 on the face,
+        fading to 0 at the region's border, so the warped region meets the still frame."""
+        x0, y0, x1, y1 = self.roi
+        edge = np.minimum.reduce([p[..., 0] - x0, x1 - 1 - p[..., 0], p[..., 1] - y0,
+                                  y1 - 1 - p[..., 1]])  # fmt: skip
+        u = np.clip(edge / (0.6 * self.d), 0.0, 1.0)
+        return (u * u * (3 - 2 * u)).astype(np.float32)
 
     def _setup_interior(self) -> None:
         """Label the portrait's own mouth interior: 1 above its midline (upper teeth), 2 below."""
@@ -155,30 +166,42 @@ class WarpRenderer:
         self.source_gap = float(np.clip(lo[:, 1] - up[:, 1], 0, None).max())
 
     # -- per frame --------------------------------------------------------------------------------
-    def backward_map(self, weights: np.ndarray) -> np.ndarray:
+    def backward_map(self, weights: np.ndarray, pose: np.ndarray | None = None) -> np.ndarray:
         """(h, w, 2) source coordinates for every ROI pixel.
 
         The fields are forward displacements (where a source point goes); one fixed-point step on
-        the coarse grid turns them into backward ones (where an output pixel comes from), and
-        only the result is upsampled to full resolution.
+        the coarse grid turns them into backward ones (where an output pixel comes from). The head
+        pose (a 2x3 affine, tapered to nothing at the region's border) is inverted first. Only the
+        result is upsampled to full resolution: one ``remap`` of the region does everything.
         """
         gh, gw = self._grid_shape
         fwd = (weights @ self._fields).reshape(gh, gw, 2)
-        at = self._grid_index - fwd / self.step  # grid coordinates of q - F(q)
-        back = -_remap(fwd, at, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        shift = np.zeros_like(fwd)
+        if pose is not None:
+            inv = cv2.invertAffineTransform(pose)
+            q = self._grid_px
+            shift = ((q @ inv[:, :2].T + inv[:, 2] - q) * self._grid_taper).astype(np.float32)
+        p1 = self._grid_index + shift / self.step  # grid coordinates of the un-posed point
+        fwd_p1 = _remap(fwd, p1, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        at = p1 - fwd_p1 / self.step
+        back = shift - _remap(fwd, at, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         h, w = self._base.shape[:2]
         return self._base + cv2.resize(back, (w, h), interpolation=cv2.INTER_LINEAR)
 
     def render(self, motion: MotionFrame) -> np.ndarray:
-        face = self.warp_face(basis_weights(motion.blendshapes, motion.blink))
-        return self.apply_pose(face, motion.head_pose)
+        weights = basis_weights(motion.blendshapes, motion.blink)
+        return self.warp_face(weights, head_pose_matrix(motion.head_pose, self.size, self.pivot))
 
-    def warp_face(self, weights: np.ndarray) -> np.ndarray:
-        """The portrait with the rig at ``weights`` (basis weights), before head pose."""
+    def warp_face(self, weights: np.ndarray, pose: np.ndarray | None = None) -> np.ndarray:
+        """The portrait with the rig at ``weights`` (basis weights) and an optional head pose."""
         x0, y0, x1, y1 = self.roi
-        src_map = self.backward_map(weights)
+        src_map = self.backward_map(weights, pose)
         roi = _remap(self.roi_src, src_map, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        lm = self.rig.landmarks(weights) - np.array([x0, y0], np.float32)
+        lm = self.rig.landmarks(weights)
+        if pose is not None:
+            moved = lm @ pose[:, :2].T + pose[:, 2]
+            lm = (lm + (moved - lm) * self.pose_taper(lm)[:, None]).astype(np.float32)
+        lm = lm - np.array([x0, y0], np.float32)
         self._cover_squeezed_teeth(roi, src_map, lm)
         self._draw_interior(roi, lm)
         out = self.portrait.copy()
