@@ -106,19 +106,13 @@ def weights_to_blendshapes(w: np.ndarray) -> np.ndarray:
 
 def load_video_faces(path: Path, portrait_size: int = 256) -> VideoFaceData:
     frames, fps = read_video(path)
-    tracked = track_faces(frames)
-    keep = [i for i, lm in enumerate(tracked) if lm is not None]
-    lms = [tracked[i] for i in keep]
-    assert all(lm is not None for lm in lms)
-    gaps = np.array([mesh.inner_lip_gap(lm) for lm in lms if lm is not None])
-    ref = int(np.argmin(gaps))
-    ref_lm = lms[ref]
-    assert ref_lm is not None
+    found = [(i, lm) for i, lm in enumerate(track_faces(frames)) if lm is not None]
+    ref = int(np.argmin([mesh.inner_lip_gap(lm) for _, lm in found]))
+    ref_lm = found[ref][1]
     m_ref = alignment(ref_lm, portrait_size)
     stable = list(mesh.STABLE)
     aligned, landmarks = [], []
-    for i, lm in zip(keep, lms, strict=True):
-        assert lm is not None
+    for i, lm in found:
         m_i, _ = cv2.estimateAffinePartial2D(lm[stable, :2], ref_lm[stable, :2])
         m = _compose(m_ref, m_i)
         aligned.append(cv2.warpAffine(frames[i], m, (portrait_size,) * 2, flags=cv2.INTER_CUBIC,

@@ -174,9 +174,9 @@ class Trainer:
         return out.numpy()
 
 
-def evaluate(trainer: Trainer, data: VideoFaceData, test_idx: np.ndarray) -> dict[str, Any]:
+def evaluate(trainer: Trainer, test_idx: np.ndarray, gen: np.ndarray) -> dict[str, Any]:
+    """Held-out L1 of the generator's outputs ``gen`` and of both baselines."""
     t = trainer.t
-    gen = trainer.generate(test_idx)
     rows: dict[str, list[float]] = {
         "generator": [],
         "copy_reference": [],
@@ -191,15 +191,14 @@ def evaluate(trainer: Trainer, data: VideoFaceData, test_idx: np.ndarray) -> dic
     return {k: round(float(np.mean(v)), 3) for k, v in rows.items()} | {"held_out": len(test_idx)}
 
 
-def contact_sheet(trainer: Trainer, data: VideoFaceData, test_idx: np.ndarray) -> np.ndarray:
+def contact_sheet(trainer: Trainer, test_idx: np.ndarray, gen: np.ndarray) -> np.ndarray:
     """Rows of held-out frames: truth | generator | nearest-motion frame | reference, x3 size."""
     t = trainer.t
-    gen = trainer.generate(test_idx)
     rows = []
-    for k, i in enumerate(test_idx[:: max(len(test_idx) // 8, 1)]):
-        nn = trainer.nearest[i]
-        k = int(np.where(test_idx == i)[0][0])
-        tiles = [t.target[i].numpy(), gen[k], t.target[nn].numpy(), t.reference.numpy()]
+    for k in range(0, len(test_idx), max(len(test_idx) // 8, 1)):
+        i = test_idx[k]
+        tiles = [t.target[i].numpy(), gen[k], t.target[trainer.nearest[i]].numpy(),
+                 t.reference.numpy()]  # fmt: skip
         rows.append(np.hstack([sketch.from_unit(x) for x in tiles]))
     sheet = np.vstack(rows)
     return cv2.resize(sheet, None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)
@@ -235,7 +234,8 @@ def train_renderer(
             bar.set_postfix(stats)
         if time.monotonic() - t0 > opts.minutes * 60:
             break
-    metrics = evaluate(trainer, data, test_idx)
+    gen = trainer.generate(test_idx)
+    metrics = evaluate(trainer, test_idx, gen)
     report = {
         "video": Path(video).name, "frames": len(tensors.target), "fps": data.fps,
         "steps": step + 1, "minutes": round((time.monotonic() - t0) / 60, 1),
@@ -246,5 +246,5 @@ def train_renderer(
     gan_info = {"renderers": ["warp", "gan"], "gan": {"crop": opts.size, "source": report["video"]}}
     save_renderer_avatar(out_dir, name or out_dir.name, data, trainer, gan_info)
     (out_dir / "gan_metrics.json").write_text(json.dumps(report, indent=1) + "\n")
-    save_rgb(out_dir / "gan_heldout.png", contact_sheet(trainer, data, test_idx))
+    save_rgb(out_dir / "gan_heldout.png", contact_sheet(trainer, test_idx, gen))
     return report

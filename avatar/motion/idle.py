@@ -11,9 +11,8 @@ import math
 
 import numpy as np
 
-from avatar.frames import MotionFrame
+from avatar.frames import NS_PER_S, MotionFrame
 
-NS_PER_S = 1_000_000_000
 # yaw, pitch, roll sway: (amplitude rad, frequency Hz) pairs, summed
 SWAY = (
     ((0.020, 0.071), (0.010, 0.193)),

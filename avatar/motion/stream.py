@@ -20,9 +20,7 @@ import numpy as np
 from avatar.audio.features import LogMel
 from avatar.backend import InferenceBackend
 from avatar.config import FeatureConfig
-from avatar.frames import MotionFrame
-
-NS_PER_S = 1_000_000_000
+from avatar.frames import NS_PER_S, MotionFrame
 
 
 def initial_state(meta: dict[str, Any]) -> dict[str, np.ndarray]:

@@ -24,6 +24,7 @@ from avatar.motion.phonemes import VOWELS
 from avatar.motion.targets import motion_targets, openness, segments_of
 from avatar.pipeline.stages import AvatarPipeline
 from avatar.render.base import Renderer
+from avatar.train.evaluate import corr, pbm_minima, segment_index
 
 CLOSED_GAP = 0.02  # inter-ocular units: ~2.5 px on the 512 default avatar
 
@@ -77,23 +78,18 @@ def trace_utterance(
     target, _ = motion_targets(utt.phones, t)
     model = np.array([openness(f.motion.blendshapes) for f in frames if f.motion is not None])
     segs = segments_of(utt.phones)
-    pbm_min = []
-    for s in segs:
-        inside = (t >= s.start) & (t <= s.end)
-        if s.viseme == "PP" and inside.any():
-            pbm_min.append(float(np.nanmin(np.r_[gaps[inside], np.inf])))
-    starts = np.array([s.start for s in segs])
-    idx = np.clip(np.searchsorted(starts, t, side="right") - 1, 0, max(len(segs) - 1, 0))
+    # frames where face mesh found no face never count as closed
+    pbm_min = pbm_minima(segs, t, np.where(np.isnan(gaps), np.inf, gaps))
+    idx = segment_index(segs, t)
     vowel = np.array([segs[k].symbol in VOWELS for k in idx]) if segs else np.zeros(len(t), bool)
     silence = np.array([segs[k].viseme == "sil" for k in idx]) if segs else np.ones(len(t), bool)
     return UtteranceTrace(t, gaps, openness(target), model, pbm_min, vowel, silence)
 
 
 def _r(a: np.ndarray, b: np.ndarray) -> float:
+    """Correlation over the frames where both are known."""
     ok = np.isfinite(a) & np.isfinite(b)
-    if ok.sum() < 3 or a[ok].std() < 1e-9 or b[ok].std() < 1e-9:
-        return float("nan")
-    return float(np.corrcoef(a[ok], b[ok])[0, 1])
+    return corr(a[ok], b[ok])
 
 
 def summarise(name: str, renderer: str, traces: list[UtteranceTrace]) -> RenderEval:

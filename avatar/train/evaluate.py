@@ -94,7 +94,13 @@ def _long_silence(segs: list[ArticSegment], t: np.ndarray) -> np.ndarray:
     return mask
 
 
-def _pbm_minima(segs: list[ArticSegment], t: np.ndarray, jaw: np.ndarray) -> list[float]:
+def segment_index(segs: list[ArticSegment], t: np.ndarray) -> np.ndarray:
+    """Index of the segment each time falls in (the first/last outside them); needs segments."""
+    starts = np.array([s.start for s in segs])
+    return np.clip(np.searchsorted(starts, t, side="right") - 1, 0, max(len(segs) - 1, 0))
+
+
+def pbm_minima(segs: list[ArticSegment], t: np.ndarray, jaw: np.ndarray) -> list[float]:
     out = []
     for s in segs:
         if s.viseme == "PP":
@@ -109,8 +115,7 @@ def _utterance_frames(backend: InferenceBackend, utt: AlignedUtterance, fps: flo
     t = np.arange(len(bs)) / fps
     bs_true, vis_true = motion_targets(utt.phones, t)
     segs = segments_of(utt.phones)
-    starts = np.array([s.start for s in segs])
-    idx = np.clip(np.searchsorted(starts, t, side="right") - 1, 0, len(segs) - 1)
+    idx = segment_index(segs, t)
     vowel = np.array([segs[k].symbol in VOWELS for k in idx]) if segs else np.zeros(len(t), bool)
     return _Frames(
         jaw_pred=bs[:, JAW],
@@ -120,11 +125,11 @@ def _utterance_frames(backend: InferenceBackend, utt: AlignedUtterance, fps: flo
         energy=log_energy(utt.audio, utt.sample_rate, t),
         vowel=vowel,
         silence=_long_silence(segs, t),
-        pbm_min=_pbm_minima(segs, t, bs[:, JAW]),
+        pbm_min=pbm_minima(segs, t, bs[:, JAW]),
     )
 
 
-def _corr(a: np.ndarray, b: np.ndarray) -> float:
+def corr(a: np.ndarray, b: np.ndarray) -> float:
     if len(a) < 3 or a.std() < 1e-9 or b.std() < 1e-9:
         return float("nan")
     return float(np.corrcoef(a, b)[0, 1])
@@ -151,8 +156,8 @@ def evaluate(
         name=name,
         utterances=len(utts),
         seconds=float(sum(u.duration for u in utts)),
-        jaw_r=_corr(jaw_pred, jaw_true),
-        energy_r=_corr(cat("energy"), jaw_true),
+        jaw_r=corr(jaw_pred, jaw_true),
+        energy_r=corr(cat("energy"), jaw_true),
         viseme_acc=_mean(vis_pred == vis_true),
         viseme_acc_speech=_mean(vis_pred[speech] == vis_true[speech]),
         pbm_jaw=_mean(jaw_pred[vis_true == PP]),
