@@ -122,6 +122,33 @@ def cmd_eval_motion(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from avatar.server.app import serve
+
+    overrides = list(args.set)
+    if args.host:
+        overrides.append(f"server.host={args.host}")
+    if args.port is not None:
+        overrides.append(f"server.port={args.port}")
+    if args.avatar:
+        overrides.append(f"render.avatar={args.avatar}")
+    if args.ice_host:
+        overrides.append(f"server.ice_hosts={args.ice_host}")
+    if args.ice_public_ip:
+        overrides.append(f"server.ice_public_ip={args.ice_public_ip}")
+    if args.udp_ports:
+        lo, _, hi = args.udp_ports.partition("-")
+        overrides.append(f"server.udp_ports=[{lo}, {hi or lo}]")
+    cfg = load_config(args.config, overrides)
+    try:
+        asyncio.run(serve(cfg))
+    except OSError as e:  # port in use, address not available
+        raise AvatarError(f"cannot serve on {cfg.server.host}:{cfg.server.port}: {e}") from None
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from avatar.train.options import TrainOptions
 
@@ -151,6 +178,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _common(r)
     r.set_defaults(func=cmd_render)
+
+    sv = sub.add_parser("serve", help="the real-time server: browser microphone in, avatar out")
+    sv.add_argument("--host", help="HTTP address (default 127.0.0.1)")
+    sv.add_argument("--port", type=int, help="HTTP port (default 8080)")
+    sv.add_argument("--avatar", help="default avatar for sessions that do not choose one")
+    sv.add_argument(
+        "--ice-host", action="append", metavar="ADDR",
+        help="address to gather and offer in ICE candidates (repeat; 127.0.0.1 = loopback only)",
+    )  # fmt: skip
+    sv.add_argument("--ice-public-ip", help="public address written into candidates (1:1 NAT)")
+    sv.add_argument("--udp-ports", metavar="LOW-HIGH", help="UDP port range for ICE sockets")
+    _common(sv)
+    sv.set_defaults(func=cmd_serve)
 
     pp = sub.add_parser("prepare", help="portrait photo -> avatar folder (face found and aligned)")
     pp.add_argument("image", type=Path, help="a photo with one face (jpg, png, webp...)")

@@ -53,3 +53,35 @@ class FakeClock:
         if t_ns > self._now:
             self._now = t_ns
         await asyncio.sleep(0)
+
+
+class SteppedClock:
+    """A test clock that sleepers really wait on: time moves only with :meth:`advance`.
+
+    Unlike :class:`FakeClock` (offline: sleeping jumps time), a loop paced by this clock runs
+    exactly as far as the test lets time pass, as a real-time loop would."""
+
+    def __init__(self, start_ns: int = 0) -> None:
+        self._now = start_ns
+        self._moved = asyncio.Condition()
+
+    def now_ns(self) -> int:
+        return self._now
+
+    async def advance(self, dt_ns: int) -> None:
+        """Move time forward and let every sleeper whose time has come run."""
+        if dt_ns < 0:
+            raise ValueError("a clock cannot go backwards")
+        self._now += dt_ns
+        async with self._moved:
+            self._moved.notify_all()
+        for _ in range(5):  # let woken tasks and their executor hand-offs settle
+            await asyncio.sleep(0)
+
+    def spend(self, dt_ns: int) -> None:
+        """Time passing inside blocking work (a fake renderer that is too slow)."""
+        self._now += dt_ns
+
+    async def sleep_until(self, t_ns: int) -> None:
+        async with self._moved:
+            await self._moved.wait_for(lambda: self._now >= t_ns)

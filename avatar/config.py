@@ -86,12 +86,49 @@ class RenderConfig(_Section):
     idle_seed: int = 0  # blinks and head sway are reproducible from this
 
 
+class EngineConfig(_Section):
+    """The real-time loop: queue bounds, the late-frame policy and the silence gate."""
+
+    max_backlog_frames: int = Field(default=3, ge=1)  # live input: older waiting frames skipped
+    output_queue_frames: int = Field(default=2, ge=1)  # rendered, not yet taken: oldest dropped
+    input_queue_chunks: int = Field(default=1000, ge=1)  # pushed audio blocks not yet analysed
+    preroll_ms: int = Field(default=400, ge=0)  # audio replayed into the model when it wakes
+    sleep_after_ms: int = Field(default=300, ge=20)  # unvoiced time before the model sleeps
+    idle_render_every: int = Field(default=2, ge=1)  # in silence, render every n-th frame
+    workers: int = Field(default=0, ge=0)  # executor threads for all sessions; 0 = CPU count
+
+
+class IceServer(_Section):
+    """One STUN/TURN server offered to aiortc (``urls`` like ``turn:host:3478``)."""
+
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+class ServerConfig(_Section):
+    """``avatar serve``: HTTP/WebSocket signalling, ICE and per-session limits."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    ice_servers: list[IceServer] = []  # none by default: no public STUN host is assumed
+    ice_hosts: list[str] = []  # addresses to gather and offer; [] = every non-loopback one
+    ice_public_ip: str | None = None  # replaces the host address in offered candidates (1:1 NAT)
+    udp_ports: tuple[int, int] | None = None  # ICE sockets bind inside this range
+    audio_jitter_packets: int = Field(default=0, ge=0, le=15)  # aiortc's stock buffer holds 4
+    max_sessions: int = Field(default=8, ge=1)
+    stats_interval_s: float = Field(default=1.0, gt=0)
+    web_dir: str = ""  # the JS client and pages; "" = web/ next to the package
+
+
 class Config(_Section):
     audio: AudioConfig = AudioConfig()
     vad: VadConfig = VadConfig()
     features: FeatureConfig = FeatureConfig()
     motion: MotionConfig = MotionConfig()
     render: RenderConfig = RenderConfig()
+    engine: EngineConfig = EngineConfig()
+    server: ServerConfig = ServerConfig()
 
 
 def _set_dotted(tree: dict[str, Any], key: str, raw: str) -> None:

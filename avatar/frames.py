@@ -66,6 +66,24 @@ class MotionFrame:
 
 
 @dataclass(slots=True)
+class FrameTiming:
+    """Where one output frame spent its time, on the engine clock (ns)."""
+
+    source_index: int  # input frame it shows (-1: an idle filler with no input behind it)
+    audio_in_ns: int  # when the frame's first audio sample was pushed (filler: its tick)
+    ready_ns: int  # when its job left the analysis
+    due_ns: int  # its tick
+    render_start_ns: int
+    render_end_ns: int
+    emit_ns: int = 0  # handed to the consumer
+
+    @property
+    def latency_ns(self) -> int:
+        """Audio pushed -> frame carrying it handed out."""
+        return self.emit_ns - self.audio_in_ns
+
+
+@dataclass(slots=True)
 class VideoFrame:
     """A rendered RGB image and the audio that plays with it."""
 
@@ -74,3 +92,5 @@ class VideoFrame:
     image: np.ndarray  # (H, W, 3) uint8 RGB
     audio: AudioChunk | None = None
     motion: MotionFrame | None = None
+    events: list[SpeechEvent] = field(default_factory=list)  # decided since the last frame
+    timing: FrameTiming | None = None  # set by the real-time engine

@@ -1,0 +1,162 @@
+"""A real aiortc client peer for ``avatar serve``: sends speech as a microphone would, records
+what comes back (tests, ``scripts/measure_session.py``, load tests).
+
+The outgoing track paces 20 ms packets on the injected clock like a capture device; received
+video and audio frames are kept with their arrival time on the same clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import av
+import numpy as np
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from avatar.clock import Clock, MonotonicClock
+from avatar.frames import NS_PER_S
+from avatar.tasks import cancel, spawn
+
+RATE = 48000
+PACKET = 960
+
+
+class SpeechTrack(MediaStreamTrack):
+    """Mono float32 48 kHz samples as a live microphone: 20 ms frames on the clock, then
+    silence (a real microphone never stops sending)."""
+
+    kind = "audio"
+
+    def __init__(self, samples: np.ndarray, clock: Clock) -> None:
+        super().__init__()
+        pcm = np.clip(np.asarray(samples, np.float32) * 32767, -32767, 32767).astype(np.int16)
+        self.pcm, self.clock = pcm, clock
+        self.sent = 0  # samples sent
+        self._start: int | None = None
+        self.send_times: list[int] = []  # clock time each packet left, by packet number
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = self.clock.now_ns()
+        await self.clock.sleep_until(self._start + self.sent * NS_PER_S // RATE)
+        piece = self.pcm[self.sent : self.sent + PACKET]
+        if len(piece) < PACKET:
+            piece = np.concatenate([piece, np.zeros(PACKET - len(piece), np.int16)])
+        frame = av.AudioFrame.from_ndarray(piece[None, :], format="s16", layout="mono")
+        frame.sample_rate, frame.pts = RATE, self.sent
+        frame.time_base = fractions.Fraction(1, RATE)
+        self.sent += PACKET
+        self.send_times.append(self.clock.now_ns())
+        return frame
+
+
+@dataclass(slots=True)
+class Received:
+    """Frames that came back, with their arrival time on the client's clock."""
+
+    video: list[tuple[int, int, Any]] = field(default_factory=list)  # (arrival ns, pts, summary)
+    audio: list[tuple[int, int, np.ndarray]] = field(default_factory=list)  # (arrival, pts, mono)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+
+
+class AvatarPeer:
+    """Connects to a server, sends ``speech``, records the avatar's video and audio.
+
+    ``summarize(rgb) -> Any`` reduces each received video frame (keep the whole image only
+    when needed: 512x512 RGB is 768 kB per frame)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        speech: np.ndarray | None,
+        *,
+        avatar: str | None = None,
+        clock: Clock | None = None,
+        summarize: Callable[[np.ndarray], Any] | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.clock = clock or MonotonicClock()
+        self.avatar = avatar
+        self.speech = SpeechTrack(speech, self.clock) if speech is not None else None
+        self.summarize = summarize or (lambda img: float(img.mean()))
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.received = Received()
+        self.session = ""
+        self.connected = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    async def connect(self, timeout_s: float = 20.0) -> None:
+        pc = self.pc
+        channel = pc.createDataChannel("avatar")
+        channel.on("message", lambda m: self.received.messages.append(_json(m)))
+        if self.speech is not None:
+            pc.addTransceiver(self.speech, direction="sendrecv")
+        else:
+            pc.addTransceiver("audio", direction="recvonly")
+        pc.addTransceiver("video", direction="recvonly")
+        pc.on("track", self._on_track)
+        pc.on("connectionstatechange", self._on_state)
+        await pc.setLocalDescription(await pc.createOffer())
+        body = {"sdp": pc.localDescription.sdp, "type": "offer",
+                "audio": "mic" if self.speech is not None else "none"}  # fmt: skip
+        if self.avatar:
+            body["avatar"] = self.avatar
+        url = f"{self.base_url}/offer"
+        async with aiohttp.ClientSession() as http, http.post(url, json=body) as resp:
+            answer = await resp.json()
+            if resp.status != 200:
+                raise RuntimeError(f"offer refused ({resp.status}): {answer.get('error')}")
+        self.session = answer["session"]
+        await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
+        await asyncio.wait_for(self.connected.wait(), timeout_s)
+
+    def _on_state(self) -> None:
+        if self.pc.connectionState == "connected":
+            self.connected.set()
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        reader = self._read_video if track.kind == "video" else self._read_audio
+        self._tasks.append(spawn(reader(track), f"peer-{track.kind}"))
+
+    async def _read_video(self, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                now = self.clock.now_ns()
+                rgb = frame.to_ndarray(format="rgb24")  # type: ignore[union-attr]
+                self.received.video.append((now, int(frame.pts or 0), self.summarize(rgb)))
+        except MediaStreamError:
+            return
+
+    async def _read_audio(self, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                now = self.clock.now_ns()
+                pcm = frame.to_ndarray().reshape(-1, len(frame.layout.channels))  # type: ignore[union-attr]
+                mono = pcm.astype(np.float32).mean(axis=1) / 32768.0
+                self.received.audio.append((now, int(frame.pts or 0), mono))
+        except MediaStreamError:
+            return
+
+    async def close(self) -> None:
+        await cancel(*self._tasks)
+        await self.pc.close()
+
+
+def _json(message: Any) -> dict[str, Any]:
+    import json
+
+    try:
+        data = json.loads(message)
+    except (TypeError, ValueError):
+        return {"type": "invalid", "raw": str(message)[:200]}
+    return data if isinstance(data, dict) else {"type": "invalid"}

@@ -1,0 +1,208 @@
+"""The engine contract on injected clocks: tiling, silence gate, live policy, interruption."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Executor, Future
+from typing import Any
+
+import numpy as np
+import pytest
+
+from avatar.audio.io import iter_audio
+from avatar.backend import OrtBackend
+from avatar.clock import FakeClock, SteppedClock
+from avatar.config import EngineConfig, VadConfig
+from avatar.engine import Analyzer, AvatarEngine
+from avatar.engine.engine import TickPhase
+from avatar.errors import AudioInputError
+from avatar.frames import AudioChunk, MotionFrame, SpeechEventKind, VideoFrame
+from tests.conftest import WEIGHTS
+
+SAMPLE = WEIGHTS.parent / "assets" / "sample.ogg"
+MS = 1_000_000
+
+
+class InlineExecutor(Executor):
+    """Runs work at once on the calling thread: the engine's order of events becomes exact."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        fut: Future[Any] = Future()
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            fut.set_exception(exc)
+        return fut
+
+
+class JawRenderer:
+    """A renderer whose pixels are the jaw opening (0-255): mouth motion read from frames."""
+
+    name = "jaw"
+    size = 8
+
+    def __init__(self, clock: SteppedClock | None = None, cost_ns: int = 0) -> None:
+        self.clock, self.cost_ns, self.calls = clock, cost_ns, 0
+
+    def render(self, motion: MotionFrame) -> np.ndarray:
+        self.calls += 1
+        if self.clock is not None and self.cost_ns:
+            self.clock.spend(self.cost_ns)
+        value = round(float(motion.blendshapes[0]) * 255)
+        return np.full((self.size, self.size, 3), value, np.uint8)
+
+
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    return np.concatenate(list(iter_audio(SAMPLE, rate=48000, block_s=1.0)))
+
+
+@pytest.fixture(scope="module")
+def backend() -> OrtBackend:
+    return OrtBackend(WEIGHTS / "motion.onnx")
+
+
+def make_engine(backend: OrtBackend, clock: Any, renderer: Any = None, **kw: Any) -> AvatarEngine:
+    analyzer = Analyzer(backend, VadConfig(), 25.0)
+    return AvatarEngine(
+        analyzer, renderer or JawRenderer(), clock, EngineConfig(), executor=InlineExecutor(), **kw
+    )
+
+
+async def run_offline(
+    engine: AvatarEngine, audio: np.ndarray, block: int = 960, rate: int = 48000
+) -> list[VideoFrame]:
+    for i in range(0, len(audio), block):
+        engine.push_audio(AudioChunk(audio[i : i + block], rate, 0))
+    engine.end_input()
+    return [f async for f in engine]
+
+
+def test_offline_frames_tile_the_audio_and_follow_speech(backend, speech) -> None:  # type: ignore[no-untyped-def]
+    audio = np.concatenate([np.zeros(48000, np.float32), speech, np.zeros(48000, np.float32)])
+    engine = make_engine(backend, FakeClock(), realtime=False)
+    frames = asyncio.run(run_offline(engine, audio))
+    assert len(frames) == -(-len(audio) // 1920)
+    joined = np.concatenate([f.audio.samples for f in frames if f.audio is not None])
+    assert np.array_equal(joined[: len(audio)], audio)
+    assert [f.pts_ns for f in frames] == [i * 40 * MS for i in range(len(frames))]
+    speaking = np.array([f.motion is not None and f.motion.is_speech for f in frames])
+    assert not speaking[:20].any() and not speaking[-15:].any()  # silence: model asleep
+    assert speaking[30:200].mean() > 0.9
+    jaw = np.array([f.image[0, 0, 0] for f in frames])
+    assert jaw[30:200].max() > 80 and jaw[:20].max() == 0  # the mouth moves only in speech
+    kinds = [e.kind for f in frames for e in f.events]
+    assert kinds == [SpeechEventKind.START, SpeechEventKind.END]
+    assert engine.stats.filled == engine.stats.skipped == engine.stats.late == 0
+
+
+def test_silence_costs_no_model_and_half_the_renders(backend) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(0)
+    quiet = (0.002 * rng.standard_normal(48000 * 4)).astype(np.float32)  # room noise, no voice
+    renderer = JawRenderer()
+    engine = make_engine(backend, FakeClock(), renderer, realtime=False)
+    frames = asyncio.run(run_offline(engine, quiet))
+    assert len(frames) == 100
+    assert engine.analyzer.model_pushes == 0 and engine.stats.model_frames == 0
+    assert all(f.motion is not None and not f.motion.is_speech for f in frames)
+    assert renderer.calls < 0.7 * len(frames)  # idle frames rendered every 2nd (blinks always)
+
+
+def test_odd_rates_are_resampled_and_bad_input_is_refused(backend, speech) -> None:  # type: ignore[no-untyped-def]
+    engine = make_engine(backend, FakeClock(), realtime=False)
+    x = speech[::2][: 22050 * 2].copy()  # treat as 22.05 kHz: 2 s
+    x[100] = np.nan
+    frames = asyncio.run(run_offline(engine, x, block=441, rate=22050))
+    assert abs(len(frames) - 50) <= 1
+    assert all(np.isfinite(f.audio.samples).all() for f in frames if f.audio is not None)
+    with pytest.raises(AudioInputError, match="sample rate"):
+        make_engine(backend, FakeClock()).push_audio(AudioChunk(np.zeros(10, np.float32), 0, 0))
+
+
+async def _live(backend: OrtBackend, speech: np.ndarray, cost_ns: int = 0) -> dict[str, Any]:
+    clock = SteppedClock()
+    engine = make_engine(backend, clock, JawRenderer(clock, cost_ns), max_backlog=3)
+    frames: list[VideoFrame] = []
+
+    async def consume() -> None:
+        async for f in engine:
+            frames.append(f)
+
+    task = asyncio.create_task(consume())
+    engine.start()
+    audio = np.concatenate([np.zeros(24000, np.float32), speech])
+
+    sent = 0
+
+    async def feed(until_s: float) -> None:
+        # a microphone: packet k is captured at k * 20 ms and pushed once the clock reaches it
+        nonlocal sent
+        while sent < until_s * 48000 and sent < len(audio):
+            while sent <= clock.now_ns() * 48000 // 1_000_000_000 and sent < len(audio):
+                engine.push_audio(AudioChunk(audio[sent : sent + 960], 48000, 0))
+                sent += 960
+            await clock.advance(20 * MS)
+
+    await feed(3.0)
+    before = [f.timing.latency_ns for f in frames[-25:] if f.timing and f.timing.source_index >= 0]
+    await clock.advance(2000 * MS)  # a stall: the next 2 s of packets arrive at once
+    await feed(len(audio) / 48000)
+    after = [f.timing.latency_ns for f in frames[-25:] if f.timing and f.timing.source_index >= 0]
+    await engine.aclose()
+    task.cancel()
+    return {"engine": engine, "frames": frames, "before": before, "after": after}
+
+
+def test_live_stream_returns_to_live_after_a_stall(backend, speech) -> None:  # type: ignore[no-untyped-def]
+    r = asyncio.run(_live(backend, speech))
+    engine, frames = r["engine"], r["frames"]
+    assert engine.stats.skipped >= 40  # the 2 s backlog was dropped, not played late
+    assert np.median(r["after"]) <= np.median(r["before"]) + 20 * MS  # no accumulated delay
+    assert max(r["before"]) <= 140 * MS
+    pts = [f.pts_ns for f in frames]
+    assert pts == sorted(pts) and len(set(pts)) == len(pts)
+
+
+def test_slow_renders_skip_ticks_instead_of_falling_behind(backend, speech) -> None:  # type: ignore[no-untyped-def]
+    r = asyncio.run(_live(backend, speech, cost_ns=70 * MS))  # each render takes ~2 ticks
+    engine = r["engine"]
+    assert engine.stats.late > 0.3 * engine.stats.frames
+    assert engine.stats.frames + engine.stats.late >= 0.95 * len(speech) / 1920  # ticks kept time
+    assert np.median(r["after"]) <= np.median(r["before"]) + 40 * MS
+    assert max(r["before"]) <= 300 * MS
+
+
+def test_clear_buffer_interrupts_buffered_speech(backend, speech) -> None:  # type: ignore[no-untyped-def]
+    async def run() -> tuple[list[VideoFrame], AvatarEngine]:
+        clock = SteppedClock()
+        engine = make_engine(backend, clock)  # buffered (text-to-speech): nothing skipped
+        engine.push_audio(AudioChunk(speech, 48000, 0))  # 8 s queued at once
+        frames: list[VideoFrame] = []
+        engine.start()
+        it = aiter(engine)
+        for _ in range(50):
+            await clock.advance(40 * MS)
+            frames.append(await anext(it))
+        engine.clear_buffer()
+        for _ in range(30):
+            await clock.advance(40 * MS)
+            frames.append(await anext(it))
+        await engine.aclose()
+        return frames, engine
+
+    frames, engine = asyncio.run(run())
+    assert engine.stats.skipped == 0
+    assert sum(f.motion is not None and f.motion.is_speech for f in frames[10:50]) > 30
+    after = frames[52:]
+    assert all(f.audio is not None and not f.audio.samples.any() for f in after)
+    assert not any(f.motion is not None and f.motion.is_speech for f in after)
+
+
+def test_tick_phase_moves_ticks_to_just_after_frames_are_ready() -> None:
+    phase = TickPhase(40 * MS, window=5, margin_ns=5 * MS)
+    shifts = [phase.observe(t * 40 * MS, t * 40 * MS - 25 * MS, 0) for t in range(5)]
+    assert shifts[-1] == (-20 * MS, False)  # waited 25 ms each time: ticks move 20 ms earlier
+    trims = [phase.observe(t * 40 * MS, t * 40 * MS - 1 * MS, 1) for t in range(5)]
+    assert trims[-1] == (0, True)  # a frame always waiting: one is skipped
+    phase.observe(0, None, 0)  # nothing ready at 0 ms, the frame came at 12 ms
+    assert phase.observe(40 * MS, 12 * MS, 0)[0] == (12 + 5 - 40) * MS
