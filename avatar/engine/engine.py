@@ -370,7 +370,7 @@ class TickPhase:
             self._empty_due = due
         else:
             if self._empty_due is not None and 0 < ready_ns - self._empty_due < self.period:
-                shift = ready_ns - self._empty_due + self.margin - self.period
+                shift = round(ready_ns - self._empty_due + self.margin - self.period)
                 self._waits.clear()
             self._empty_due = None
             self._waits.append(due - ready_ns)

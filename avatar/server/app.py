@@ -2,7 +2,7 @@
 
 Routes:
 - ``GET /`` and static files: ``web/`` (demo page, embed example, the JS client).
-- ``GET /api/avatars``: the bundled avatar names and the default.
+- ``GET /api/avatars``: the bundled avatar names and the default; ``GET /api/health``: sessions.
 - ``POST /offer``: ``{"sdp", "type": "offer", "avatar"?, "audio"?: "mic" | "none"}`` ->
   ``{"sdp", "type": "answer", "session"}``; a bad request gets ``{"error": message}``.
 - ``GET /ws?session=ID``: trickle ICE from the page, session events to the page.
@@ -67,6 +67,7 @@ class AvatarServer:
         app = web.Application(middlewares=[_errors_as_json])
         app.router.add_get("/", self.index)
         app.router.add_get("/api/avatars", self.avatars)
+        app.router.add_get("/api/health", self.health)
         app.router.add_post("/offer", self.offer)
         app.router.add_get("/ws", self.ws_events)
         app.router.add_get("/ws/audio", self.ws_audio)
@@ -86,6 +87,9 @@ class AvatarServer:
     async def avatars(self, request: web.Request) -> web.Response:
         names = builtin_names()
         return web.json_response({"avatars": names, "default": self.cfg.render.avatar})
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "sessions": len(self.sessions)})
 
     async def offer(self, request: web.Request) -> web.Response:
         sdp, avatar, mic = await _parse_offer(request, self.cfg.render.avatar)
@@ -116,6 +120,7 @@ class AvatarServer:
             stats_interval_s=cfg.server.stats_interval_s,
         )  # fmt: skip
         self.sessions[sid] = session
+        session.on_closed = self._forget
         self._watch(session)
         return session
 
@@ -168,6 +173,9 @@ class AvatarServer:
             log.info("session %s never connected: closed", session.sid)
             await self._close(session)
 
+    def _forget(self, session: Session) -> None:
+        self.sessions.pop(session.sid, None)
+
     async def _close(self, session: Session) -> None:
         self.sessions.pop(session.sid, None)
         await session.close()
@@ -200,6 +208,8 @@ class AvatarServer:
                     session.handle_message(msg.data)
         finally:
             session.sockets.discard(ws)
+            if not session.sockets:  # the page that opened it is gone (or closed its client)
+                await session.on_gone("events socket closed")
         return ws
 
     async def ws_audio(self, request: web.Request) -> web.WebSocketResponse:
@@ -265,6 +275,8 @@ async def _parse_offer(request: web.Request, default_avatar: str) -> tuple[str, 
     sdp, kind = params.get("sdp"), params.get("type")
     if kind != "offer" or not isinstance(sdp, str) or not sdp.lstrip().startswith("v=0"):
         raise RequestError('expected {"sdp": "v=0...", "type": "offer"}')
+    if "\nm=" not in sdp:
+        raise RequestError("malformed SDP offer: it has no media (m=) sections")
     avatar = params.get("avatar") or default_avatar
     # A page may pick a bundled avatar or the server's default, never a folder path of its own.
     if not isinstance(avatar, str) or (avatar not in builtin_names() and avatar != default_avatar):

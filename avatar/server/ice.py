@@ -75,7 +75,7 @@ def configure_ice(cfg: ServerConfig) -> None:
     shim.get_running_loop = lambda: _PortRangeLoop(  # type: ignore[attr-defined]
         asyncio.get_running_loop(), ports, hi - lo + 1
     )
-    aioice.ice.asyncio = shim  # type: ignore[attr-defined]
+    aioice.ice.asyncio = shim
 
 
 def rtc_configuration(cfg: ServerConfig) -> RTCConfiguration:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
+import av
 from aiohttp import web
 from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -53,6 +55,7 @@ class Session:
         self.closed = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._started = False
+        self.on_closed: Callable[[Session], None] | None = None  # the server forgets the session
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -66,6 +69,15 @@ class Session:
 
     def read_microphone(self, track: MediaStreamTrack) -> None:
         self._tasks.append(spawn(self._read_mic(track), f"mic-{self.sid}"))
+
+    async def on_gone(self, why: str) -> None:
+        """The page went away (its data channel or events socket closed): free everything now
+        rather than when ICE consent times out (~30 s)."""
+        if not self.closed.is_set():
+            log.info("session %s: %s", self.sid, why)
+            await self.close()
+            if self.on_closed is not None:
+                self.on_closed(self)
 
     async def close(self) -> None:
         if self.closed.is_set():
@@ -84,6 +96,7 @@ class Session:
 
     def attach_channel(self, channel: RTCDataChannel) -> None:
         self.channel = channel
+        channel.on("close", lambda: spawn(self.on_gone("data channel closed"), f"gone-{self.sid}"))
 
         @channel.on("message")
         def on_message(message: Any) -> None:
@@ -138,7 +151,8 @@ class Session:
         try:
             while True:
                 frame = await track.recv()
-                chunk = AudioChunk(to_mono(frame), frame.sample_rate, 0)  # type: ignore[arg-type]
+                assert isinstance(frame, av.AudioFrame)
+                chunk = AudioChunk(to_mono(frame), frame.sample_rate, 0)
                 self.engine.push_audio(chunk)
         except MediaStreamError:
             return

@@ -1,0 +1,60 @@
+"""The browser path end to end: Debian Chromium (Playwright), fake microphone, ``avatar serve``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from avatar.audio.io import iter_audio
+from avatar.server import browser
+from tests.conftest import WEIGHTS, write_wav
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not browser.chromium_available(), reason="needs playwright + chromium"),
+]
+SAMPLE = WEIGHTS.parent / "assets" / "sample.ogg"
+
+
+@pytest.fixture(scope="module")
+def mic_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2 s silence, 4 s speech, 4 s silence at 48 kHz (Chromium loops it)."""
+    speech = np.concatenate(list(iter_audio(SAMPLE, rate=48000, block_s=1.0)))[: 4 * 48000]
+    quiet = np.zeros(2 * 48000, np.float32)
+    audio = np.concatenate([quiet, speech, quiet, quiet])
+    return write_wav(tmp_path_factory.mktemp("mic") / "mic.wav", audio, 48000)
+
+
+@pytest.fixture(scope="module")
+def server_url() -> object:
+    with browser.serve_process() as url:
+        yield url
+
+
+@pytest.mark.parametrize("codec", ["VP8", "H264"])
+def test_demo_page_shows_the_avatar_speaking_with_the_microphone(
+    server_url: str, mic_wav: Path, codec: str
+) -> None:
+    with browser.chromium_page(mic_wav) as page:
+        browser.start_demo(page, server_url, codec=codec)
+        time.sleep(10.5)  # one loop of the microphone file
+        samples = browser.frames(page)
+        used = browser.codec_in_use(page)
+        demo = page.evaluate("window.avatarDemo.lastStats")
+    assert browser.wait_for_sessions(server_url, 0, timeout_s=10.0), "session not freed"
+    assert used.lower() == f"video/{codec.lower()}"
+    assert browser.presented_fps(samples) >= 24.0
+    assert {(s["width"], s["height"]) for s in samples} == {(512, 512)}
+    t = np.array([s["t"] for s in samples]) / 1000
+    diff = np.array([s["diff"] for s in samples])
+    # sliding 1 s windows of mouth change: speech windows move a lot, silent ones hardly
+    starts = np.arange(t[0] + 1.0, t[-1] - 1.0, 0.25)
+    level = np.array([np.percentile(diff[(t >= a) & (t < a + 1)], 90) for a in starts])
+    active = level > 4.0
+    assert level.max() > 8.0, level.round(1)  # the mouth moves during speech
+    assert np.sort(level)[: len(level) // 4].mean() < 2.0, level.round(1)  # and rests
+    assert 0.2 < active.mean() < 0.7, level.round(1)  # about 4 s of 10 are speech
+    assert demo is not None and demo["frames"] > 200

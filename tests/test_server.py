@@ -1,0 +1,234 @@
+"""``avatar serve`` with real aiortc peers on loopback: media, sync, isolation, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+from aiohttp import web
+
+from avatar.audio.io import iter_audio
+from avatar.config import Config, load_config
+from avatar.face.store import load_avatar
+from avatar.server.app import AvatarServer
+from avatar.server.client import AvatarPeer
+from tests.conftest import WEIGHTS
+
+SAMPLE = WEIGHTS.parent / "assets" / "sample.ogg"
+pytestmark = pytest.mark.slow
+
+
+def speech(seconds: float | None = None) -> np.ndarray:
+    x = np.concatenate(list(iter_audio(SAMPLE, rate=48000, block_s=1.0)))
+    return x[: round(seconds * 48000)] if seconds else x
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(round(seconds * 48000), np.float32)
+
+
+@asynccontextmanager
+async def running_server(*overrides: str) -> AsyncIterator[tuple[str, AvatarServer]]:
+    cfg: Config = load_config(overrides=["server.ice_hosts=['127.0.0.1']", *overrides])
+    server = AvatarServer(cfg)
+    runner = web.AppRunner(server.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}", server
+    finally:
+        await runner.cleanup()
+        server.executor.shutdown(wait=False, cancel_futures=True)  # type: ignore[attr-defined]
+
+
+def mouth_summary(avatar: str, size: int) -> Any:
+    """A summarizer: (grey mouth box of the avatar, 64 px thumbnail) per received frame."""
+    assets = load_avatar(avatar)
+    x0, y0, x1, y1 = (round(v * size / assets.size) for v in assets.info["mouth_box"])
+    step = max(size // 64, 1)
+
+    def summary(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        grey = rgb[y0:y1, x0:x1].mean(axis=2).astype(np.float32)
+        return grey, rgb[::step, ::step].copy()
+
+    return summary
+
+
+def mouth_activity(video: list[tuple[int, int, Any]], t0_ns: int) -> tuple[np.ndarray, np.ndarray]:
+    """(seconds since t0, mean |mouth box - previous frame's|) per received frame.
+
+    Speech moves the lips every frame; the idle head sway is slow (< 0.3 Hz), so it barely
+    changes consecutive frames."""
+    times = np.array([(t - t0_ns) / 1e9 for t, _, _ in video])
+    crops = np.stack([s[0] for _, _, s in video])
+    diff = np.abs(np.diff(crops, axis=0)).mean(axis=(1, 2))
+    return times, np.concatenate([[0.0], diff])
+
+
+def window(times: np.ndarray, values: np.ndarray, a: float, b: float, q: float = 90) -> float:
+    return float(np.percentile(values[(times > a) & (times < b)], q))
+
+
+def received_fps(video: list[tuple[int, int, Any]], skip_s: float = 1.0) -> float:
+    t = np.array([a for a, _, _ in video]) / 1e9
+    t = t[t >= t[0] + skip_s]
+    return (len(t) - 1) / (t[-1] - t[0])
+
+
+async def stream(peer: AvatarPeer, seconds: float) -> int:
+    await peer.connect()
+    start = peer.clock.now_ns()
+    await asyncio.sleep(seconds)
+    return start
+
+
+def test_two_peers_speech_in_lip_synced_avatar_out() -> None:
+    audio = np.concatenate([silence(1.5), speech(4.0), silence(2.5)])
+
+    async def run() -> tuple[AvatarPeer, int, list[dict[str, Any]]]:
+        async with running_server() as (url, server):
+            peer = AvatarPeer(url, audio, summarize=mouth_summary("default", 512))
+            t0 = await stream(peer, 8.5)
+            await peer.close()
+            for _ in range(50):
+                if not server.sessions:
+                    break
+                await asyncio.sleep(0.1)
+            assert not server.sessions, "the session was not freed after the peer left"
+            return peer, t0, peer.received.messages
+
+    peer, t0, messages = asyncio.run(run())
+    video, audio_in = peer.received.video, peer.received.audio
+    assert received_fps(video) >= 24.0
+    assert {v[2][1].shape for v in video} == {(64, 64, 3)}  # 512x512 frames
+    times, mouth = mouth_activity(video, t0)
+    speaking, resting = window(times, mouth, 2.3, 5.3), window(times, mouth, 7.3, 9.0)
+    before = window(times, mouth, 0.3, 1.4)
+    assert speaking > 4 * max(resting, 0.5) and speaking > 3 * before, (speaking, resting, before)
+    # the returned audio is the speech, delayed: loud in the middle, quiet at both ends
+    a_t = np.array([(t - t0) / 1e9 for t, _, _ in audio_in])
+    a_rms = np.array([float(np.sqrt((x**2).mean())) for _, _, x in audio_in])
+    assert a_rms[(a_t > 2.5) & (a_t < 5.0)].mean() > 20 * a_rms[a_t > 7.3].mean() + 1e-4
+    kinds = [m["type"] for m in messages]
+    assert kinds[0] == "ready" and "speech_start" in kinds and "speech_end" in kinds
+    stats = [m for m in messages if m["type"] == "stats"][-1]
+    assert stats["latency_ms"]["p50"] is not None and stats["frames"] > 150
+
+
+def test_three_sessions_with_different_avatars_and_audio_never_cross() -> None:
+    size = 256
+    plans = {  # avatar, audio: speech early / none / speech late
+        "a": ("default", np.concatenate([silence(1.0), speech(3.0), silence(4.0)])),
+        "b": ("carphone", silence(8.0)),
+        "c": ("carphone", np.concatenate([silence(4.5), speech(3.0), silence(0.5)])),
+    }
+
+    async def run() -> dict[str, tuple[AvatarPeer, int]]:
+        async with running_server(f"render.size={size}") as (url, server):
+            peers = {
+                k: AvatarPeer(url, audio, avatar=av, summarize=mouth_summary(av, size))
+                for k, (av, audio) in plans.items()
+            }
+            await asyncio.gather(*(p.connect() for p in peers.values()))
+            starts = {k: p.clock.now_ns() for k, p in peers.items()}
+            assert len(server.sessions) == 3
+            await asyncio.sleep(8.0)
+            await asyncio.gather(*(p.close() for p in peers.values()))
+            return {k: (p, starts[k]) for k, p in peers.items()}
+
+    result = asyncio.run(run())
+    portraits = {}
+    for name in ("default", "carphone"):
+        p = load_avatar(name).portrait
+        portraits[name] = p[:: p.shape[0] // 64, :: p.shape[0] // 64].astype(np.float32)
+    for key, (avatar, _) in plans.items():
+        peer, t0 = result[key]
+        video = peer.received.video
+        # 3 servers + 3 client peers share 2 cores in this process: fps is not the point here
+        assert received_fps(video) >= 10.0, key
+        thumb = video[-1][2][1].astype(np.float32)
+        err = {n: float(np.abs(thumb - p).mean()) for n, p in portraits.items()}
+        assert min(err, key=err.__getitem__) == avatar, (key, err)  # its own face, nobody else's
+        times, mouth = mouth_activity(video, t0)
+        early, late = window(times, mouth, 1.6, 3.8), window(times, mouth, 5.1, 7.3)
+        if key == "a":
+            assert early > 4 * max(late, 0.5), (key, early, late)
+        elif key == "b":
+            assert max(early, late) < 3.0, (key, early, late)
+        else:
+            assert late > 4 * max(early, 0.5), (key, early, late)
+        rms = [float(np.sqrt((x**2).mean())) for _, _, x in peer.received.audio]
+        if key == "b":
+            assert max(rms) < 1e-3  # silence in, silence out: nobody else's speech
+
+
+def test_bad_requests_get_clear_errors_and_others_keep_streaming() -> None:
+    async def run() -> None:
+        async with running_server() as (url, server):
+            good = AvatarPeer(url, speech(3.0))
+            await good.connect()
+            before = len(good.received.video)
+            async with aiohttp.ClientSession() as http:
+
+                async def post(body: Any, raw: bool = False) -> tuple[int, str]:
+                    data = body if raw else json.dumps(body)
+                    async with http.post(f"{url}/offer", data=data) as r:
+                        return r.status, (await r.json())["error"]
+
+                assert (await post("{not json", raw=True))[0] == 400
+                status, err = await post({"sdp": "v=0\r\nm=garbage\r\n", "type": "offer"})
+                assert status == 400 and "SDP" in err
+                status, err = await post({"sdp": "hello", "type": "answer"})
+                assert status == 400 and "offer" in err
+                offer = {"sdp": "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\n", "type": "offer"}
+                status, err = await post({**offer, "avatar": "/etc"})
+                assert status == 404 and "unknown avatar" in err
+                async with http.get(f"{url}/ws/audio?session=nope") as r:
+                    assert r.status == 404 and "no session" in (await r.json())["error"]
+                async with http.get(f"{url}/api/avatars") as r:
+                    assert "carphone" in (await r.json())["avatars"]
+            await asyncio.sleep(1.0)
+            assert len(good.received.video) > before + 15  # unaffected
+            assert len(server.sessions) == 1, server.sessions  # failed offers left nothing
+            await good.close()
+
+    asyncio.run(run())
+
+
+def test_websocket_pcm_drives_a_session_without_microphone() -> None:
+    tts = speech(3.0)[::3].copy()  # as 16 kHz PCM from a text-to-speech engine
+
+    async def run() -> AvatarPeer:
+        async with running_server() as (url, _server):
+            peer = AvatarPeer(url, None, summarize=mouth_summary("default", 512))
+            await peer.connect()
+            t0 = peer.clock.now_ns()
+            async with aiohttp.ClientSession() as http:
+                ws_url = f"{url}/ws/audio?session={peer.session}"
+                async with http.ws_connect(ws_url) as ws:
+                    await asyncio.sleep(1.0)
+                    await ws.send_str(json.dumps({"type": "format", "sample_rate": 16000}))
+                    pcm = (tts * 32767).astype("<i2").tobytes()
+                    await ws.send_bytes(pcm)  # all at once: the engine plays it at real time
+                    await ws.send_bytes(b"\x01")  # half a sample: refused, stream goes on
+                    reply = await ws.receive_json(timeout=5)
+                    assert reply["type"] == "error" and "whole" in reply["message"]
+                    await asyncio.sleep(4.5)
+            peer.received.messages.append({"type": "t0", "ns": t0})
+            await peer.close()
+            return peer
+
+    peer = asyncio.run(run())
+    t0 = peer.received.messages[-1]["ns"]
+    times, mouth = mouth_activity(peer.received.video, t0)
+    speaking, after = window(times, mouth, 1.5, 3.8), window(times, mouth, 4.8, 5.6)
+    assert speaking > 5 * max(after, 0.05), (speaking, after)
+    assert received_fps(peer.received.video) >= 24.0
