@@ -1,13 +1,14 @@
 # Two commands do all set-up on a fresh machine:
-#   make run    -> the default avatar says the bundled sample (out/sample.mp4) + its motion track
+#   make run    -> the real-time server on http://127.0.0.1:8080 (open it, press Start, speak)
 #   make test   -> lint, type-check and the whole test suite
+# make sample  -> the default avatar says the bundled sample (out/sample.mp4) + its motion track
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.run-installed
 DEV_STAMP := $(VENV)/.dev-installed
 
-.PHONY: run test lint train bench clean
+.PHONY: run sample test lint train bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +27,9 @@ $(DEV_STAMP): pyproject.toml | $(BIN)/python
 	touch $(RUN_STAMP) $@
 
 run: $(RUN_STAMP)
+	$(BIN)/avatar serve $(ARGS)
+
+sample: $(RUN_STAMP)
 	@mkdir -p out
 	$(BIN)/avatar render avatar/assets/sample.ogg -o out/sample.mp4
 	$(BIN)/avatar motion avatar/assets/sample.ogg -o out/motion.json --plot out/motion.png

@@ -235,3 +235,46 @@ def resample_poly_mono(
         window = np.i0(8.6 * np.sqrt(np.clip(1.0 - (d / half) ** 2, 0.0, None))) / np.i0(8.6)
         out[lo : lo + len(k)] = (padded[idx + half] * cutoff * np.sinc(cutoff * d) * window).sum(1)
     return out.astype(np.float32)
+
+
+class Decimator:
+    """Mono float32 at ``factor * rate`` -> ``rate`` with no held-back samples (streaming).
+
+    A windowed-sinc low-pass (Kaiser, ``taps`` long) applied polyphase: every ``factor`` input
+    samples give one output sample at once, so the output count follows the input exactly. The
+    signal is delayed by the filter's group delay ((taps - 1) / 2 input samples, ~1 ms for 48 ->
+    16 kHz), but nothing waits for future input. libswresample holds back ~1 ms of input
+    instead, which makes the motion model wait for one more 20 ms WebRTC packet (+20 ms of
+    latency) for every frame.
+    """
+
+    def __init__(self, factor: int, rate: int, taps: int = 96, cutoff_hz: float | None = None):
+        if factor < 1 or taps < factor:
+            raise ValueError("need factor >= 1 and taps >= factor")
+        self.factor, self.rate = factor, rate
+        fs_in = factor * rate
+        fc = (cutoff_hz or 0.49 * rate) / fs_in  # cycles per input sample
+        n = np.arange(taps) - (taps - 1) / 2
+        h = 2 * fc * np.sinc(2 * fc * n) * np.kaiser(taps, 8.0)
+        self._h = (h / h.sum()).astype(np.float32)
+        self._hist = np.zeros(taps - 1, np.float32)  # the last inputs, for the filter
+        self._phase = 0  # input samples since the last output sample
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        x = np.concatenate([self._hist, np.asarray(samples, np.float32)])
+        taps = len(self._h)
+        # output k uses inputs ending at absolute position start + k * factor
+        first = taps - 1 + (self.factor - 1 - self._phase) % self.factor
+        ends = np.arange(first, len(x), self.factor)
+        if len(ends):
+            windows = np.lib.stride_tricks.sliding_window_view(x, taps)[ends - (taps - 1)]
+            out = (windows @ self._h[::-1]).astype(np.float32)
+        else:
+            out = np.zeros(0, np.float32)
+        self._phase = (self._phase + len(samples)) % self.factor
+        self._hist = x[len(x) - (taps - 1) :].copy()
+        return np.clip(out, -1.0, 1.0)
+
+    def reset(self) -> None:
+        self._hist[:] = 0
+        self._phase = 0

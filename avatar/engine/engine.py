@@ -62,6 +62,7 @@ from avatar.tasks import cancel, spawn
 
 T = TypeVar("T")
 MAX_INPUT_RATE = 384_000
+MARKER_RMS, MARKER_PX = 0.05, 24
 _CLEAR = object()
 _END = object()
 
@@ -77,6 +78,7 @@ class EngineStats:
     filled: int = 0
     dropped: int = 0
     model_frames: int = 0
+    measured: int = 0  # latencies recorded so far (the deque keeps the last 5000)
     latencies_ns: deque[int] = field(default_factory=lambda: deque(maxlen=5000))
 
     def latency_ms(self, q: float) -> float:
@@ -118,6 +120,8 @@ class AvatarEngine:
         self._last: VideoFrame | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
+        self._samples_pushed = self._samples_out = 0  # for wait_for_room
+        self._frame_out = asyncio.Event()
 
     @property
     def backlog(self) -> int:
@@ -148,11 +152,20 @@ class AvatarEngine:
             samples = self._resample(samples, rate)
         if len(samples) == 0:
             return
+        self._samples_pushed += len(samples)
         item = (samples, self.clock.now_ns())
         if self._inbox.full():
             self._inbox.get_nowait()  # a live source outran the analysis: keep the newest
             self.stats.skipped += 1
         self._inbox.put_nowait(item)
+
+    async def wait_for_room(self, max_pending_s: float) -> None:
+        """Backpressure for a producer faster than real time (a file): wait while more than
+        ``max_pending_s`` of pushed audio has not been handed out as frames."""
+        limit = max_pending_s * self.rate
+        while self._samples_pushed - self._samples_out > limit and not self._closed:
+            self._frame_out.clear()
+            await self._frame_out.wait()
 
     def end_input(self) -> None:
         """No more audio: the frames of what was pushed are produced, then iteration ends."""
@@ -168,6 +181,7 @@ class AvatarEngine:
             if item is _END:
                 self._input_done = False
         self._ready.clear()
+        self._samples_out = self._samples_pushed
         self._inbox.put_nowait(_CLEAR)
 
     def __aiter__(self) -> AvatarEngine:
@@ -285,6 +299,8 @@ class AvatarEngine:
             image = self.renderer.render(motion)
             self.stats.rendered += 1
         audio = job.audio if job is not None else _silence(self.rate, self.fps)
+        if self.cfg.sync_marker:
+            image = _mark_loud(image, audio.samples)
         audio = AudioChunk(audio.samples, audio.sample_rate, pts, motion.is_speech)
         timing = FrameTiming(
             job.index if job is not None else -1,
@@ -324,8 +340,11 @@ class AvatarEngine:
         assert frame.timing is not None
         frame.timing.emit_ns = self.clock.now_ns()
         self.stats.frames += 1
+        self._frame_out.set()
         if frame.timing.source_index >= 0:
+            self._samples_out += len(frame.audio.samples) if frame.audio is not None else 0
             self.stats.latencies_ns.append(frame.timing.latency_ns)
+            self.stats.measured += 1
         else:
             self.stats.filled += 1
         if self.realtime and self._out.full():
@@ -384,6 +403,14 @@ class TickPhase:
             self._waits.clear()
             self._min_backlog, self._ticks = 1 << 30, 0
         return shift, trim
+
+
+def _mark_loud(image: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    """A/V check overlay: a white top-left square on a frame whose own audio is loud."""
+    if len(samples) and float(np.sqrt(np.mean(samples**2))) > MARKER_RMS:
+        image = image.copy()
+        image[:MARKER_PX, :MARKER_PX] = 255
+    return image
 
 
 def _end_job() -> FrameJob:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from avatar.audio.resample import WebRtcResampler
+from avatar.audio.resample import Decimator, WebRtcResampler
 from avatar.backend import InferenceBackend
 from avatar.frames import NS_PER_S, AudioChunk, MotionFrame, VideoFrame
 from avatar.motion.idle import IdleAnimator
@@ -48,23 +48,35 @@ class AudioSlicer:
 
 
 class MotionStage:
-    """Output-rate mono audio -> motion frames (resampled to the model rate inside)."""
+    """Output-rate mono audio -> motion frames (resampled to the model rate inside).
+
+    An integer rate ratio (48 -> 16 kHz) uses :class:`~avatar.audio.resample.Decimator`, which
+    holds nothing back, so a frame is ready as soon as its look-ahead audio has arrived."""
 
     def __init__(self, backend: InferenceBackend, fps: float, input_rate: int) -> None:
         self.streamer = MotionStreamer(backend, fps)
         model_rate = self.streamer.features.cfg.sample_rate
-        self.resampler = WebRtcResampler(model_rate, input_rate, input_channels=1)
+        factor = input_rate // model_rate
+        self.resampler: Decimator | WebRtcResampler
+        if factor * model_rate == input_rate:
+            self.resampler = Decimator(factor, model_rate)
+        else:
+            self.resampler = WebRtcResampler(model_rate, input_rate, input_channels=1)
 
     def push(self, samples: np.ndarray) -> list[MotionFrame]:
+        x = np.ascontiguousarray(samples, np.float32)
+        if isinstance(self.resampler, Decimator):
+            return self.streamer.push(self.resampler.push(x))
         frames: list[MotionFrame] = []
-        for chunk in self.resampler.push(np.ascontiguousarray(samples, np.float32)):
+        for chunk in self.resampler.push(x):
             frames.extend(self.streamer.push(chunk.samples))
         return frames
 
     def flush(self) -> list[MotionFrame]:
         frames: list[MotionFrame] = []
-        for chunk in self.resampler.flush():
-            frames.extend(self.streamer.push(chunk.samples))
+        if isinstance(self.resampler, WebRtcResampler):
+            for chunk in self.resampler.flush():
+                frames.extend(self.streamer.push(chunk.samples))
         return frames + self.streamer.flush()
 
 

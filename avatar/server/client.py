@@ -21,6 +21,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from avatar.clock import Clock, MonotonicClock
 from avatar.frames import NS_PER_S
+from avatar.server.tracks import shorten_audio_jitter_buffer
 from avatar.tasks import cancel, spawn
 
 RATE = 48000
@@ -123,6 +124,10 @@ class AvatarPeer:
             self.connected.set()
 
     def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "audio":  # as the server does: no 80 ms hold before decoding
+            for t in self.pc.getTransceivers():
+                if t.receiver.track is track:
+                    shorten_audio_jitter_buffer(t.receiver, 0)
         reader = self._read_video if track.kind == "video" else self._read_audio
         self._tasks.append(spawn(reader(track), f"peer-{track.kind}"))
 
