@@ -138,6 +138,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         overrides.append(f"server.ice_hosts={args.ice_host}")
     if args.ice_public_ip:
         overrides.append(f"server.ice_public_ip={args.ice_public_ip}")
+    if args.profile:
+        overrides += ["server.profile=true", "engine.sync_marker=true"]
     if args.udp_ports:
         lo, _, hi = args.udp_ports.partition("-")
         overrides.append(f"server.udp_ports=[{lo}, {hi or lo}]")
@@ -146,6 +148,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
         asyncio.run(serve(cfg))
     except OSError as e:  # port in use, address not available
         raise AvatarError(f"cannot serve on {cfg.server.host}:{cfg.server.port}: {e}") from None
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from avatar.profile.run import profile_file, profile_sessions
+
+    overrides = list(args.set)
+    if args.avatar:
+        overrides.append(f"render.avatar={args.avatar}")
+    if args.size:
+        overrides.append(f"render.size={args.size}")
+    cfg = load_config(args.config, overrides)
+    if args.sessions:
+        summary = profile_sessions(args.sessions, args.seconds, args.output, cfg)
+    elif args.input:
+        if not args.input.exists():
+            raise AvatarError(f"input not found: {args.input}")
+        summary = profile_file(args.input, args.output, cfg)
+    else:
+        raise AvatarError("give an INPUT audio file, or --sessions N for live sessions")
+    lat = summary["latency_ms"]
+    print(
+        f"{args.output}/index.html: {summary['frames']} frames, {summary['sessions']} session(s), "
+        f"server latency p50 {lat.get('p50')} / p95 {lat.get('p95')} ms, "
+        f"budget use {100 * (summary['budget_use'] or 0):.0f} %, late {summary['late']}"
+    )
     return 0
 
 
@@ -189,8 +217,24 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     sv.add_argument("--ice-public-ip", help="public address written into candidates (1:1 NAT)")
     sv.add_argument("--udp-ports", metavar="LOW-HIGH", help="UDP port range for ICE sockets")
+    sv.add_argument(
+        "--profile", action="store_true",
+        help="latency profiling: per-frame stage times to the page (overlay), sync marker on",
+    )  # fmt: skip
     _common(sv)
     sv.set_defaults(func=cmd_serve)
+
+    pf = sub.add_parser(
+        "profile", help="latency report: a file through the live engine, or N sessions"
+    )
+    pf.add_argument("input", type=Path, nargs="?", help="speech audio, streamed at real time")
+    pf.add_argument("-o", "--output", type=Path, required=True, help="report folder")
+    pf.add_argument("--sessions", type=int, help="N live aiortc sessions on loopback instead")
+    pf.add_argument("--seconds", type=float, default=20.0, help="length of the live sessions")
+    pf.add_argument("--avatar", help="avatar (default from config)")
+    pf.add_argument("--size", type=int, help="video side (default 512)")
+    _common(pf)
+    pf.set_defaults(func=cmd_profile)
 
     pp = sub.add_parser("prepare", help="portrait photo -> avatar folder (face found and aligned)")
     pp.add_argument("image", type=Path, help="a photo with one face (jpg, png, webp...)")

@@ -120,6 +120,7 @@ class ServerConfig(_Section):
     max_sessions: int = Field(default=8, ge=1)
     stats_interval_s: float = Field(default=1.0, gt=0)
     web_dir: str = ""  # the JS client and pages; "" = web/ next to the package
+    profile: bool = False  # per-frame stage timing; live numbers and overlay on the page
 
 
 class Config(_Section):

@@ -76,6 +76,9 @@ class FrameTiming:
     render_start_ns: int
     render_end_ns: int
     emit_ns: int = 0  # handed to the consumer
+    stages: dict[str, int] = field(default_factory=dict)  # profiling: work per stage (ns)
+    waits: dict[str, int] = field(default_factory=dict)  # profiling: time in each queue (ns)
+    starts: dict[str, int] = field(default_factory=dict)  # profiling: when timed stages began
 
     @property
     def latency_ns(self) -> int:

@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import webrtcvad
 
-from avatar.audio.resample import WebRtcResampler
+from avatar.audio.resample import Decimator, WebRtcResampler
 from avatar.audio.vad import VadChunker
 from avatar.backend import InferenceBackend
 from avatar.config import VadConfig
 from avatar.frames import NS_PER_S, AudioChunk, MotionFrame, SpeechEvent
+from avatar.meter import NULL_METER, StageMeter
 from avatar.pipeline.stages import AudioSlicer, MotionStage
 
 VAD_RATE = 16000
@@ -43,6 +44,8 @@ class FrameJob:
     motion: MotionFrame | None  # None: the model was asleep (silence), the avatar idles
     audio_in_ns: int  # engine-clock time the frame's first sample was pushed
     events: list[SpeechEvent] = field(default_factory=list)
+    stages: dict[str, int] = field(default_factory=dict)  # profiling: analysis work (ns)
+    inbox_wait_ns: int = 0  # profiling: the last input block's wait before analysis
 
 
 class _VoicedLog:
@@ -90,8 +93,10 @@ class _ArrivalLog:
 class _ModelRun:
     """One awake period of the model: a fresh streaming state whose frame 0 is ``first``."""
 
-    def __init__(self, backend: InferenceBackend, fps: float, rate: int, first: int) -> None:
-        self.stage = MotionStage(backend, fps, rate)
+    def __init__(
+        self, backend: InferenceBackend, fps: float, rate: int, first: int, meter: StageMeter
+    ) -> None:
+        self.stage = MotionStage(backend, fps, rate, meter)
         self.first = first
         self.offset_ns = round(first * NS_PER_S / fps)
 
@@ -149,7 +154,8 @@ class Analyzer:
         self._voiced = _VoicedLog(vad.aggressiveness, math.ceil(vad.warmup_ms / vad.frame_ms))
         self._vad = VadChunker(vad, VAD_RATE, classifier=self._voiced)
         self._sleep_frames = max(1, sleep_after_ms // vad.frame_ms)
-        self._vad_resampler = WebRtcResampler(VAD_RATE, rate, input_channels=1)
+        self._vad_resampler = _vad_resampler(rate)
+        self.meter: StageMeter = NULL_METER  # the engine sets a Meter when profiling
         self.slicer = AudioSlicer(rate, fps)
         self._arrivals = _ArrivalLog()
         self._history = np.zeros(0, np.float32)  # the last `preroll` samples pushed
@@ -199,16 +205,19 @@ class Analyzer:
         self.slicer.push(np.zeros(pad, np.float32))
         self.samples_in += pad
         self.next_frame = g
-        self._vad_resampler.reset()
+        self._vad_resampler = _vad_resampler(self.rate)
         self._vad.reset(self._pts(self.samples_in))
 
     # -- the silence gate -----------------------------------------------------------------
 
     def _gate(self, x: np.ndarray) -> None:
-        for chunk in self._vad_resampler.push(x):
-            for item in self._vad.push(chunk.samples):
-                if isinstance(item, SpeechEvent):
-                    self._events.append(item)
+        with self.meter.stage("resample"):
+            pieces = _resample(self._vad_resampler, x)
+        with self.meter.stage("vad"):
+            for piece in pieces:
+                for item in self._vad.push(piece):
+                    if isinstance(item, SpeechEvent):
+                        self._events.append(item)
         quiet = self._voiced.frames - self._voiced.last_voiced
         if self._model is None and quiet <= 1:
             self._wake(x)
@@ -225,7 +234,7 @@ class Analyzer:
         while self.slicer.bounds(first)[0] < start:
             first += 1
         skip = self.slicer.bounds(first)[0] - start
-        self._model = _ModelRun(self.backend, self.fps, self.rate, first)
+        self._model = _ModelRun(self.backend, self.fps, self.rate, first, self.meter)
         self._collect(self._model.push(context[skip:]))
         self.model_pushes += 1
 
@@ -264,7 +273,20 @@ class Analyzer:
             motion.is_speech = True
         events, self._events = self._events, []
         arrival = self._arrivals.arrival(first_sample)
-        return FrameJob(g, self.slicer.take(g), motion, arrival, events)
+        return FrameJob(g, self.slicer.take(g), motion, arrival, events, self.meter.take())
 
     def _pts(self, sample: int) -> int:
         return sample * NS_PER_S // self.rate
+
+
+def _vad_resampler(rate: int) -> Decimator | WebRtcResampler:
+    factor = rate // VAD_RATE
+    if factor * VAD_RATE == rate:
+        return Decimator(factor, VAD_RATE)
+    return WebRtcResampler(VAD_RATE, rate, input_channels=1)
+
+
+def _resample(resampler: Decimator | WebRtcResampler, x: np.ndarray) -> list[np.ndarray]:
+    if isinstance(resampler, Decimator):
+        return [resampler.push(x)]
+    return [c.samples for c in resampler.push(x)]

@@ -21,6 +21,7 @@ def build_engine(
     realtime: bool = True,
     max_backlog: int | None = None,
     executor: Executor | None = None,
+    profile: bool = False,
 ) -> AvatarEngine:
     """An engine for ``cfg.render.avatar`` with its own renderer and motion model state."""
     renderer = load_renderer(cfg.render)
@@ -31,5 +32,5 @@ def build_engine(
     )  # fmt: skip
     return AvatarEngine(
         analyzer, renderer, clock, cfg.engine, realtime=realtime, max_backlog=max_backlog,
-        executor=executor, idle_seed=cfg.render.idle_seed,
+        executor=executor, idle_seed=cfg.render.idle_seed, profile=profile,
     )  # fmt: skip

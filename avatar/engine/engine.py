@@ -55,6 +55,7 @@ from avatar.frames import (
     SpeechEvent,
     VideoFrame,
 )
+from avatar.meter import NULL_METER, Meter, StageMeter
 from avatar.motion.channels import BLENDSHAPES, VISEMES
 from avatar.motion.idle import IdleAnimator
 from avatar.render.base import Renderer
@@ -101,12 +102,16 @@ class AvatarEngine:
         max_backlog: int | None = None,
         executor: Executor | None = None,
         idle_seed: int = 0,
+        profile: bool = False,
     ) -> None:
         self.analyzer, self.renderer, self.clock, self.cfg = analyzer, renderer, clock, cfg
         self.fps, self.rate = analyzer.fps, analyzer.rate
         self.realtime, self.max_backlog, self.executor = realtime, max_backlog, executor
         self.idle = IdleAnimator(idle_seed)
         self.stats = EngineStats()
+        self.profile = profile
+        self.meter: StageMeter = Meter(clock) if profile else NULL_METER
+        analyzer.meter = self.meter
         # live input is bounded (the oldest block is dropped); buffered input is unbounded
         self._inbox: asyncio.Queue[Any] = asyncio.Queue(
             cfg.input_queue_chunks if max_backlog is not None else 0
@@ -146,14 +151,10 @@ class AvatarEngine:
         if not 1000 <= rate <= MAX_INPUT_RATE:
             raise AudioInputError(f"audio sample rate {rate} Hz is not supported (1k-384k)")
         samples = np.asarray(chunk.samples, np.float32).reshape(-1)
-        if not np.isfinite(samples).all():
-            samples = np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0)
-        if rate != self.rate:
-            samples = self._resample(samples, rate)
         if len(samples) == 0:
             return
-        self._samples_pushed += len(samples)
-        item = (samples, self.clock.now_ns())
+        self._samples_pushed += len(samples) * self.rate // rate
+        item = (samples, rate, self.clock.now_ns())
         if self._inbox.full():
             self._inbox.get_nowait()  # a live source outran the analysis: keep the newest
             self.stats.skipped += 1
@@ -229,8 +230,20 @@ class AvatarEngine:
             elif item is _END:
                 return jobs + self.analyzer.finish(), True
             else:
-                jobs.extend(self.analyzer.push(*item))
+                jobs.extend(self._analyze_block(*item))
         return jobs, False
+
+    def _analyze_block(self, samples: np.ndarray, rate: int, arrival: int) -> list[FrameJob]:
+        started = self.clock.now_ns() if self.profile else 0
+        if not np.isfinite(samples).all():
+            samples = np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0)
+        if rate != self.rate:
+            with self.meter.stage("resample"):
+                samples = self._resample(samples, rate)
+        jobs = self.analyzer.push(samples, arrival)
+        for job in jobs:
+            job.inbox_wait_ns = started - arrival if self.profile else 0
+        return jobs
 
     def _add_job(self, job: FrameJob, now: int) -> None:
         self._ready.append((job, now))
@@ -308,6 +321,9 @@ class AvatarEngine:
             ready_ns, due, start, self.clock.now_ns(),
         )  # fmt: skip
         events: list[SpeechEvent] = job.events if job is not None else []
+        if self.profile:
+            timing.stages = {**(job.stages if job else {}), "render": timing.render_end_ns - start}
+            timing.waits = {"inbox": job.inbox_wait_ns if job else 0, "ready": start - ready_ns}
         frame = VideoFrame(index, pts, image, audio, motion, events, timing)
         self._last = frame
         return frame

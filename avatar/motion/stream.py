@@ -21,6 +21,7 @@ from avatar.audio.features import LogMel
 from avatar.backend import InferenceBackend
 from avatar.config import FeatureConfig
 from avatar.frames import NS_PER_S, MotionFrame
+from avatar.meter import NULL_METER, StageMeter
 
 
 def initial_state(meta: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -31,8 +32,15 @@ def initial_state(meta: dict[str, Any]) -> dict[str, np.ndarray]:
 class MotionStreamer:
     """Explicit-state streaming wrapper around an audio-to-motion backend."""
 
-    def __init__(self, backend: InferenceBackend, fps: float, start_ns: int = 0) -> None:
+    def __init__(
+        self,
+        backend: InferenceBackend,
+        fps: float,
+        start_ns: int = 0,
+        meter: StageMeter = NULL_METER,
+    ) -> None:
         meta = backend.meta
+        self.meter = meter  # profiling: "features" and "motion" stages
         self.backend = backend
         self.fps = float(fps)
         self.start_ns = start_ns
@@ -59,7 +67,8 @@ class MotionStreamer:
         """Feed mono float32 samples at the model rate; return the frames that became ready."""
         samples = np.asarray(samples, np.float32)
         self.samples_in += len(samples)
-        mel = self.features.push(samples)
+        with self.meter.stage("features"):
+            mel = self.features.push(samples)
         if len(mel):
             self._mel = np.concatenate([self._mel, mel]) if len(self._mel) else mel
         self._run_tokens()
@@ -82,7 +91,8 @@ class MotionStreamer:
             return
         chunk = self._mel[: n_tok * self.frames_per_token]
         self._mel = self._mel[n_tok * self.frames_per_token :]
-        out = self.backend.run({"mel": chunk[None], **self._state})
+        with self.meter.stage("motion"):
+            out = self.backend.run({"mel": chunk[None], **self._state})
         for name in self.state_names:
             self._state[name] = out[f"{name}_out"]
         # copies: a backend may reuse its output buffers on later calls

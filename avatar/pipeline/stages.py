@@ -12,6 +12,7 @@ import numpy as np
 from avatar.audio.resample import Decimator, WebRtcResampler
 from avatar.backend import InferenceBackend
 from avatar.frames import NS_PER_S, AudioChunk, MotionFrame, VideoFrame
+from avatar.meter import NULL_METER, StageMeter
 from avatar.motion.idle import IdleAnimator
 from avatar.motion.stream import MotionStreamer
 from avatar.render.base import Renderer
@@ -53,8 +54,11 @@ class MotionStage:
     An integer rate ratio (48 -> 16 kHz) uses :class:`~avatar.audio.resample.Decimator`, which
     holds nothing back, so a frame is ready as soon as its look-ahead audio has arrived."""
 
-    def __init__(self, backend: InferenceBackend, fps: float, input_rate: int) -> None:
-        self.streamer = MotionStreamer(backend, fps)
+    def __init__(
+        self, backend: InferenceBackend, fps: float, input_rate: int, meter: StageMeter = NULL_METER
+    ) -> None:
+        self.meter = meter
+        self.streamer = MotionStreamer(backend, fps, meter=meter)
         model_rate = self.streamer.features.cfg.sample_rate
         factor = input_rate // model_rate
         self.resampler: Decimator | WebRtcResampler
@@ -65,11 +69,14 @@ class MotionStage:
 
     def push(self, samples: np.ndarray) -> list[MotionFrame]:
         x = np.ascontiguousarray(samples, np.float32)
-        if isinstance(self.resampler, Decimator):
-            return self.streamer.push(self.resampler.push(x))
+        with self.meter.stage("resample"):
+            if isinstance(self.resampler, Decimator):
+                pieces = [self.resampler.push(x)]
+            else:
+                pieces = [c.samples for c in self.resampler.push(x)]
         frames: list[MotionFrame] = []
-        for chunk in self.resampler.push(x):
-            frames.extend(self.streamer.push(chunk.samples))
+        for piece in pieces:
+            frames.extend(self.streamer.push(piece))
         return frames
 
     def flush(self) -> list[MotionFrame]:

@@ -30,10 +30,12 @@ from aiortc.sdp import candidate_from_sdp
 from avatar.clock import Clock, MonotonicClock
 from avatar.config import Config
 from avatar.engine.build import build_engine
+from avatar.engine.engine import AvatarEngine
 from avatar.errors import AudioInputError, AvatarError
 from avatar.face.store import builtin_names, resolve_avatar
 from avatar.frames import AudioChunk
 from avatar.server.ice import configure_ice, rewrite_candidates, rtc_configuration
+from avatar.server.profiling import instrument_sender
 from avatar.server.session import Session
 from avatar.server.tracks import shorten_audio_jitter_buffer
 from avatar.tasks import spawn
@@ -109,15 +111,19 @@ class AvatarServer:
         )
         backlog = cfg.engine.max_backlog_frames if mic else None
         loop = asyncio.get_running_loop()
-        engine = await loop.run_in_executor(
-            self.executor,
-            lambda: build_engine(cfg, self.clock, max_backlog=backlog, executor=self.executor),
-        )
+        profile = cfg.server.profile
+
+        def build() -> AvatarEngine:
+            return build_engine(
+                cfg, self.clock, max_backlog=backlog, executor=self.executor, profile=profile
+            )
+
+        engine = await loop.run_in_executor(self.executor, build)
         pc = RTCPeerConnection(rtc_configuration(cfg.server))
         sid = secrets.token_urlsafe(9)
         session = Session(
             sid, pc, engine, self.clock, self.executor, avatar=avatar, mic=mic,
-            stats_interval_s=cfg.server.stats_interval_s,
+            stats_interval_s=cfg.server.stats_interval_s, profile=cfg.server.profile,
         )  # fmt: skip
         self.sessions[sid] = session
         session.on_closed = self._forget
@@ -162,8 +168,10 @@ class AvatarServer:
             raise RequestError("the offer must receive video: addTransceiver('video')")
         if "audio" not in kinds:
             raise RequestError("the offer must have an audio transceiver (sendrecv or recvonly)")
-        pc.addTrack(session.video)
+        video_sender = pc.addTrack(session.video)
         pc.addTrack(session.audio)
+        if session.profile:
+            instrument_sender(video_sender, session.video, self.clock, session.on_frame_sent)
         await pc.setLocalDescription(await pc.createAnswer())
         return rewrite_candidates(pc.localDescription.sdp, self.cfg.server.ice_public_ip)
 

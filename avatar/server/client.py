@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,6 +83,7 @@ class AvatarPeer:
         avatar: str | None = None,
         clock: Clock | None = None,
         summarize: Callable[[np.ndarray], Any] | None = None,
+        subscribe: dict[str, bool] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.clock = clock or MonotonicClock()
@@ -90,6 +92,7 @@ class AvatarPeer:
         self.summarize = summarize or (lambda img: float(img.mean()))
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.received = Received()
+        self.subscribe = subscribe  # e.g. {"profile_frames": True}, sent when the channel opens
         self.session = ""
         self.connected = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -98,6 +101,9 @@ class AvatarPeer:
         pc = self.pc
         channel = pc.createDataChannel("avatar")
         channel.on("message", lambda m: self.received.messages.append(_json(m)))
+        if self.subscribe:
+            text = json.dumps({"type": "subscribe", **self.subscribe})
+            channel.on("open", lambda: channel.send(text))
         if self.speech is not None:
             pc.addTransceiver(self.speech, direction="sendrecv")
         else:
@@ -158,8 +164,6 @@ class AvatarPeer:
 
 
 def _json(message: Any) -> dict[str, Any]:
-    import json
-
     try:
         data = json.loads(message)
     except (TypeError, ValueError):

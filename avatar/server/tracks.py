@@ -21,6 +21,7 @@ from aiortc import MediaStreamTrack
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
 
+from avatar.clock import Clock
 from avatar.frames import NS_PER_S, AudioChunk, VideoFrame
 
 VIDEO_CLOCK = 90_000
@@ -48,11 +49,15 @@ class EngineVideoTrack(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, executor: Executor | None, fps: float) -> None:
+    def __init__(
+        self, executor: Executor | None, fps: float, clock: Clock, profile: bool = False
+    ) -> None:
         super().__init__()
-        self.executor, self.fps = executor, fps
+        self.executor, self.fps, self.clock, self.profile = executor, fps, clock, profile
         self.queue: asyncio.Queue[VideoFrame] = asyncio.Queue(2)
         self.dropped = 0
+        self.last: VideoFrame | None = None  # profiling: the frame the sender is encoding
+        self.returned_ns = 0
 
     def offer(self, frame: VideoFrame) -> None:
         self.dropped += _put_latest(self.queue, frame)
@@ -61,8 +66,15 @@ class EngineVideoTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         frame = await self.queue.get()
+        picked = self.clock.now_ns()
         loop = asyncio.get_running_loop()
         out = await loop.run_in_executor(self.executor, rgb_to_video_frame, frame.image)
+        if self.profile and frame.timing is not None:
+            self.returned_ns = self.clock.now_ns()
+            frame.timing.waits["out"] = picked - frame.timing.emit_ns
+            frame.timing.stages["colour"] = self.returned_ns - picked
+            frame.timing.starts["colour"] = picked
+            self.last = frame
         out.pts = frame.pts_ns * VIDEO_CLOCK // NS_PER_S
         out.time_base = fractions.Fraction(1, VIDEO_CLOCK)
         return out

@@ -1,0 +1,1 @@
+"""Latency profiling: per-frame records, reports, traces."""
