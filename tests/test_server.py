@@ -245,3 +245,31 @@ def test_websocket_pcm_drives_a_session_without_microphone() -> None:
     speaking, after = window(times, mouth, 1.5, 3.8), window(times, mouth, 4.8, 5.6)
     assert speaking > 5 * max(after, 0.05), (speaking, after)
     assert received_fps(peer.received.video) >= 24.0
+
+
+def test_profile_mode_times_every_stage_up_to_the_wire() -> None:
+    async def run() -> AvatarPeer:
+        async with running_server("server.profile=true", "engine.sync_marker=true") as (url, _):
+            peer = AvatarPeer(url, np.concatenate([silence(1.0), speech(3.0)]),
+                              summarize=lambda rgb: bool(rgb[2:22, 2:22].mean() > 200),
+                              subscribe={"profile_frames": True})  # fmt: skip
+            await peer.connect()
+            await asyncio.sleep(5.0)
+            await peer.close()
+            return peer
+
+    peer = asyncio.run(run())
+    msgs = peer.received.messages
+    ready = next(m for m in msgs if m["type"] == "ready")
+    assert ready["profile"] is True and ready["marker"]["size"] > 0
+    live = [m for m in msgs if m["type"] == "profile"]
+    assert len(live) >= 3 and live[-1]["stages"]["render"]["p50"] > 0
+    frames = [f for m in msgs if m["type"] == "profile_frames" for f in m["frames"]]
+    speaking = [f for f in frames if "motion" in f["stages"]]
+    assert len(speaking) > 20
+    for f in speaking[-10:]:
+        assert {"vad", "features", "motion", "render", "colour", "encode", "send"} <= set(
+            f["stages"]
+        )
+        assert {"inbox", "ready", "out"} <= set(f["waits"]) and f["latency_ms"] > 0
+    assert any(marked for _, _, marked in peer.received.video)  # loud frames carry the marker
