@@ -68,6 +68,60 @@ export interface ReadyMessage {
   size: number;
   /** The 16 ARKit blendshape names, in the order of {@link BlendshapesMessage.values}. */
   blendshapes: string[];
+  /** True when the server runs `avatar serve --profile`: 'profile' messages follow once a second. */
+  profile?: boolean;
+  /** Profile mode: where the server paints its white "loud audio" square (see {@link ProfileMarker}). */
+  marker?: ProfileMarker;
+}
+
+/**
+ * Profile mode: a white square of `size` px at (`x`, `y`) in video pixels (of a `size`-px
+ * {@link ReadyMessage.size} frame) on every frame whose own audio is loud (RMS > 0.05 of full
+ * scale); otherwise the avatar's image. Used by LatencyProbe (latency-probe.js).
+ */
+export interface ProfileMarker {
+  x: number;
+  y: number;
+  size: number;
+}
+
+/** Milliseconds over the last second's frames. */
+export interface ProfileQuantiles {
+  p50: number;
+  p95: number;
+  mean: number;
+}
+
+/** Pipeline stages the server times, in the order a frame meets them. */
+export type ProfileStage = 'resample' | 'vad' | 'features' | 'motion' | 'render' | 'colour' | 'encode' | 'send';
+/** Queues a frame's work waits in. */
+export type ProfileWait = 'inbox' | 'ready' | 'out';
+
+/** Profile mode only, once a second: where the server's time goes. All times in milliseconds. */
+export interface ProfileMessage {
+  type: 'profile';
+  /** Frames per second over the last second. */
+  fps: number | null;
+  /** Frames in this summary. */
+  frames: number;
+  /** Ticks missed (frames ready after their deadline). */
+  late: number;
+  /** Frames skipped to catch up. */
+  skipped: number;
+  /** Frames dropped by the sender's queue. */
+  dropped?: number;
+  /** Frames that showed the idle avatar. */
+  idle: number;
+  /** The frame budget, 1000 / fps. */
+  budget_ms: number;
+  /** Share of the budget the server's per-frame work used (1 = all of it). */
+  budget_use: number | null;
+  /** Server latency: audio received -> frame handed to the encoder. Not end to end. */
+  latency_ms: {p50: number | null; p95: number | null};
+  /** Work per stage; a stage may be missing or null (motion in silence, say). */
+  stages: Partial<Record<ProfileStage, ProfileQuantiles | null>> & {[stage: string]: ProfileQuantiles | null | undefined};
+  /** Time spent waiting in each queue. */
+  waits: Partial<Record<ProfileWait, ProfileQuantiles | null>> & {[queue: string]: ProfileQuantiles | null | undefined};
 }
 
 /** The avatar starts speaking; `pts_ms` is the presentation time of the first speaking frame. */
@@ -127,6 +181,7 @@ export type ServerMessage =
   | SpeechEndMessage
   | StatsMessage
   | BlendshapesMessage
+  | ProfileMessage
   | ErrorMessage
   | {type: string; [key: string]: unknown};
 
@@ -142,6 +197,8 @@ export interface AvatarClientEvents {
   speech_end: SpeechEndMessage;
   stats: StatsMessage;
   blendshapes: BlendshapesMessage;
+  /** Once a second when the server runs with --profile. */
+  profile: ProfileMessage;
   /** Every parsed server message, before its own event. */
   message: ServerMessage;
   /** Server errors, connection failure after connect, blocked autoplay. */

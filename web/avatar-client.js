@@ -238,14 +238,15 @@ function isMediaStream(value) {
 /**
  * A live avatar session: one RTCPeerConnection to the server. Create with `AvatarClient.connect()`.
  *
- * Events (`on(name, fn)`): 'ready', 'speech_start', 'speech_end', 'stats', 'blendshapes' (server
- * messages, passed as parsed objects), 'message' (every server message), 'error' (an AvatarError),
+ * Events (`on(name, fn)`): 'ready', 'speech_start', 'speech_end', 'stats', 'blendshapes', 'profile'
+ * (server messages, passed as parsed objects; 'profile' only from a server started with --profile),
+ * 'message' (every server message), 'error' (an AvatarError),
  * 'connectionstatechange' (the RTCPeerConnectionState string), 'close' ({reason}).
  */
 export class AvatarClient extends Emitter {
   /** @type {RTCPeerConnection} */ pc;
   /** @type {string | null} */ session = null;
-  /** The server's 'ready' message: {session, avatar, fps, size, blendshapes}. */ info = null;
+  /** The server's 'ready' message: {session, avatar, fps, size, blendshapes[, profile, marker]}. */ info = null;
   /** @type {MediaStream} */ stream;
   /** @type {MediaStreamTrack} */ videoTrack;
   /** @type {MediaStreamTrack} */ audioTrack;

@@ -1,10 +1,13 @@
 // Demo page logic: controls, live stats, and the avatar video.
 //
 // Query parameters (used by tests): ?autostart=1&avatar=NAME&codec=VP8|H264&audio=mic|none&blendshapes=1
+// &probe=1 (latency probe: timed beeps instead of the microphone, measured on screen).
 // After connecting, window.avatarClient is the AvatarClient; window.avatarDemo exposes what the
-// page measures (displayed frames, page fps, codec in use, state).
+// page measures (displayed frames, page fps, codec in use, state, and with a server started with
+// --profile: the last profile message, and the probe's end-to-end samples).
 
 import {AvatarClient} from './avatar-client.js';
+import {LatencyProbe} from './latency-probe.js';
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -19,6 +22,19 @@ const ui = {
   speaking: $('speaking-indicator'),
   blendToggle: $('blend-toggle'),
   blendBars: $('blend-bars'),
+  probeToggle: $('probe-toggle'),
+  profileToggle: $('profile-toggle'),
+  profile: $('profile'),
+  profileBody: $('profile-body'),
+  profileNote: $('profile-note'),
+  counters: $('prof-counters'),
+  gauge: $('budget-gauge'),
+  stack: $('stage-stack'),
+  stageBars: $('stage-bars'),
+  waitBars: $('wait-bars'),
+  budgetMs: $('budget-ms'),
+  e2e: {p50: $('e2e-p50'), p95: $('e2e-p95'), sub: $('e2e-sub'), badge: $('e2e-badge'), badgeValue: $('e2e-badge-value')},
+  server: {p50: $('srv-p50'), p95: $('srv-p95')},
   stat: {
     state: $('stat-state'),
     avatar: $('stat-avatar'),
@@ -42,6 +58,9 @@ const demo = (window.avatarDemo = {
   pageFps: null, // displayed frames per second over the last second
   codec: null, // e.g. 'VP8', from getStats
   lastStats: null, // the server's last 'stats' message
+  lastProfile: null, // the server's last 'profile' message (server started with --profile)
+  probe: null, // the LatencyProbe while a probe session runs
+  e2e: [], // end-to-end (mic -> screen) latencies in ms, browser clock: the probe's samples
 });
 
 let client = null;
@@ -58,7 +77,8 @@ function setState(state) {
   ui.start.disabled = state !== 'idle';
   ui.stop.disabled = state === 'idle';
   ui.clear.disabled = state !== 'connected';
-  for (const select of [ui.avatar, ui.codec, ui.audio]) select.disabled = state !== 'idle';
+  for (const select of [ui.avatar, ui.codec, ui.probeToggle]) select.disabled = state !== 'idle';
+  ui.audio.disabled = state !== 'idle' || ui.probeToggle.checked; // the probe is the input
 }
 
 function showError(message) {
@@ -200,18 +220,206 @@ ui.blendToggle.addEventListener('change', () => {
 });
 
 // ---------------------------------------------------------------------------------------------
+// Profile (server started with --profile) and the latency probe
+
+/** Pipeline stages and queues in the order a frame meets them; colours come from demo.css. */
+const STAGES = ['resample', 'vad', 'features', 'motion', 'render', 'colour', 'encode', 'send'];
+const WAITS = ['inbox', 'ready', 'out'];
+const stageColour = (name) => `var(--st-${name}, var(--st-other))`;
+const waitColour = (name) => `var(--wt-${name}, var(--wt-out))`;
+
+let profileOn = false; // the session's server is in profile mode (ready.profile, or profile messages)
+let probeOn = false; // the session's audio is the latency probe's beeps
+
+const isNum = (v) => typeof v === 'number' && Number.isFinite(v);
+/** Milliseconds with the precision that matters at that size: 0.05, 3.1, 42. */
+const fmtMs = (v) => (isNum(v) ? v.toFixed(v < 1 ? 2 : v < 10 ? 1 : 0) : '–');
+/** Width of `ms` on a track that is `budget` ms long; a non-zero value stays visible. */
+const barWidth = (ms, budget) => (isNum(ms) && ms > 0 && budget > 0 ? `max(1px, ${Math.min(100, (ms / budget) * 100)}%)` : '0');
+
+function barRow(container, name, colour) {
+  const row = document.createElement('div');
+  row.className = 'bar-row';
+  row.dataset.name = name;
+  row.dataset.missing = '';
+  row.style.setProperty('--c', colour);
+  row.innerHTML = '<span class="name"></span><span class="track"><span class="p95"></span><span class="p50"></span></span><span class="num">–</span>';
+  row.querySelector('.name').textContent = name;
+  container.append(row);
+  return row;
+}
+
+function rowFor(container, name, colour) {
+  return [...container.children].find((row) => row.dataset.name === name) ?? barRow(container, name, colour);
+}
+
+/** One stage or queue: p50 solid, p95 as a lighter extension, both on the budget's scale. */
+function showBar(row, q, budget) {
+  const [p50, p95] = [row.querySelector('.p50'), row.querySelector('.p95')];
+  const num = row.querySelector('.num');
+  const name = row.dataset.name;
+  if (!q || !isNum(q.p50)) {
+    row.dataset.missing = '';
+    row.removeAttribute('data-over');
+    p50.style.width = p95.style.width = '0';
+    num.textContent = '–';
+    row.title = `${name}: not measured in the last second`;
+    return;
+  }
+  row.removeAttribute('data-missing');
+  const high = isNum(q.p95) ? Math.max(q.p95, q.p50) : q.p50;
+  p50.style.width = barWidth(q.p50, budget);
+  p95.style.width = barWidth(high, budget);
+  row.toggleAttribute('data-over', high > budget);
+  num.innerHTML = `${fmtMs(q.p50)} <small>/ ${fmtMs(q.p95)} ms</small>`;
+  const share = budget > 0 ? ` (p50 ${((q.p50 / budget) * 100).toFixed(1)}% of the ${fmtMs(budget)} ms budget)` : '';
+  row.title = `${name}: p50 ${fmtMs(q.p50)} ms, p95 ${fmtMs(q.p95)} ms, mean ${fmtMs(q.mean)} ms${share}`;
+}
+
+function resetProfile() {
+  profileOn = false;
+  probeOn = false;
+  demo.lastProfile = null;
+  demo.e2e = [];
+  ui.stageBars.replaceChildren();
+  ui.waitBars.replaceChildren();
+  for (const name of STAGES) barRow(ui.stageBars, name, stageColour(name));
+  for (const name of WAITS) barRow(ui.waitBars, name, waitColour(name));
+  ui.stack.querySelector('.track').replaceChildren();
+  ui.stack.querySelector('.num').textContent = '–';
+  ui.gauge.querySelector('.fill').style.width = '0';
+  ui.gauge.querySelector('.num').textContent = '–';
+  ui.gauge.removeAttribute('data-level');
+  ui.budgetMs.textContent = '–';
+  for (const chip of ui.counters.children) {
+    chip.querySelector('b').textContent = '–';
+    chip.removeAttribute('data-hot');
+  }
+  ui.server.p50.textContent = ui.server.p95.textContent = '–';
+  ui.e2e.p50.textContent = ui.e2e.p95.textContent = '–';
+  ui.e2e.badgeValue.textContent = '…';
+  ui.e2e.sub.textContent = 'Latency probe off: tick it before Start to measure.';
+  setProfileNote('');
+  updateProfileVisibility();
+}
+
+function setProfileNote(text) {
+  ui.profileNote.textContent = text;
+  ui.profileNote.hidden = !text;
+}
+
+function updateProfileVisibility() {
+  // After Stop the last numbers stay up until the next Start.
+  const used = profileOn || probeOn;
+  ui.profile.hidden = !(used && ui.profileToggle.checked);
+  ui.profileBody.hidden = !profileOn;
+  ui.e2e.badge.hidden = !probeOn;
+}
+
+/** Once a second in profile mode: where the frame budget goes, and the server's latency. */
+function showProfile(msg) {
+  demo.lastProfile = msg;
+  if (!profileOn) {
+    profileOn = true;
+    updateProfileVisibility();
+  }
+  const fps = isNum(msg.fps) ? msg.fps : client?.info?.fps;
+  const budget = isNum(msg.budget_ms) && msg.budget_ms > 0 ? msg.budget_ms : 1000 / (fps || 25);
+  ui.budgetMs.textContent = fmtMs(budget);
+
+  const counters = {fps: fmt(msg.fps, 1), frames: fmt(msg.frames), late: msg.late, skipped: msg.skipped, dropped: msg.dropped, idle: fmt(msg.idle)};
+  for (const chip of ui.counters.children) {
+    const value = counters[chip.dataset.key];
+    chip.querySelector('b').textContent = typeof value === 'string' ? value : fmt(value);
+    chip.toggleAttribute('data-hot', chip.hasAttribute('data-warn') && isNum(value) && value > 0);
+  }
+
+  const use = msg.budget_use;
+  ui.gauge.querySelector('.fill').style.width = barWidth(isNum(use) ? use * budget : null, budget);
+  ui.gauge.dataset.level = !isNum(use) ? 'ok' : use >= 1 ? 'over' : use >= 0.7 ? 'warn' : 'ok';
+  ui.gauge.querySelector('.num').textContent = isNum(use) ? `${(use * 100).toFixed(0)}% of ${fmtMs(budget)} ms` : '–';
+  ui.gauge.title = "Share of the frame budget (1/fps) the server's per-frame work used, last second";
+
+  const stages = msg.stages && typeof msg.stages === 'object' ? msg.stages : {};
+  const waits = msg.waits && typeof msg.waits === 'object' ? msg.waits : {};
+  // Known stages in pipeline order; any new one the server reports is added after them.
+  const stageNames = [...STAGES, ...Object.keys(stages).filter((n) => !STAGES.includes(n))];
+  const waitNames = [...WAITS, ...Object.keys(waits).filter((n) => !WAITS.includes(n))];
+  for (const name of stageNames) showBar(rowFor(ui.stageBars, name, stageColour(name)), stages[name], budget);
+  for (const name of waitNames) showBar(rowFor(ui.waitBars, name, waitColour(name)), waits[name], budget);
+
+  // Mean work per frame, stage by stage, side by side on the budget: where the time goes.
+  let sum = 0;
+  const segments = [];
+  for (const name of stageNames) {
+    const q = stages[name];
+    const ms = q && (isNum(q.mean) ? q.mean : q.p50);
+    if (!isNum(ms) || ms <= 0) continue;
+    sum += ms;
+    const seg = document.createElement('span');
+    seg.className = 'seg';
+    seg.style.setProperty('--c', stageColour(name));
+    seg.style.width = `${(ms / budget) * 100}%`;
+    seg.title = `${name}: mean ${fmtMs(ms)} ms`;
+    segments.push(seg);
+  }
+  ui.stack.querySelector('.track').replaceChildren(...segments);
+  ui.stack.querySelector('.num').textContent = segments.length ? `Σ ${fmtMs(sum)} ms` : '–';
+  ui.stack.toggleAttribute('data-over', sum > budget);
+
+  const lat = msg.latency_ms ?? {};
+  ui.server.p50.textContent = fmtMs(lat.p50);
+  ui.server.p95.textContent = fmtMs(lat.p95);
+}
+
+/** After each probe sample (or missed beep): the browser's own end-to-end numbers. */
+function showE2E() {
+  const probe = demo.probe;
+  if (!probe) return;
+  const s = probe.stats();
+  ui.e2e.p50.textContent = fmtMs(s.p50);
+  ui.e2e.p95.textContent = fmtMs(s.p95);
+  ui.e2e.badgeValue.textContent = s.count ? `${fmtMs(s.p50)} ms` : '…';
+  const last = probe.samples[probe.samples.length - 1];
+  setProfileNote(s.markedShare > 0.3
+    ? `The marker corner is white in ${(s.markedShare * 100).toFixed(0)}% of frames, not only after beeps: ` +
+      'the avatar image there is too light for the probe, and its numbers cannot be trusted.'
+    : '');
+  ui.e2e.sub.textContent = s.count
+    ? `${s.count} beeps timed · last ${fmtMs(last)} ms · min ${fmtMs(s.min)} · max ${fmtMs(s.max)}${s.missed ? ` · ${s.missed} missed` : ''}`
+    : s.missed
+      ? `No beep seen on screen yet (${s.missed} missed).`
+      : 'Beeping; waiting for the first marked frame…';
+}
+
+ui.profileToggle.addEventListener('change', updateProfileVisibility);
+ui.probeToggle.addEventListener('change', () => setState(demo.state));
+
+// ---------------------------------------------------------------------------------------------
 // Session
 
 async function start() {
   if (client || connecting) return;
   showError('');
   resetStats();
+  resetProfile();
   setState('connecting');
   const abort = (connecting = new AbortController());
+  let probe = null;
   let session;
   try {
+    if (ui.probeToggle.checked) {
+      // Created here, in the Start click: the AudioContext may need that user gesture.
+      probe = await LatencyProbe.create();
+      demo.probe = probe;
+      demo.e2e = probe.samples;
+      probeOn = true;
+      ui.e2e.sub.textContent = 'Connecting…';
+      updateProfileVisibility();
+    }
+    abort.signal.throwIfAborted();
     session = await AvatarClient.connect({
-      audio: ui.audio.value,
+      audio: probe ? probe.stream : ui.audio.value,
       avatar: ui.avatar.value || undefined,
       codec: ui.codec.value || undefined,
       blendshapes: ui.blendToggle.checked,
@@ -219,6 +427,8 @@ async function start() {
       on: {connectionstatechange: (state) => (ui.stat.state.textContent = state)},
     });
   } catch (err) {
+    probe?.close();
+    demo.probe = null;
     if (err?.name !== 'AbortError') showError(err?.message || String(err));
     setState('idle');
     return;
@@ -235,6 +445,7 @@ async function start() {
   session.on('speech_end', () => setSpeaking(false));
   session.on('stats', showServerStats);
   session.on('blendshapes', showBlendshapes);
+  session.on('profile', showProfile);
   session.on('error', (err) => showError(err.message));
   session.on('connectionstatechange', (state) => {
     ui.stat.state.textContent = state === 'connected' ? 'connected' : state;
@@ -246,6 +457,7 @@ async function start() {
     ui.video.srcObject = null;
     setState('idle');
     resetStats();
+    if (profileOn || probeOn) setProfileNote('Session ended: the last numbers stay until the next Start.');
     if (reason === 'server') showError('The server ended the session.');
   });
 
@@ -254,15 +466,37 @@ async function start() {
   demo.pageFps = null;
   const stopCounting = countDisplayedFrames(ui.video);
   const stopStats = startStatsLoop(session, stopCounting !== null);
+  if (session.info?.profile) {
+    profileOn = true;
+    updateProfileVisibility();
+  }
+  if (probe) startProbe(probe, session.info);
   stopSession = () => {
     stopCounting?.();
     stopStats();
+    probe?.close(); // demo.e2e keeps its samples
+    demo.probe = null;
   };
 
   if (!(await session.attach(ui.video))) {
     // Autoplay was blocked (the 'error' listener shows why): the next click plays it.
     ui.video.addEventListener('click', () => ui.video.play().then(() => showError(''), () => {}), {once: true});
   }
+}
+
+/** Time the beeps on screen: needs the marker square a server in profile mode paints. */
+function startProbe(probe, info) {
+  const marker = info?.marker;
+  if (!marker) {
+    const why = 'The server paints no marker (start it with avatar serve --profile): the probe beeps but cannot time anything.';
+    ui.e2e.sub.textContent = 'No marker from the server: nothing to time.';
+    setProfileNote(why);
+    return;
+  }
+  probe.on('sample', showE2E);
+  probe.on('missed', showE2E);
+  probe.watch(ui.video, marker, info.size || 512);
+  showE2E();
 }
 
 function stop() {
@@ -306,6 +540,10 @@ async function init() {
   const codec = params.get('codec');
   if (codec) selectValue(ui.codec, codec.toLowerCase() === 'auto' ? '' : codec.toUpperCase());
   selectValue(ui.audio, params.get('audio'));
+  if (params.get('probe') === '1') {
+    ui.probeToggle.checked = true;
+    setState(demo.state);
+  }
   if (params.get('blendshapes') === '1') {
     ui.blendToggle.checked = true;
     ui.blendBars.hidden = false;

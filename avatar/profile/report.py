@@ -183,6 +183,7 @@ def _html(s: dict[str, Any], images: list[str]) -> str:
     )  # fmt: skip
     card_html = "".join(f"<div class=card><div class=k>{k}</div><div class=v>{v}</div></div>"
                         for k, v in cards)  # fmt: skip
+
     def fig(name: str) -> str:
         return f"<figure><img src='{name}' alt='{name}'></figure>"
 
