@@ -1,6 +1,6 @@
 """Microphone -> screen latency measured in headless Chromium, on the browser's own clock.
 
-    python scripts/bench_browser_latency.py [--seconds 30] [--codec VP8] [--overlay docs/img/overlay.png]
+    python scripts/bench_browser_latency.py [--seconds 30] [--codec VP8] [--overlay PNG]
 
 Starts ``avatar serve --profile`` on loopback and opens the demo page with ``?probe=1``: the page
 sends beeps through WebAudio instead of a microphone, notes each onset as it enters the outgoing
@@ -22,6 +22,16 @@ import numpy as np
 from avatar.profile.run import machine
 from avatar.server import browser
 
+# Average time Chromium held each media kind in its jitter buffer (A/V sync included).
+JITTER_JS = """async () => {
+  const out = {};
+  (await window.avatarClient.pc.getStats()).forEach(s => {
+    if (s.type === 'inbound-rtp' && s.jitterBufferEmittedCount)
+      out[s.kind] = Math.round(1000 * s.jitterBufferDelay / s.jitterBufferEmittedCount);
+  });
+  return out;
+}"""
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -37,6 +47,7 @@ def main() -> int:
         e2e = [float(x) for x in page.evaluate("window.avatarDemo.e2e")]
         probe = page.evaluate("window.avatarDemo.probe.stats()")
         profile = page.evaluate("window.avatarDemo.lastProfile")
+        buffers = page.evaluate(JITTER_JS)
         if args.overlay:
             args.overlay.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(args.overlay), full_page=True)
@@ -49,6 +60,7 @@ def main() -> int:
     print(f"mic -> screen (browser clock): p50 {p50:.0f} ms, p95 {p95:.0f} ms over {len(e2e)} "
           f"beeps ({probe.get('missed', 0)} missed); server latency last second: "
           f"p50 {server.get('p50')} / p95 {server.get('p95')} ms")  # fmt: skip
+    print(f"Chromium jitter buffers (mean ms held): {buffers}")
     if args.out:
         args.out.write_text(
             json.dumps(

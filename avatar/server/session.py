@@ -54,7 +54,7 @@ class Session:
         self.profile_frames = False  # the peer asked for every frame's record
         self._origin_ns = clock.now_ns()
         self._counted = (0, 0)  # engine late/skipped already given to records
-        self.audio = EngineAudioTrack()
+        self.audio = EngineAudioTrack(clock)
         self.channel: RTCDataChannel | None = None
         self.sockets: set[web.WebSocketResponse] = set()
         self.blendshapes = False

@@ -81,16 +81,23 @@ class EngineVideoTrack(MediaStreamTrack):
 
 
 class EngineAudioTrack(MediaStreamTrack):
-    """The speech, delayed to match the video: each frame's audio as 20 ms packets."""
+    """The speech, delayed to match the video: each frame's audio as 20 ms packets, paced.
+
+    A frame's packets arrive together; sent back to back, they look like 20 ms of network
+    jitter to the browser, whose audio buffer then grows (measured: ~120 ms held in Chromium,
+    and the video waits for the audio to stay in sync). Packet ``i`` of a frame therefore leaves
+    ``i * 20 ms`` after the frame."""
 
     kind = "audio"
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock) -> None:
         super().__init__()
-        self.queue: asyncio.Queue[av.AudioFrame] = asyncio.Queue(25)  # 0.5 s
+        self.clock = clock
+        self.queue: asyncio.Queue[tuple[int, av.AudioFrame]] = asyncio.Queue(25)  # 0.5 s
         self.dropped = 0
 
     def offer(self, audio: AudioChunk) -> None:
+        now = self.clock.now_ns()
         start = audio.pts_ns * AUDIO_RATE // NS_PER_S
         pcm = np.clip(audio.samples * 32767.0, -32767, 32767).astype(np.int16)
         for i in range(0, len(pcm), AUDIO_PACKET):
@@ -99,12 +106,15 @@ class EngineAudioTrack(MediaStreamTrack):
             frame.sample_rate = AUDIO_RATE
             frame.pts = start + i
             frame.time_base = fractions.Fraction(1, AUDIO_RATE)
-            self.dropped += _put_latest(self.queue, frame)
+            release = now + i * NS_PER_S // AUDIO_RATE
+            self.dropped += _put_latest(self.queue, (release, frame))
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        return await self.queue.get()
+        release, frame = await self.queue.get()
+        await self.clock.sleep_until(release)
+        return frame
 
 
 def shorten_audio_jitter_buffer(receiver: Any, packets: int) -> None:
