@@ -73,12 +73,11 @@ def _quantiles(values: list[float]) -> dict[str, float] | None:
 def summarize(records: list[FrameRecord], fps: float) -> dict[str, Any]:
     """Stage and queue quantiles (ms), budget use, counters: the live message and the report."""
     budget = 1000.0 / fps
-    span_s = (records[-1].due_ms - records[0].due_ms) / 1000 if len(records) > 1 else 0.0
     lat = [r.latency_ms for r in records if r.latency_ms is not None]
     work = [r.work_ms() for r in records]
     return {
         "frames": len(records),
-        "fps": round((len(records) - 1) / span_s, 2) if span_s > 0 else None,
+        "fps": _fps_per_session(records),
         "budget_ms": round(budget, 3),
         "budget_use": round(float(np.mean(work)) / budget, 4) if work else None,
         "late": sum(r.late for r in records),
@@ -88,6 +87,16 @@ def summarize(records: list[FrameRecord], fps: float) -> dict[str, Any]:
         "stages": {s: _quantiles([r.stages[s] for r in records if s in r.stages]) for s in STAGES},
         "waits": {w: _quantiles([r.waits[w] for r in records if w in r.waits]) for w in WAITS},
     }
+
+
+def _fps_per_session(records: list[FrameRecord]) -> float | None:
+    """Frames per second of each session, averaged over the sessions."""
+    rates = []
+    for session in {r.session for r in records}:
+        due = sorted(r.due_ms for r in records if r.session == session)
+        if len(due) > 1 and due[-1] > due[0]:
+            rates.append((len(due) - 1) * 1000 / (due[-1] - due[0]))
+    return round(float(np.mean(rates)), 2) if rates else None
 
 
 class ProfileLog:
