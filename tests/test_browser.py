@@ -58,3 +58,19 @@ def test_demo_page_shows_the_avatar_speaking_with_the_microphone(
     assert np.sort(level)[: len(level) // 4].mean() < 2.0, level.round(1)  # and rests
     assert 0.2 < active.mean() < 0.7, level.round(1)  # about 4 s of 10 are speech
     assert demo is not None and demo["frames"] > 200
+
+
+def test_profile_overlay_and_in_browser_latency_probe() -> None:
+    with browser.serve_process("--profile") as url, browser.chromium_page(None) as page:
+        page.goto(f"{url}/?autostart=1&probe=1&codec=VP8")
+        page.wait_for_function("window.avatarDemo && window.avatarDemo.probe", timeout=30_000)
+        time.sleep(12)
+        e2e = page.evaluate("window.avatarDemo.e2e")
+        stats = page.evaluate("window.avatarDemo.probe.stats()")
+        profile = page.evaluate("window.avatarDemo.lastProfile")
+    # beeps every 1.2-1.8 s: each found in a displayed frame, timed on the browser's clock
+    assert len(e2e) >= 5 and stats["missed"] <= 1, stats
+    assert all(40 < x < 1000 for x in e2e), e2e
+    assert profile is not None and profile["stages"]["encode"]["p50"] > 0
+    # the server's share is smaller than what the browser measured end to end
+    assert profile["latency_ms"]["p50"] < float(np.median(e2e))
