@@ -96,6 +96,7 @@ class EngineConfig(_Section):
     sleep_after_ms: int = Field(default=300, ge=20)  # unvoiced time before the model sleeps
     idle_render_every: int = Field(default=2, ge=1)  # in silence, render every n-th frame
     workers: int = Field(default=0, ge=0)  # executor threads for all sessions; 0 = CPU count
+    tick_phase: bool = True  # live: move the ticks to just after frames become ready
     sync_marker: bool = False  # white corner square on frames whose audio is loud (sync checks)
 
 

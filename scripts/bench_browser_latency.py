@@ -39,8 +39,10 @@ def main() -> int:
     ap.add_argument("--codec", default="VP8")
     ap.add_argument("--overlay", type=Path, help="save a screenshot of the page here")
     ap.add_argument("--out", type=Path, help="also write the samples as JSON")
+    ap.add_argument("--set", action="append", default=[], help="server config override")
     args = ap.parse_args()
-    with browser.serve_process("--profile") as url, browser.chromium_page(None) as page:
+    extra = [a for kv in args.set for a in ("--set", kv)]
+    with browser.serve_process("--profile", *extra) as url, browser.chromium_page(None) as page:
         page.goto(f"{url}/?autostart=1&probe=1&codec={args.codec}")
         page.wait_for_function("window.avatarDemo && window.avatarDemo.probe", timeout=30_000)
         time.sleep(args.seconds)

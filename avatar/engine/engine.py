@@ -266,7 +266,9 @@ class AvatarEngine:
         period = NS_PER_S / self.fps
         t0 = self.clock.now_ns()
         tick = out = 0
-        phase = TickPhase(period) if self.max_backlog is not None else None
+        phase = (
+            TickPhase(period, adjust=self.cfg.tick_phase) if self.max_backlog is not None else None
+        )
         while True:
             due = t0 + round(tick * period)
             await self.clock.sleep_until(due)
@@ -392,8 +394,11 @@ class TickPhase:
     ready within the period, moves the ticks later to just after it. Returns (shift ns, trim).
     """
 
-    def __init__(self, period_ns: float, window: int = 25, margin_ns: int = 6_000_000) -> None:
+    def __init__(
+        self, period_ns: float, window: int = 25, margin_ns: int = 6_000_000, adjust: bool = True
+    ) -> None:
         self.period, self.window, self.margin = period_ns, window, margin_ns
+        self.adjust = adjust  # False: only trim the backlog, never move the ticks
         self._waits: list[int] = []
         self._min_backlog = 1 << 30
         self._ticks = 0
@@ -418,7 +423,7 @@ class TickPhase:
                 shift = -(min(self._waits) - self.margin)
             self._waits.clear()
             self._min_backlog, self._ticks = 1 << 30, 0
-        return shift, trim
+        return (shift if self.adjust else 0), trim
 
 
 def _mark_loud(image: np.ndarray, samples: np.ndarray) -> np.ndarray:
