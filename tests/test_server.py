@@ -273,3 +273,25 @@ def test_profile_mode_times_every_stage_up_to_the_wire() -> None:
         )
         assert {"inbox", "ready", "out"} <= set(f["waits"]) and f["latency_ms"] > 0
     assert any(marked for _, _, marked in peer.received.video)  # loud frames carry the marker
+
+
+def test_ice_hosts_and_port_range_shape_the_answer_and_blendshapes_stream() -> None:
+    async def run() -> tuple[str, AvatarPeer]:
+        async with running_server("server.udp_ports=[41230, 41250]") as (url, _):
+            audio = np.concatenate([silence(0.5), speech(2.0)])
+            peer = AvatarPeer(url, audio, summarize=lambda _: None, subscribe={"blendshapes": True})
+            await peer.connect()
+            answer = peer.pc.remoteDescription.sdp
+            await asyncio.sleep(3.0)
+            await peer.close()
+            return answer, peer
+
+    answer, peer = asyncio.run(run())
+    candidates = [line.split() for line in answer.splitlines() if line.startswith("a=candidate")]
+    assert candidates
+    for c in candidates:  # foundation component transport priority address port typ host
+        assert c[4] == "127.0.0.1" and 41230 <= int(c[5]) <= 41250, c
+    shapes = [m for m in peer.received.messages if m["type"] == "blendshapes"]
+    assert len(shapes) > 40 and all(len(m["values"]) == 16 for m in shapes)
+    assert max(m["values"][0] for m in shapes) > 0.2  # jawOpen moves with the speech
+    assert [m["frame"] for m in shapes] == sorted(m["frame"] for m in shapes)

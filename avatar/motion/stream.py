@@ -71,7 +71,7 @@ class MotionStreamer:
             mel = self.features.push(samples)
         if len(mel):
             self._mel = np.concatenate([self._mel, mel]) if len(self._mel) else mel
-        self._run_tokens()
+        self._run_tokens(final=False)
         return self._emit(final_time_s=None)
 
     def flush(self) -> list[MotionFrame]:
@@ -82,13 +82,21 @@ class MotionStreamer:
         mel = self.features.push(pad)
         if len(mel):
             self._mel = np.concatenate([self._mel, mel]) if len(self._mel) else mel
-        self._run_tokens()
+        self._run_tokens(final=True)
         return self._emit(final_time_s=end_s)
 
-    def _run_tokens(self) -> None:
+    def _tokens_needed(self) -> int:
+        """Tokens that must have run before the next frame can be emitted."""
+        u = max(self._token_pos(self._next_frame), 0.0)
+        n0 = math.floor(u + 1e-9)
+        return n0 + (1 if u - n0 > 1e-9 else 0) + 1
+
+    def _run_tokens(self, final: bool) -> None:
         n_tok = len(self._mel) // self.frames_per_token
         if n_tok == 0:
             return
+        if not final and self._tokens + n_tok < self._tokens_needed():
+            return  # no frame would be ready yet: batch these tokens with the next ones
         chunk = self._mel[: n_tok * self.frames_per_token]
         self._mel = self._mel[n_tok * self.frames_per_token :]
         with self.meter.stage("motion"):
