@@ -82,11 +82,6 @@ class EngineStats:
     measured: int = 0  # latencies recorded so far (the deque keeps the last 5000)
     latencies_ns: deque[int] = field(default_factory=lambda: deque(maxlen=5000))
 
-    def latency_ms(self, q: float) -> float:
-        if not self.latencies_ns:
-            return float("nan")
-        return float(np.percentile(np.asarray(self.latencies_ns), q)) / 1e6
-
 
 class AvatarEngine:
     """One session's engine; see the module docstring."""
@@ -277,7 +272,7 @@ class AvatarEngine:
             job, ready_ns = self._ready.popleft() if self._ready else (None, due)
             self._job_added.clear()
             if job is not None and job.index < 0:
-                await self._put(_END)
+                await self._out.put(_END)
                 return
             if phase is not None:
                 shift, trim = phase.observe(due, ready_ns if job else None, len(self._ready))
@@ -368,10 +363,7 @@ class AvatarEngine:
         if self.realtime and self._out.full():
             self._out.get_nowait()
             self.stats.dropped += 1
-        await self._put(frame)
-
-    async def _put(self, item: Any) -> None:
-        await self._out.put(item)
+        await self._out.put(frame)
 
     # -- helpers --------------------------------------------------------------------------
 
