@@ -15,6 +15,8 @@
  * Exports: AvatarClient, PcmSender, AvatarError (see avatar-client.d.ts for the typed API).
  */
 
+import {EMIT, Emitter} from './emitter.js';
+
 /** Codecs the server can send; the offerer picks one through setCodecPreferences. */
 const VIDEO_CODECS = ['VP8', 'H264'];
 /** Retransmission and FEC entries stay in the preference list so loss recovery keeps working. */
@@ -24,8 +26,6 @@ const MIC_CONSTRAINTS = {echoCancellation: true, noiseSuppression: true, autoGai
 const DUPLICATE_ERROR_MS = 1500;
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
-/** Module-private: lets the two classes share the emitter without exposing it. */
-const EMIT = Symbol('emit');
 /** Module-private: constructors are reached only through the static factories. */
 const FACTORY = Symbol('factory');
 
@@ -44,53 +44,6 @@ export class AvatarError extends Error {
     this.name = 'AvatarError';
     this.code = code;
     if (options.status !== undefined) this.status = options.status;
-  }
-}
-
-/** Minimal on/off/once emitter; listener exceptions are rethrown asynchronously (console). */
-class Emitter {
-  #listeners = new Map();
-
-  on(name, fn) {
-    if (typeof fn !== 'function') throw new TypeError(`on('${name}', fn): fn must be a function`);
-    let set = this.#listeners.get(name);
-    if (!set) this.#listeners.set(name, (set = new Set()));
-    set.add(fn);
-    return () => this.off(name, fn);
-  }
-
-  off(name, fn) {
-    const set = this.#listeners.get(name);
-    if (!set) return;
-    for (const entry of set) {
-      if (entry === fn || entry.original === fn) set.delete(entry);
-    }
-  }
-
-  once(name, fn) {
-    const wrapper = (arg) => {
-      this.off(name, wrapper);
-      fn.call(this, arg);
-    };
-    wrapper.original = fn;
-    return this.on(name, wrapper);
-  }
-
-  /** @returns {boolean} whether anyone was listening */
-  [EMIT](name, arg) {
-    const set = this.#listeners.get(name);
-    if (!set || set.size === 0) return false;
-    for (const fn of [...set]) {
-      try {
-        fn.call(this, arg);
-      } catch (err) {
-        // One faulty listener must not stop the others, nor the protocol handling around it.
-        queueMicrotask(() => {
-          throw err;
-        });
-      }
-    }
-    return true;
   }
 }
 

@@ -31,6 +31,8 @@
  * Exports: LatencyProbe (see latency-probe.d.ts).
  */
 
+import {EMIT, Emitter} from './emitter.js';
+
 const WORKLET_NAME = 'avatar-latency-onset';
 const LOOKAHEAD_S = 2; // beeps are scheduled this far ahead of the context's clock
 const SCHEDULE_EVERY_MS = 250;
@@ -87,53 +89,8 @@ class AvatarLatencyOnset extends AudioWorkletProcessor {
 registerProcessor('${WORKLET_NAME}', AvatarLatencyOnset);
 `;
 
-/** Module-private: the emitter's emit, and the constructor's token (use LatencyProbe.create()). */
-const EMIT = Symbol('emit');
+/** Module-private: the constructor's token (use LatencyProbe.create()). */
 const FACTORY = Symbol('factory');
-
-/** Minimal on/off/once emitter (the same contract as AvatarClient's). */
-class Emitter {
-  #listeners = new Map();
-
-  on(name, fn) {
-    if (typeof fn !== 'function') throw new TypeError(`on('${name}', fn): fn must be a function`);
-    let set = this.#listeners.get(name);
-    if (!set) this.#listeners.set(name, (set = new Set()));
-    set.add(fn);
-    return () => this.off(name, fn);
-  }
-
-  off(name, fn) {
-    const set = this.#listeners.get(name);
-    if (!set) return;
-    for (const entry of set) {
-      if (entry === fn || entry.original === fn) set.delete(entry);
-    }
-  }
-
-  once(name, fn) {
-    const wrapper = (arg) => {
-      this.off(name, wrapper);
-      fn.call(this, arg);
-    };
-    wrapper.original = fn;
-    return this.on(name, wrapper);
-  }
-
-  [EMIT](name, arg) {
-    const set = this.#listeners.get(name);
-    if (!set) return;
-    for (const fn of [...set]) {
-      try {
-        fn.call(this, arg);
-      } catch (err) {
-        queueMicrotask(() => {
-          throw err; // one faulty listener must not stop the measurement
-        });
-      }
-    }
-  }
-}
 
 /** Linear-interpolation percentile (numpy's default) of an ascending array. */
 function percentile(sorted, q) {

@@ -274,6 +274,35 @@ class Decimator:
         self._hist = x[len(x) - (taps - 1) :].copy()
         return np.clip(out, -1.0, 1.0)
 
+    def flush(self) -> np.ndarray:
+        """Nothing is held back: nothing to release."""
+        return np.zeros(0, np.float32)
+
     def reset(self) -> None:
         self._hist[:] = 0
         self._phase = 0
+
+
+class SwrStream:
+    """Mono float32 through libswresample, for ratios that are not an integer decimation."""
+
+    def __init__(self, rate: int, input_rate: int) -> None:
+        self._r = WebRtcResampler(rate, input_rate, input_channels=1)
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        return _join([c.samples for c in self._r.push(samples)])
+
+    def flush(self) -> np.ndarray:
+        return _join([c.samples for c in self._r.flush()])
+
+
+MonoStream = Decimator | SwrStream
+
+
+def mono_stream(rate: int, input_rate: int) -> MonoStream:
+    """Streaming mono float32 ``input_rate`` -> ``rate``: the zero-hold :class:`Decimator` when
+    the ratio is an integer (48 -> 16 kHz), libswresample otherwise."""
+    factor = input_rate // rate
+    if factor * rate == input_rate:
+        return Decimator(factor, rate)
+    return SwrStream(rate, input_rate)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import webrtcvad
 
-from avatar.audio.resample import Decimator, WebRtcResampler
+from avatar.audio.resample import mono_stream
 from avatar.audio.vad import VadChunker
 from avatar.backend import InferenceBackend
 from avatar.config import VadConfig
@@ -154,7 +154,7 @@ class Analyzer:
         self._voiced = _VoicedLog(vad.aggressiveness, math.ceil(vad.warmup_ms / vad.frame_ms))
         self._vad = VadChunker(vad, VAD_RATE, classifier=self._voiced)
         self._sleep_frames = max(1, sleep_after_ms // vad.frame_ms)
-        self._vad_resampler = _vad_resampler(rate)
+        self._vad_resampler = mono_stream(VAD_RATE, rate)
         self.meter: StageMeter = NULL_METER  # the engine sets a Meter when profiling
         self.slicer = AudioSlicer(rate, fps)
         self._arrivals = _ArrivalLog()
@@ -198,26 +198,23 @@ class Analyzer:
         self._arrivals.clear()
         self._history = np.zeros(0, np.float32)
         end = self.samples_in
-        g = self.next_frame
-        while self.slicer.bounds(g)[0] < end:
-            g += 1
+        g = self._first_frame_from(end, self.next_frame)
         pad = self.slicer.bounds(g)[0] - end  # keep the frame grid: silence to the boundary
         self.slicer.push(np.zeros(pad, np.float32))
         self.samples_in += pad
         self.next_frame = g
-        self._vad_resampler = _vad_resampler(self.rate)
+        self._vad_resampler = mono_stream(VAD_RATE, self.rate)
         self._vad.reset(self._pts(self.samples_in))
 
     # -- the silence gate -----------------------------------------------------------------
 
     def _gate(self, x: np.ndarray) -> None:
         with self.meter.stage("resample"):
-            pieces = _resample(self._vad_resampler, x)
+            y = self._vad_resampler.push(x)
         with self.meter.stage("vad"):
-            for piece in pieces:
-                for item in self._vad.push(piece):
-                    if isinstance(item, SpeechEvent):
-                        self._events.append(item)
+            for item in self._vad.push(y):
+                if isinstance(item, SpeechEvent):
+                    self._events.append(item)
         quiet = self._voiced.frames - self._voiced.last_voiced
         if self._model is None and quiet <= 1:
             self._wake(x)
@@ -230,9 +227,7 @@ class Analyzer:
     def _wake(self, x: np.ndarray) -> None:
         context = np.concatenate([self._history, x])
         start = self.samples_in - len(context)
-        first = 0
-        while self.slicer.bounds(first)[0] < start:
-            first += 1
+        first = self._first_frame_from(start)
         skip = self.slicer.bounds(first)[0] - start
         self._model = _ModelRun(self.backend, self.fps, self.rate, first, self.meter)
         self._collect(self._model.push(context[skip:]))
@@ -275,18 +270,11 @@ class Analyzer:
         arrival = self._arrivals.arrival(first_sample)
         return FrameJob(g, self.slicer.take(g), motion, arrival, events, self.meter.take())
 
+    def _first_frame_from(self, sample: int, g: int = 0) -> int:
+        """The first frame (from ``g`` on) that starts at or after ``sample``."""
+        while self.slicer.bounds(g)[0] < sample:
+            g += 1
+        return g
+
     def _pts(self, sample: int) -> int:
         return sample * NS_PER_S // self.rate
-
-
-def _vad_resampler(rate: int) -> Decimator | WebRtcResampler:
-    factor = rate // VAD_RATE
-    if factor * VAD_RATE == rate:
-        return Decimator(factor, VAD_RATE)
-    return WebRtcResampler(VAD_RATE, rate, input_channels=1)
-
-
-def _resample(resampler: Decimator | WebRtcResampler, x: np.ndarray) -> list[np.ndarray]:
-    if isinstance(resampler, Decimator):
-        return [resampler.push(x)]
-    return [c.samples for c in resampler.push(x)]

@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from avatar.audio.resample import WebRtcResampler
+from avatar.audio.resample import MonoStream, mono_stream
 from avatar.clock import Clock
 from avatar.config import EngineConfig
 from avatar.engine.analyzer import Analyzer, FrameJob
@@ -114,7 +114,7 @@ class AvatarEngine:
         self._ready: deque[tuple[FrameJob, int]] = deque()
         self._job_added = asyncio.Event()
         self._out: asyncio.Queue[Any] = asyncio.Queue(cfg.output_queue_frames)
-        self._resamplers: dict[int, WebRtcResampler] = {}
+        self._resamplers: dict[int, MonoStream] = {}
         self._generation = 0  # bumped by clear_buffer: results of older work are discarded
         self._input_done = False
         self._last: VideoFrame | None = None
@@ -373,8 +373,8 @@ class AvatarEngine:
     def _resample(self, samples: np.ndarray, rate: int) -> np.ndarray:
         rs = self._resamplers.get(rate)
         if rs is None:
-            rs = self._resamplers[rate] = WebRtcResampler(self.rate, rate, input_channels=1)
-        return np.concatenate([c.samples for c in rs.push(samples)] or [np.zeros(0, np.float32)])
+            rs = self._resamplers[rate] = mono_stream(self.rate, rate)
+        return rs.push(samples)
 
 
 class TickPhase:

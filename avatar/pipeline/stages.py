@@ -1,15 +1,16 @@
 """Small streaming stages: audio in, motion frames, rendered video frames with their audio out.
 
-``AvatarPipeline`` composes them synchronously for files (``avatar render``); the real-time engine
-runs the same stages one by one in executors with queues between them. Nothing here reads a clock:
-every timestamp is derived from sample counts on the stream's own timeline.
+The real-time engine (and through it ``avatar render``) runs them in executors with queues between
+them; ``AvatarPipeline`` composes them synchronously for the evaluations and the contact sheet.
+Nothing here reads a clock: every timestamp is derived from sample counts on the stream's own
+timeline.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from avatar.audio.resample import Decimator, WebRtcResampler
+from avatar.audio.resample import mono_stream
 from avatar.backend import InferenceBackend
 from avatar.frames import NS_PER_S, AudioChunk, MotionFrame, VideoFrame
 from avatar.meter import NULL_METER, StageMeter
@@ -59,32 +60,16 @@ class MotionStage:
     ) -> None:
         self.meter = meter
         self.streamer = MotionStreamer(backend, fps, meter=meter)
-        model_rate = self.streamer.features.cfg.sample_rate
-        factor = input_rate // model_rate
-        self.resampler: Decimator | WebRtcResampler
-        if factor * model_rate == input_rate:
-            self.resampler = Decimator(factor, model_rate)
-        else:
-            self.resampler = WebRtcResampler(model_rate, input_rate, input_channels=1)
+        self.resampler = mono_stream(self.streamer.features.cfg.sample_rate, input_rate)
 
     def push(self, samples: np.ndarray) -> list[MotionFrame]:
         x = np.ascontiguousarray(samples, np.float32)
         with self.meter.stage("resample"):
-            if isinstance(self.resampler, Decimator):
-                pieces = [self.resampler.push(x)]
-            else:
-                pieces = [c.samples for c in self.resampler.push(x)]
-        frames: list[MotionFrame] = []
-        for piece in pieces:
-            frames.extend(self.streamer.push(piece))
-        return frames
+            y = self.resampler.push(x)
+        return self.streamer.push(y)
 
     def flush(self) -> list[MotionFrame]:
-        frames: list[MotionFrame] = []
-        if isinstance(self.resampler, WebRtcResampler):
-            for chunk in self.resampler.flush():
-                frames.extend(self.streamer.push(chunk.samples))
-        return frames + self.streamer.flush()
+        return self.streamer.push(self.resampler.flush()) + self.streamer.flush()
 
 
 class RenderStage:

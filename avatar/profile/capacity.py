@@ -23,11 +23,11 @@ import numpy as np
 
 from avatar.clock import MonotonicClock
 from avatar.config import Config
-from avatar.engine.build import OUTPUT_RATE, build_engine
+from avatar.engine.build import build_engine
 from avatar.engine.engine import AvatarEngine
-from avatar.frames import NS_PER_S, AudioChunk
+from avatar.frames import NS_PER_S
 from avatar.profile.log import record_from, summarize
-from avatar.profile.run import PACKET, _encode, _vp8_encoder, session_speech
+from avatar.profile.run import _encode, _vp8_encoder, feed_realtime, session_speech
 from avatar.tasks import cancel, spawn
 
 
@@ -62,7 +62,7 @@ async def _avatar_session(
     loop = asyncio.get_running_loop()
     speech = session_speech(seconds + 2, offset_s=1.3 * k)
     encoder = _vp8_encoder()
-    feeder = spawn(_feed(engine, speech, clock), f"bench-feed-{k}")
+    feeder = spawn(feed_realtime(engine, speech, clock), f"bench-feed-{k}")
     engine.start()
     end, origin = clock.now_ns() + round(seconds * NS_PER_S), clock.now_ns()
     consumed = 0
@@ -79,13 +79,6 @@ async def _avatar_session(
         await engine.aclose()
     s = engine.stats
     return consumed + s.late + s.dropped, s.late + s.dropped
-
-
-async def _feed(engine: AvatarEngine, speech: np.ndarray, clock: MonotonicClock) -> None:
-    start = clock.now_ns()
-    for n, i in enumerate(range(0, len(speech), PACKET)):
-        await clock.sleep_until(start + (n + 1) * PACKET * NS_PER_S // OUTPUT_RATE)
-        engine.push_audio(AudioChunk(speech[i : i + PACKET], OUTPUT_RATE, 0))
 
 
 async def _static_session(

@@ -73,7 +73,7 @@ async def _profile_file(speech: np.ndarray, cfg: Config) -> list[FrameRecord]:
     )  # fmt: skip
     encoder = _vp8_encoder()
     log, origin = ProfileLog(), clock.now_ns()
-    feeder = spawn(_feed(engine, speech, clock), "profile-feed")
+    feeder = spawn(feed_realtime(engine, speech, clock), "profile-feed")
     engine.start()
     end = clock.now_ns() + round((len(speech) / OUTPUT_RATE + 0.5) * NS_PER_S)
     try:
@@ -91,7 +91,8 @@ async def _profile_file(speech: np.ndarray, cfg: Config) -> list[FrameRecord]:
     return log.records
 
 
-async def _feed(engine: AvatarEngine, speech: np.ndarray, clock: MonotonicClock) -> None:
+async def feed_realtime(engine: AvatarEngine, speech: np.ndarray, clock: MonotonicClock) -> None:
+    """Push 48 kHz speech in 20 ms packets, each when a microphone would have delivered it."""
     start = clock.now_ns()
     for k, i in enumerate(range(0, len(speech), PACKET)):
         await clock.sleep_until(start + (k + 1) * PACKET * NS_PER_S // OUTPUT_RATE)

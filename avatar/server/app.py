@@ -144,11 +144,7 @@ class AvatarServer:
         @pc.on("track")
         def on_track(track: Any) -> None:
             if track.kind == "audio" and session.mic:
-                for t in pc.getTransceivers():
-                    if t.receiver.track is track:
-                        shorten_audio_jitter_buffer(
-                            t.receiver, self.cfg.server.audio_jitter_packets
-                        )
+                shorten_audio_jitter_buffer(pc, track, self.cfg.server.audio_jitter_packets)
                 session.read_microphone(track)
 
         @pc.on("datachannel")

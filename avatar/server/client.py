@@ -22,7 +22,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from avatar.clock import Clock, MonotonicClock
 from avatar.frames import NS_PER_S
-from avatar.server.tracks import shorten_audio_jitter_buffer
+from avatar.server.tracks import shorten_audio_jitter_buffer, to_mono
 from avatar.tasks import cancel, spawn
 
 RATE = 48000
@@ -131,9 +131,7 @@ class AvatarPeer:
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "audio":  # as the server does: no 80 ms hold before decoding
-            for t in self.pc.getTransceivers():
-                if t.receiver.track is track:
-                    shorten_audio_jitter_buffer(t.receiver, 0)
+            shorten_audio_jitter_buffer(self.pc, track, 0)
         reader = self._read_video if track.kind == "video" else self._read_audio
         self._tasks.append(spawn(reader(track), f"peer-{track.kind}"))
 
@@ -152,9 +150,8 @@ class AvatarPeer:
             while True:
                 frame = await track.recv()
                 now = self.clock.now_ns()
-                pcm = frame.to_ndarray().reshape(-1, len(frame.layout.channels))  # type: ignore[union-attr]
-                mono = pcm.astype(np.float32).mean(axis=1) / 32768.0
-                self.received.audio.append((now, int(frame.pts or 0), mono))
+                assert isinstance(frame, av.AudioFrame)
+                self.received.audio.append((now, int(frame.pts or 0), to_mono(frame)))
         except MediaStreamError:
             return
 

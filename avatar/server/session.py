@@ -49,7 +49,7 @@ class Session:
     ) -> None:
         self.sid, self.pc, self.engine, self.clock = sid, pc, engine, clock
         self.avatar, self.mic, self.profile = avatar, mic, profile
-        self.video = EngineVideoTrack(executor, engine.fps, clock, profile)
+        self.video = EngineVideoTrack(executor, clock, profile)
         self.profile_log = ProfileLog(keep=3000)
         self.profile_frames = False  # the peer asked for every frame's record
         self._origin_ns = clock.now_ns()

@@ -57,11 +57,9 @@ class EngineVideoTrack(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(
-        self, executor: Executor | None, fps: float, clock: Clock, profile: bool = False
-    ) -> None:
+    def __init__(self, executor: Executor | None, clock: Clock, profile: bool = False) -> None:
         super().__init__()
-        self.executor, self.fps, self.clock, self.profile = executor, fps, clock, profile
+        self.executor, self.clock, self.profile = executor, clock, profile
         self.queue: asyncio.Queue[VideoFrame] = asyncio.Queue(2)
         self.dropped = 0
         self.last: VideoFrame | None = None  # profiling: the frame the sender is encoding
@@ -125,14 +123,16 @@ class EngineAudioTrack(MediaStreamTrack):
         return frame
 
 
-def shorten_audio_jitter_buffer(receiver: Any, packets: int) -> None:
+def shorten_audio_jitter_buffer(pc: Any, track: MediaStreamTrack, packets: int) -> None:
     """aiortc holds 4 incoming audio packets (80 ms) before decoding; use ``packets`` instead.
 
     The engine has its own playout queue, so the receiver only needs to reorder. aiortc has no
-    setting for this: the receiver's private buffer is replaced before media flows."""
+    setting for this: the receiver of ``track`` in ``pc`` gets a new private buffer before media
+    flows."""
     attr = "_RTCRtpReceiver__jitter_buffer"
-    if hasattr(receiver, attr):
-        setattr(receiver, attr, JitterBuffer(capacity=16, prefetch=packets))
+    for t in pc.getTransceivers():
+        if t.receiver.track is track and hasattr(t.receiver, attr):
+            setattr(t.receiver, attr, JitterBuffer(capacity=16, prefetch=packets))
 
 
 def to_mono(frame: av.AudioFrame) -> np.ndarray:
