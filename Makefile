@@ -39,8 +39,10 @@ lint: $(DEV_STAMP)
 	$(BIN)/ruff format --check avatar tests scripts
 	$(BIN)/mypy avatar
 
+# The numeric tests run twice: on this CPU's widest SIMD path, then on the next narrower one.
 test: lint
 	$(BIN)/pytest -q
+	$(BIN)/python scripts/second_simd_path.py -- $(BIN)/pytest -q -m "numeric and not slow"
 
 train: $(DEV_STAMP)
 	bash scripts/setup_system.sh --train

@@ -11,11 +11,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from avatar.backends.protocol import BACKEND_CHOICES
 from avatar.config import Config, load_config
 from avatar.errors import AvatarError
 
 log = logging.getLogger("avatar")
-BACKEND_CHOICES = ["auto", "tensorrt", "onnxruntime-cuda", "onnxruntime", "torch-cuda", "torch"]
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -48,7 +48,7 @@ def cmd_motion(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from avatar.render.offline import render_file
+    from avatar.compose.offline import render_file
 
     overrides = list(args.set)
     for key, value in (
@@ -125,7 +125,7 @@ def cmd_eval_motion(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
 
-    from avatar.server.app import serve
+    from avatar.compose.serve import serve
 
     overrides = list(args.set)
     if args.host:
@@ -152,7 +152,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from avatar.profile.run import profile_file, profile_sessions
+    from avatar.compose.profile import profile_file, profile_sessions
 
     overrides = list(args.set)
     if args.avatar:

@@ -10,7 +10,7 @@ import asyncio
 import time
 from typing import Protocol, runtime_checkable
 
-NS_PER_S = 1_000_000_000
+from avatar.units import NS_PER_S
 
 
 @runtime_checkable

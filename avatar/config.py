@@ -11,6 +11,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from avatar.backends.protocol import BackendChoice
 from avatar.errors import ConfigError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -21,17 +22,8 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class AudioConfig(_Section):
-    """The model's audio rate and what WebRTC delivers."""
-
-    model_rate: int = 16000
-    webrtc_rate: int = 48000
-    webrtc_channels: int = 2
-    webrtc_frame_samples: int = 960
-
-
 class VadConfig(_Section):
-    """webrtcvad chunker: frame size, aggressiveness, hysteresis and padding."""
+    """The speech gate (webrtcvad): frame size, aggressiveness, hysteresis and padding."""
 
     frame_ms: Literal[10, 20, 30] = 20
     aggressiveness: int = Field(default=2, ge=0, le=3)
@@ -40,7 +32,6 @@ class VadConfig(_Section):
     end_ratio: float = Field(default=0.9, gt=0, le=1)  # unvoiced share of the end window to close
     end_window_ms: int = Field(default=300, ge=10)
     pre_padding_ms: int = Field(default=200, ge=0)  # audio before a START kept with the speech
-    chunk_ms: int = Field(default=20, ge=10)  # size of the audio chunks emitted
     warmup_ms: int = Field(default=150, ge=0)  # webrtcvad calls the first ~100 ms voiced: ignore
 
 
@@ -56,15 +47,12 @@ class FeatureConfig(_Section):
     log_floor: float = 1e-5
 
 
-BackendName = Literal["auto", "tensorrt", "onnxruntime-cuda", "onnxruntime", "torch-cuda", "torch"]
-
-
 class MotionConfig(_Section):
     """Audio-to-motion inference."""
 
     fps: float = 25.0
     weights: str = "builtin"  # "builtin" or a path to motion.onnx / motion.pt
-    backend: BackendName = "auto"
+    backend: BackendChoice = "auto"
     threads: int = Field(default=1, ge=1)
 
     @field_validator("fps")
@@ -81,7 +69,7 @@ class RenderConfig(_Section):
     avatar: str = "default"  # a bundled avatar's name or a folder made by `avatar prepare`
     renderer: Literal["warp", "gan"] = "warp"
     size: int = Field(default=512, ge=64, le=2048)  # side of the square video
-    backend: BackendName = "auto"  # for the GAN: auto = TensorRT > ORT CUDA > ORT CPU > torch
+    backend: BackendChoice = "auto"  # for the GAN: auto = TensorRT > ORT CUDA > ORT CPU > torch
     threads: int = Field(default=1, ge=1)
     idle_seed: int = 0  # blinks and head sway are reproducible from this
 
@@ -125,7 +113,6 @@ class ServerConfig(_Section):
 
 
 class Config(_Section):
-    audio: AudioConfig = AudioConfig()
     vad: VadConfig = VadConfig()
     features: FeatureConfig = FeatureConfig()
     motion: MotionConfig = MotionConfig()

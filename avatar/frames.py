@@ -1,7 +1,8 @@
 """Typed frames that flow between the engine's stages.
 
 Every frame carries ``pts_ns``: its start on the engine's one clock timeline, in nanoseconds
-(for file input the timeline starts at 0 with the first sample).
+(for file input the timeline starts at 0 with the first sample). Video frame ``i`` plays the audio
+samples :func:`frame_span` gives, so frames tile the audio exactly at any rate and frame rate.
 """
 
 from __future__ import annotations
@@ -11,7 +12,12 @@ from enum import Enum
 
 import numpy as np
 
-NS_PER_S = 1_000_000_000
+from avatar.units import NS_PER_S
+
+
+def frame_span(index: int, rate: int, fps: float) -> tuple[int, int]:
+    """The samples ``[a, b)`` at ``rate`` that video frame ``index`` plays (from sample 0)."""
+    return round(index * rate / fps), round((index + 1) * rate / fps)
 
 
 @dataclass(slots=True)
@@ -25,7 +31,7 @@ class AudioChunk:
 
     @property
     def duration_ns(self) -> int:
-        return len(self.samples) * 1_000_000_000 // self.sample_rate
+        return len(self.samples) * NS_PER_S // self.sample_rate
 
     @property
     def end_ns(self) -> int:
@@ -67,7 +73,11 @@ class MotionFrame:
 
 @dataclass(slots=True)
 class FrameTiming:
-    """Where one output frame spent its time, on the engine clock (ns)."""
+    """Where one output frame spent its time, on the engine clock (ns).
+
+    The engine fills the fields; ``stages`` and ``starts`` are written only by an observer that
+    times the stages (``avatar.profile.Profiler``), ``analysis`` comes from its stage spans.
+    """
 
     source_index: int  # input frame it shows (-1: an idle filler with no input behind it)
     audio_in_ns: int  # when the frame's first audio sample was pushed (filler: its tick)
@@ -76,8 +86,11 @@ class FrameTiming:
     render_start_ns: int
     render_end_ns: int
     emit_ns: int = 0  # handed to the consumer
+    late: int = 0  # ticks missed just before this frame (the late-frame policy)
+    skipped: int = 0  # frames skipped just before this frame
+    inbox_wait_ns: int = 0  # profiling: the last input block's wait before its analysis
+    analysis: dict[str, int] = field(default_factory=dict)  # profiling: analysis work (ns)
     stages: dict[str, int] = field(default_factory=dict)  # profiling: work per stage (ns)
-    waits: dict[str, int] = field(default_factory=dict)  # profiling: time in each queue (ns)
     starts: dict[str, int] = field(default_factory=dict)  # profiling: when timed stages began
 
     @property

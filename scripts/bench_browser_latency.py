@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avatar.profile.run import machine
+from avatar.compose.profile import machine
 from avatar.server import browser
 
 # Average time Chromium held each media kind in its jitter buffer (A/V sync included).

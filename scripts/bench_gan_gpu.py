@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from avatar.backend import InferenceBackend, OrtBackend, TorchBackend, TorchCudaBackend
+from avatar.backends.onnxruntime import OrtBackend
+from avatar.backends.protocol import InferenceBackend
+from avatar.backends.torch import TorchBackend, TorchCudaBackend
 from avatar.face.store import load_avatar
 from avatar.gan.generator import MouthGenerator
 from avatar.gan.sketch import INPUT_NAMES, OUTPUT_NAMES

@@ -15,7 +15,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 
-from avatar.backend import InferenceBackend, OrtBackend
+from avatar.backends.onnxruntime import OrtBackend
+from avatar.backends.protocol import InferenceBackend
 from avatar.motion.runtime import BUILTIN_DIR, load_torch_backend
 from avatar.motion.stream import MotionStreamer
 

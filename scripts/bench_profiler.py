@@ -20,9 +20,12 @@ import numpy as np
 
 from avatar.audio.io import iter_audio
 from avatar.clock import MonotonicClock
+from avatar.compose.engines import build_engine
 from avatar.config import load_config
-from avatar.engine.build import build_engine
 from avatar.frames import AudioChunk
+from avatar.observe import NULL_OBSERVER, Observer
+from avatar.profile.profiler import Profiler
+from avatar.units import OUTPUT_RATE, PACKET_SAMPLES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,11 +37,15 @@ class UnpacedClock(MonotonicClock):
         await asyncio.sleep(0)
 
 
+def observer(profile: bool, clock: MonotonicClock) -> Observer:
+    return Profiler(clock, load_config().motion.fps) if profile else NULL_OBSERVER
+
+
 async def run(speech: np.ndarray, profile: bool) -> float:
-    cfg = load_config()
-    engine = build_engine(cfg, UnpacedClock(), realtime=False, profile=profile)
-    for i in range(0, len(speech), 960):
-        engine.push_audio(AudioChunk(speech[i : i + 960], 48000, 0))
+    cfg, clock = load_config(), UnpacedClock()
+    engine = build_engine(cfg, clock, realtime=False, observer=observer(profile, clock))
+    for i in range(0, len(speech), PACKET_SAMPLES):
+        engine.push_audio(AudioChunk(speech[i : i + PACKET_SAMPLES], OUTPUT_RATE, 0))
     engine.end_input()
     t0 = time.perf_counter()
     n = 0
@@ -48,16 +55,11 @@ async def run(speech: np.ndarray, profile: bool) -> float:
 
 
 def analysis_ms(speech: np.ndarray, profile: bool) -> float:
-    from avatar.engine.analyzer import Analyzer
-    from avatar.meter import NULL_METER, Meter
-    from avatar.motion.runtime import load_motion_backend
-
-    cfg = load_config()
-    analyzer = Analyzer(load_motion_backend(cfg.motion), cfg.vad, cfg.motion.fps)
-    analyzer.meter = Meter(MonotonicClock()) if profile else NULL_METER
+    clock = MonotonicClock()
+    engine = build_engine(load_config(), clock, observer=observer(profile, clock))
     t0, n = time.perf_counter(), 0
-    for i in range(0, len(speech), 960):
-        n += len(analyzer.push(speech[i : i + 960], 0))
+    for i in range(0, len(speech), PACKET_SAMPLES):
+        n += len(engine.analyze(speech[i : i + PACKET_SAMPLES], OUTPUT_RATE, 0))
     return (time.perf_counter() - t0) * 1000 / n
 
 
@@ -65,7 +67,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    speech = np.concatenate(list(iter_audio(ROOT / "avatar/assets/sample.ogg", rate=48000)))
+    speech = np.concatenate(list(iter_audio(ROOT / "avatar/assets/sample.ogg", rate=OUTPUT_RATE)))
     asyncio.run(run(speech, False))  # warm-up
     off, on = [], []
     for _ in range(args.rounds):

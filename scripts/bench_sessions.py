@@ -2,7 +2,7 @@
 
     python scripts/bench_sessions.py [--seconds 10] [--max 12] [--size 512]
 
-Each session is the server's per-peer work in real time (avatar.profile.capacity: engine +
+Each session is the server's per-peer work in real time (avatar.compose.capacity: engine +
 colour conversion + aiortc's VP8 encoder, no network). Prints, for N = 1, 2, ... until more than
 1 % of frames are late: late share, CPU per session (share of one core) and, for the avatar
 sessions, per-stage p50 ms; then both capacities and their ratio.
@@ -15,10 +15,10 @@ import json
 import sys
 from pathlib import Path
 
+from avatar.compose.capacity import find_capacity
+from avatar.compose.profile import machine
 from avatar.config import load_config
-from avatar.profile.capacity import find_capacity
 from avatar.profile.log import STAGES
-from avatar.profile.run import machine
 
 
 def main() -> int:

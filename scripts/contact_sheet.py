@@ -1,8 +1,9 @@
 """Contact sheet of rendered frames at open vowels, bilabial closures and silence, for people.
 
 Speech the models never trained on (the held-out festival HTS voice if the corpus was built here,
-otherwise the aligned human recordings) goes through the same pipeline as `avatar render`; frames
-are picked at the middle of /a/-like vowels, of P/B/M and of pauses, and laid out with labels.
+otherwise the aligned human recordings) goes through the engine exactly as `avatar render` runs
+it; frames are picked at the middle of /a/-like vowels, of P/B/M and of pauses, and laid out with
+labels.
 Usage: python scripts/contact_sheet.py [--renderer warp] [--avatar default] [-o docs/img/...]
 """
 
@@ -14,13 +15,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from avatar.compose.offline import speech_frames
 from avatar.config import load_config
 from avatar.data.types import AlignedUtterance
 from avatar.face.image import save_rgb
-from avatar.motion.runtime import load_motion_backend
 from avatar.motion.targets import segments_of
-from avatar.pipeline.stages import AvatarPipeline
-from avatar.render.factory import load_renderer
 from avatar.train.corpus_build import load_utterances
 from avatar.train.pipeline import human_sets
 
@@ -45,9 +44,7 @@ def main() -> None:
     hts = Path("data/corpus/eval/eval-festival-hts-opus.npz")
     utts = load_utterances(hts) if hts.exists() else human_sets()["human-opus"]
     utt = max(utts[:40], key=lambda u: u.duration)
-    pipe = AvatarPipeline(load_motion_backend(cfg.motion), load_renderer(cfg.render),
-                          cfg.motion.fps, utt.sample_rate)  # fmt: skip
-    frames = pipe.push_audio(utt.audio) + pipe.flush()
+    frames = speech_frames(cfg, utt.audio, utt.sample_rate)
     rows = []
     for label, visemes in KINDS:
         tiles = []

@@ -17,9 +17,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from avatar.compose.render_eval import UtteranceTrace, summarise, trace_utterance
 from avatar.config import load_config
 from avatar.motion.runtime import load_motion_backend
-from avatar.render.evaluate import UtteranceTrace, summarise, trace_utterance
 from avatar.render.factory import load_renderer
 from avatar.train.corpus_build import load_utterances
 from avatar.train.pipeline import human_sets
@@ -65,7 +65,7 @@ def main() -> None:
         traces = []
         for utt in utts:
             renderer = load_renderer(cfg.render)
-            traces.append(trace_utterance(backend, renderer, utt, cfg.motion.fps))
+            traces.append(trace_utterance(cfg, backend, renderer, utt))
         res = summarise(name, args.renderer, traces)
         results[name] = res.as_dict()
         print(json.dumps(results[name]))

@@ -28,13 +28,14 @@ import numpy as np
 
 from avatar.audio.io import iter_audio
 from avatar.config import ServerConfig
-from avatar.engine.engine import MARKER_PX
+from avatar.engine.render import MARKER_PX
+from avatar.server.aiortc_hooks import configure_ice
 from avatar.server.browser import serve_process
 from avatar.server.client import AvatarPeer
-from avatar.server.ice import configure_ice
+from avatar.units import OUTPUT_RATE
 
 ROOT = Path(__file__).resolve().parents[1]
-RATE = 48000
+RATE = OUTPUT_RATE
 
 
 def mic_loop() -> np.ndarray:

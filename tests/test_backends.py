@@ -16,18 +16,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from avatar.backend import (
-    BACKENDS,
-    InferenceBackend,
-    OrtBackend,
-    TorchBackend,
-    TorchCudaBackend,
-    backend_loaders,
-    choose_backend,
-    ort_cuda_available,
+from avatar.backends.onnxruntime import OrtBackend, ort_cuda_available
+from avatar.backends.protocol import BACKENDS, InferenceBackend
+from avatar.backends.select import backend_loaders, choose_backend
+from avatar.backends.tensorrt import (
+    TensorRTBackend,
+    build_tensorrt_engine,
+    engine_cache_key,
+    read_onnx_meta,
 )
+from avatar.backends.torch import TorchBackend, TorchCudaBackend
 from avatar.errors import BackendUnavailable, ConfigError, ModelError
-from avatar.tensorrt import TensorRTBackend, build_engine, engine_cache_key, read_onnx_meta
 from tests.conftest import WEIGHTS
 
 ONNX = WEIGHTS / "motion.onnx"
@@ -81,7 +80,7 @@ def fake_loaders(available: set[str], calls: list[str]) -> dict[str, Callable[[]
 
 def test_auto_skips_unavailable_in_order(caplog: pytest.LogCaptureFixture) -> None:
     calls: list[str] = []
-    caplog.set_level(logging.INFO, logger="avatar.backend")
+    caplog.set_level(logging.INFO, logger="avatar.backends.select")
     backend = choose_backend("auto", fake_loaders({"onnxruntime", "torch"}, calls))
     assert isinstance(backend, InferenceBackend)
     assert backend.name == "onnxruntime"
@@ -259,7 +258,7 @@ def test_build_engine_and_backend_unavailable_without_tensorrt(
 ) -> None:
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     with pytest.raises(BackendUnavailable, match="TensorRT is not installed"):
-        build_engine(ONNX, tmp_path)
+        build_tensorrt_engine(ONNX, tmp_path)
     with pytest.raises(BackendUnavailable, match="TensorRT is not installed"):
         TensorRTBackend(tmp_path / "missing.engine")
 
@@ -328,9 +327,9 @@ def test_tensorrt_fp16_engine_matches_onnxruntime(tmp_path: Path) -> None:
         n: (tuple(s), tuple(s), tuple(s)) for n, s in ort.meta["state_shapes"].items()
     }
     shapes["mel"] = ((1, 2, 80), (1, 4, 80), (1, 64, 80))
-    engine = build_engine(ONNX, tmp_path, fp16=True, input_shapes=shapes)
+    engine = build_tensorrt_engine(ONNX, tmp_path, fp16=True, input_shapes=shapes)
     assert engine.with_suffix(".json").exists()
-    assert build_engine(ONNX, tmp_path, fp16=True, input_shapes=shapes) == engine  # cached
+    assert build_tensorrt_engine(ONNX, tmp_path, fp16=True, input_shapes=shapes) == engine  # cached
     trt_backend = TensorRTBackend(engine)
     assert trt_backend.name == "tensorrt"
     assert trt_backend.meta == ort.meta

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from avatar.audio.io import iter_audio
-from avatar.backend import OrtBackend
+from avatar.backends.onnxruntime import OrtBackend
 from avatar.clock import FakeClock, SteppedClock
 from avatar.config import EngineConfig, VadConfig
-from avatar.engine import Analyzer, AvatarEngine
-from avatar.engine.engine import TickPhase
+from avatar.engine import AvatarEngine
+from avatar.engine.budget import TickPhase
 from avatar.errors import AudioInputError
 from avatar.frames import AudioChunk, MotionFrame, SpeechEventKind, VideoFrame
 from tests.conftest import WEIGHTS
@@ -63,9 +63,9 @@ def backend() -> OrtBackend:
 
 
 def make_engine(backend: OrtBackend, clock: Any, renderer: Any = None, **kw: Any) -> AvatarEngine:
-    analyzer = Analyzer(backend, VadConfig(), 25.0)
+    renderer = renderer or JawRenderer()
     return AvatarEngine(
-        analyzer, renderer or JawRenderer(), clock, EngineConfig(), executor=InlineExecutor(), **kw
+        backend, renderer, clock, EngineConfig(), VadConfig(), 25.0, executor=InlineExecutor(), **kw
     )
 
 
@@ -103,7 +103,7 @@ def test_silence_costs_no_model_and_half_the_renders(backend) -> None:  # type: 
     engine = make_engine(backend, FakeClock(), renderer, realtime=False)
     frames = asyncio.run(run_offline(engine, quiet))
     assert len(frames) == 100
-    assert engine.analyzer.model_pushes == 0 and engine.stats.model_frames == 0
+    assert engine.motion.model_pushes == 0 and engine.stats.model_frames == 0
     assert all(f.motion is not None and not f.motion.is_speech for f in frames)
     assert renderer.calls < 0.7 * len(frames)  # idle frames rendered every 2nd (blinks always)
 
@@ -121,7 +121,7 @@ def test_odd_rates_are_resampled_and_bad_input_is_refused(backend, speech) -> No
 
 async def _live(backend: OrtBackend, speech: np.ndarray, cost_ns: int = 0) -> dict[str, Any]:
     clock = SteppedClock()
-    engine = make_engine(backend, clock, JawRenderer(clock, cost_ns), max_backlog=3)
+    engine = make_engine(backend, clock, JawRenderer(clock, cost_ns), live=True)
     frames: list[VideoFrame] = []
 
     async def consume() -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avatar.backend import OrtBackend
-from avatar.render.rig import FaceRig, basis_weights
+from avatar.backends.onnxruntime import OrtBackend
+from avatar.face.rig import FaceRig, basis_weights
 from tests.conftest import motion_frame
 
 torch = pytest.importorskip("torch")
@@ -103,7 +103,7 @@ def test_short_training_run_writes_a_renderer_avatar(tmp_path: Path) -> None:
 @pytest.mark.tensorrt
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None, reason="needs TensorRT")
 def test_tensorrt_generator_engine_matches_onnxruntime(tiny_onnx, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from avatar.tensorrt import TensorRTBackend, build_engine
+    from avatar.backends.tensorrt import TensorRTBackend, build_tensorrt_engine
 
     path = tiny_onnx[1]
     shapes = {
@@ -113,7 +113,7 @@ def test_tensorrt_generator_engine_matches_onnxruntime(tiny_onnx, tmp_path: Path
         "sketch": ((1, 3, 64, 64), (1, 3, 64, 64), (8, 3, 64, 64)),
         "code": ((1, 17), (1, 17), (8, 17)),
     }
-    trt = TensorRTBackend(build_engine(path, tmp_path, fp16=True, input_shapes=shapes))
+    trt = TensorRTBackend(build_tensorrt_engine(path, tmp_path, fp16=True, input_shapes=shapes))
     ort = OrtBackend(path)
     rng = np.random.default_rng(1)
     for batch in (1, 8):

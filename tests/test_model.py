@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from avatar.backend import OrtBackend  # noqa: E402
+from avatar.backends.onnxruntime import OrtBackend  # noqa: E402
 from avatar.config import FeatureConfig  # noqa: E402
 from avatar.motion.model import STATE_NAMES, MotionDims, MotionTransformer  # noqa: E402
 from avatar.motion.runtime import load_torch_backend  # noqa: E402

@@ -1,14 +1,15 @@
-"""Pipeline stages: per-frame audio tiles the input exactly; idle motion."""
+"""The chain through the engine: per-frame audio tiles the input exactly; idle motion."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from avatar.backend import OrtBackend
+from avatar.compose.offline import speech_frames
+from avatar.config import load_config
+from avatar.engine.assembly import AudioSlicer
 from avatar.motion.idle import IdleAnimator
-from avatar.pipeline.stages import AudioSlicer, AvatarPipeline
 from avatar.render.warp import WarpRenderer
-from tests.conftest import WEIGHTS, motion_frame
+from tests.conftest import motion_frame
 
 
 def test_slicer_tiles_audio_exactly_at_any_fps() -> None:
@@ -25,15 +26,11 @@ def test_slicer_tiles_audio_exactly_at_any_fps() -> None:
         assert pieces[1].pts_ns == round(48000 / fps) * 1_000_000_000 // 48000
 
 
-def test_pipeline_frames_carry_their_audio(default_avatar) -> None:  # type: ignore[no-untyped-def]
-    backend = OrtBackend(WEIGHTS / "motion.onnx")
-    pipe = AvatarPipeline(backend, WarpRenderer(default_avatar, 128), fps=25, rate=48000)
+def test_offline_frames_carry_their_audio(default_avatar) -> None:  # type: ignore[no-untyped-def]
     t = np.arange(int(2.3 * 48000)) / 48000
     audio = (0.3 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 2 * t) > 0)).astype(np.float32)
-    frames = []
-    for k in range(0, len(audio), 960):  # WebRTC-sized pushes
-        frames += pipe.push_audio(audio[k : k + 960])
-    frames += pipe.flush()
+    renderer = WarpRenderer(default_avatar, 128)
+    frames = speech_frames(load_config(), audio, 48000, renderer)  # the chain `avatar render` runs
     assert [f.index for f in frames] == list(range(58))  # ceil(2.3 s * 25)
     assert all(f.image.shape == (128, 128, 3) for f in frames)
     assert all(f.audio is not None and len(f.audio.samples) == 1920 for f in frames)

@@ -12,10 +12,11 @@ import pytest
 from avatar.audio.io import iter_audio
 from avatar.clock import FakeClock
 from avatar.config import EngineConfig, VadConfig
-from avatar.engine import Analyzer, AvatarEngine
+from avatar.engine import AvatarEngine
 from avatar.frames import FrameTiming
-from avatar.meter import NULL_METER, Meter
+from avatar.observe import NULL_OBSERVER, Observer
 from avatar.profile.log import STAGES, ProfileLog, record_from, summarize, trace_events
+from avatar.profile.profiler import Profiler
 from avatar.profile.report import write_report
 from tests.test_engine import SAMPLE, InlineExecutor, JawRenderer, run_offline
 
@@ -33,32 +34,35 @@ class CountingClock(FakeClock):
         return super().now_ns()
 
 
-def _engine(backend, clock, profile: bool) -> AvatarEngine:  # type: ignore[no-untyped-def]
-    analyzer = Analyzer(backend, VadConfig(), 25.0)
-    return AvatarEngine(analyzer, JawRenderer(), clock, EngineConfig(), realtime=False,
-                        executor=InlineExecutor(), profile=profile)  # fmt: skip
+def _engine(backend, clock, observer: Observer) -> AvatarEngine:  # type: ignore[no-untyped-def]
+    return AvatarEngine(backend, JawRenderer(), clock, EngineConfig(), VadConfig(), 25.0,
+                        realtime=False, executor=InlineExecutor(), observer=observer)  # fmt: skip
 
 
 def test_meter_off_reads_no_clock_and_on_times_every_stage() -> None:
-    from avatar.backend import OrtBackend
+    from avatar.backends.onnxruntime import OrtBackend
     from tests.conftest import WEIGHTS
 
     speech = np.concatenate(list(iter_audio(SAMPLE, rate=48000, block_s=1.0)))
     backend = OrtBackend(WEIGHTS / "motion.onnx")
     audio = np.concatenate([np.zeros(24000, np.float32), speech[: 48000 * 2]])
     off_clock, on_clock = CountingClock(), CountingClock()
-    off = asyncio.run(run_offline(_engine(backend, off_clock, False), audio))
-    on = asyncio.run(run_offline(_engine(backend, on_clock, True), audio))
+    off = asyncio.run(run_offline(_engine(backend, off_clock, NULL_OBSERVER), audio))
+    profiler = Profiler(on_clock, 25.0)
+    on = asyncio.run(run_offline(_engine(backend, on_clock, profiler), audio))
     assert all(f.timing is not None and not f.timing.stages for f in off)
+    assert all(f.timing is not None and not f.timing.analysis for f in off)
     assert on_clock.reads > off_clock.reads + 4 * len(on)  # the spans are the difference
     speaking = [f for f in on if f.motion is not None and f.motion.is_speech]
     assert speaking
     for f in speaking[5:]:
-        assert f.timing is not None
-        assert {"render"} <= set(f.timing.stages) and {"inbox", "ready"} <= set(f.timing.waits)
-    analysed = set().union(*(set(f.timing.stages) for f in on if f.timing is not None))
-    assert {"resample", "vad", "features", "motion", "render"} <= analysed
-    assert NULL_METER.take() == {} and isinstance(Meter(FakeClock()).take(), dict)
+        assert f.timing is not None and "render" in f.timing.stages
+        profiler.done(f)
+        assert {"inbox", "ready"} <= set(profiler.records[-1].waits)
+    analysed = set().union(*(set(f.timing.analysis) for f in on if f.timing is not None))
+    assert {"resample", "vad", "features", "motion"} <= analysed
+    assert NULL_OBSERVER.take() == {} and NULL_OBSERVER.report() == []
+    assert [m["type"] for m in profiler.report(frames=True)] == ["profile", "profile_frames"]
 
 
 def _records(n: int = 60) -> list:  # type: ignore[type-arg]
@@ -67,11 +71,12 @@ def _records(n: int = 60) -> list:  # type: ignore[type-arg]
         due = i * 40_000_000
         ms = 1_000_000
         t = FrameTiming(i if i % 10 else -1, due - 60 * ms, due - 5 * ms, due, due + ms,
-                        due + 6 * ms, due + 6 * ms + ms // 2)  # fmt: skip
-        t.stages = {"motion": 600_000, "render": 5_000_000, "colour": 2_000_000}
-        t.waits = {"ready": 6_000_000, "inbox": 100_000}
+                        due + 6 * ms, due + 6 * ms + ms // 2, late=int(i == 30),
+                        inbox_wait_ns=100_000)  # fmt: skip
+        t.analysis = {"motion": 600_000}
+        t.stages = {"render": 5_000_000, "colour": 2_000_000}
         t.starts = {"colour": due + 7_000_000}
-        out.append(record_from("s1", i, t, 0, late=int(i == 30)))
+        out.append(record_from("s1", i, t, 0))
     return out
 
 

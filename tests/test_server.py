@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 
 from avatar.audio.io import iter_audio
+from avatar.compose.serve import make_server
 from avatar.config import Config, load_config
 from avatar.face.store import load_avatar
 from avatar.server.app import AvatarServer
@@ -36,7 +37,7 @@ def silence(seconds: float) -> np.ndarray:
 @asynccontextmanager
 async def running_server(*overrides: str) -> AsyncIterator[tuple[str, AvatarServer]]:
     cfg: Config = load_config(overrides=["server.ice_hosts=['127.0.0.1']", *overrides])
-    server = AvatarServer(cfg)
+    server = make_server(cfg)
     runner = web.AppRunner(server.app())
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -20,7 +20,7 @@ def test_quick_training_produces_a_working_model(tmp_path: Path) -> None:
         EspeakSynth()
     except Exception as e:
         pytest.skip(f"espeak-ng unavailable: {e}")
-    from avatar.backend import OrtBackend
+    from avatar.backends.onnxruntime import OrtBackend
     from avatar.config import load_config
     from avatar.motion.runtime import load_torch_backend
     from avatar.motion.stream import MotionStreamer

@@ -1,4 +1,4 @@
-"""VadChunker: every sample out exactly once, START before the onset, END after the offset."""
+"""The speech gate: START before the onset, END after the offset, the model woken and slept."""
 
 from __future__ import annotations
 
@@ -10,16 +10,17 @@ import numpy as np
 import pytest
 
 from avatar.audio.io import load_audio
-from avatar.audio.vad import VadChunker, to_pcm16
+from avatar.audio.pcm import to_pcm16
+from avatar.audio.vad import SpeechGate
 from avatar.config import VadConfig
-from avatar.frames import AudioChunk, SpeechEvent, SpeechEventKind
+from avatar.frames import SpeechEvent, SpeechEventKind
 
 RATE = 16000
 NS_PER_SAMPLE = 1_000_000_000 // RATE
 START, END = SpeechEventKind.START, SpeechEventKind.END
 ALSA_SPEECH = Path("/usr/share/sounds/alsa/Front_Center.wav")
 
-Item = AudioChunk | SpeechEvent
+Event = tuple[SpeechEventKind, float]
 
 
 class LevelVad:
@@ -56,44 +57,32 @@ def padded(speech: np.ndarray, seconds: float = 1.0, level: float = 3e-4) -> np.
     return x + noise(len(x) / RATE, level, seed=1)
 
 
-def run(chunker: VadChunker, x: np.ndarray, block: int | None = None) -> list[Item]:
+def run(gate: SpeechGate, x: np.ndarray, block: int | None = None) -> list[SpeechEvent]:
     step = block or max(1, len(x))
-    out = [item for i in range(0, len(x), step) for item in chunker.push(x[i : i + step])]
-    return out + chunker.flush()
+    out = [e for i in range(0, len(x), step) for e in gate.push(x[i : i + step]).events]
+    return out + gate.flush().events
 
 
-def chunks(items: list[Item]) -> list[AudioChunk]:
-    return [i for i in items if isinstance(i, AudioChunk)]
+def events(items: list[SpeechEvent]) -> list[Event]:
+    return [(e.kind, e.pts_ns / 1e9) for e in items]
 
 
-def events(items: list[Item]) -> list[tuple[SpeechEventKind, float]]:
-    return [(i.kind, i.pts_ns / 1e9) for i in items if isinstance(i, SpeechEvent)]
-
-
-def check_stream(items: list[Item], x: np.ndarray, chunker: VadChunker, start_ns: int = 0) -> None:
-    """Every sample once, in order; a continuous timeline; labels agree with the events."""
-    np.testing.assert_array_equal(np.concatenate([c.samples for c in chunks(items)]), x)
-    pts, speaking = start_ns, False
-    for item in items:
-        if isinstance(item, SpeechEvent):
-            assert item.pts_ns == pts, "an event sits between chunks"
-            assert item.kind is (END if speaking else START), "events alternate"
-            speaking = item.kind is START
-        else:
-            assert item.pts_ns == pts and item.sample_rate == RATE
-            assert item.is_speech == speaking
-            assert 0 < len(item.samples) <= chunker.chunk_samples
-            pts += len(item.samples) * NS_PER_SAMPLE
+def check_events(items: list[SpeechEvent]) -> None:
+    """Events alternate START/END in time order, and the stream ends outside speech."""
+    speaking, last = False, -1
+    for e in items:
+        assert e.kind is (END if speaking else START), "events alternate"
+        assert e.pts_ns >= last, "events are in time order"
+        speaking, last = e.kind is START, e.pts_ns
     assert not speaking, "flush closes open speech"
 
 
-def key(items: list[Item]) -> list[tuple]:
-    return [
-        (i.kind, i.pts_ns)
-        if isinstance(i, SpeechEvent)
-        else (i.pts_ns, i.is_speech, i.samples.tobytes())
-        for i in items
-    ]
+def speech_mask(items: list[SpeechEvent], n: int) -> np.ndarray:
+    """Per sample: inside a START..END interval."""
+    mask = np.zeros(n, bool)
+    for a, b in zip(items[::2], items[1::2], strict=True):
+        mask[a.pts_ns // NS_PER_SAMPLE : b.pts_ns // NS_PER_SAMPLE] = True
+    return mask
 
 
 # -- the decision rules, with a scripted classifier -----------------------------------------
@@ -102,64 +91,72 @@ def key(items: list[Item]) -> list[tuple]:
 def test_hysteresis_and_pre_padding_place_events_exactly() -> None:
     # 20 ms frames; start: 3 of the last 5 voiced; end: 14 of the last 15 unvoiced; pad 10 frames.
     cfg = VadConfig(warmup_ms=0)
-    chunker = VadChunker(cfg, classifier=LevelVad())
+    gate = SpeechGate(cfg, classifier=LevelVad())
     x = frames_signal([range(50, 75)], 140)
-    items = run(chunker, x)
-    check_stream(items, x, chunker)
+    items = run(gate, x)
+    check_events(items)
     # START decided after frame 52 reaches back 10 frames; END after 14 silent frames (74..88).
     assert events(items) == [(START, 0.86), (END, 1.78)]
-    assert chunker.delay_ms == 200
+    assert gate.delay_ms == 200
 
 
 def test_a_short_pause_does_not_split_an_utterance() -> None:
-    chunker = VadChunker(VadConfig(warmup_ms=0), classifier=LevelVad())
+    gate = SpeechGate(VadConfig(warmup_ms=0), classifier=LevelVad())
     x = frames_signal([range(50, 75), range(90, 115)], 160)
-    items = run(chunker, x)
-    check_stream(items, x, chunker)
+    items = run(gate, x, block=320)
+    check_events(items)
     assert events(items) == [(START, 0.86), (END, 2.58)]  # the END at 1.78 was withdrawn
 
-    chunker = VadChunker(VadConfig(warmup_ms=0), classifier=LevelVad())
+    gate = SpeechGate(VadConfig(warmup_ms=0), classifier=LevelVad())
     x = frames_signal([range(50, 75), range(110, 135)], 160)
-    items = run(chunker, x)
-    check_stream(items, x, chunker)
+    items = run(gate, x, block=320)
+    check_events(items)
     assert events(items) == [(START, 0.86), (END, 1.78), (START, 2.06), (END, 2.98)]
 
 
 def test_speech_from_the_first_sample_survives_the_warm_up() -> None:
-    chunker = VadChunker(VadConfig(warmup_ms=150), classifier=LevelVad())
+    gate = SpeechGate(VadConfig(warmup_ms=150), classifier=LevelVad())
     x = frames_signal([range(0, 25)], 80)
-    items = run(chunker, x)
-    check_stream(items, x, chunker)
+    items = run(gate, x, block=320)
+    check_events(items)
     assert events(items) == [(START, 0.0), (END, 0.78)]
 
 
 def test_flush_closes_speech_and_the_timeline_continues() -> None:
-    chunker = VadChunker(VadConfig(warmup_ms=0), classifier=LevelVad(), start_pts_ns=7)
+    gate = SpeechGate(VadConfig(warmup_ms=0), classifier=LevelVad(), start_pts_ns=7)
     x = frames_signal([range(10, 40)], 40)
-    items = run(chunker, x)
-    check_stream(items, x, chunker, start_ns=7)
+    items = run(gate, x)
+    check_events(items)
     assert events(items)[-1] == (END, (len(x) * NS_PER_SAMPLE + 7) / 1e9)
-    more = run(chunker, np.zeros(640, np.float32))
-    assert chunks(more)[0].pts_ns == len(x) * NS_PER_SAMPLE + 7
+    again = run(gate, frames_signal([range(10, 40)], 40))  # the timeline goes on after flush
+    assert again[0].kind is START and again[0].pts_ns > len(x) * NS_PER_SAMPLE
+    gate.push(frames_signal([range(0, 20)], 20))
+    gate.reset()  # an interruption: undecided events are dropped, the timeline goes on
+    assert run(gate, np.zeros(3200, np.float32)) == []
 
-    chunker.reset(start_pts_ns=10**10)
-    assert chunker.held_samples == 0
-    assert chunks(run(chunker, np.zeros(640, np.float32)))[0].pts_ns == 10**10
 
-
-@pytest.mark.parametrize(("frame_ms", "chunk_ms"), [(30, 20), (10, 40), (20, 50)])
-def test_frame_and_chunk_sizes_need_not_match(frame_ms: int, chunk_ms: int) -> None:
-    cfg = VadConfig(frame_ms=frame_ms, chunk_ms=chunk_ms)
-    chunker = VadChunker(cfg)
+@pytest.mark.parametrize("frame_ms", [10, 20, 30])
+def test_every_webrtcvad_frame_size_works(frame_ms: int) -> None:
+    gate = SpeechGate(VadConfig(frame_ms=frame_ms))
     x = padded(np.concatenate([vowel(0.7), np.zeros(8000, np.float32), vowel(0.5)]))
-    items = run(chunker, x, block=777)
-    check_stream(items, x, chunker)
+    items = run(gate, x, block=777)
+    check_events(items)
     assert events(items)[0][0] is START
-    cuts = {i.pts_ns for i in items if isinstance(i, SpeechEvent)}
-    for c in chunks(items):  # chunks sit on the grid except where an event cuts them
-        end = c.pts_ns + len(c.samples) * NS_PER_SAMPLE
-        on_grid = (end // NS_PER_SAMPLE) % chunker.chunk_samples == 0
-        assert on_grid or end in cuts or c is chunks(items)[-1]
+
+
+def test_the_model_wakes_on_voice_and_sleeps_after_speech() -> None:
+    cfg = VadConfig(warmup_ms=0)
+    gate = SpeechGate(cfg, classifier=LevelVad(), sleep_after_ms=300)
+    x = frames_signal([range(20, 45)], 120)
+    steps = [gate.push(x[i : i + 320]) for i in range(0, len(x), 320)]
+    woke = [k for k, s in enumerate(steps) if s.wake]
+    slept = [k for k, s in enumerate(steps) if s.sleep]
+    assert woke == [20]  # the first voiced frame: the model runs from its block (with pre-roll)
+    assert len(slept) == 1 and slept[0] > 44 + 14  # after the END (14 unvoiced frames) ...
+    assert slept[0] >= 44 + 300 // 20  # ... and 300 ms without a voiced frame
+    assert not gate.awake
+    gate.push(x[20 * 320 : 21 * 320])
+    assert gate.awake and gate.flush().sleep and not gate.awake
 
 
 # -- webrtcvad on real and synthetic audio --------------------------------------------------
@@ -184,9 +181,8 @@ def alsa_speech(tmp_path: Path) -> np.ndarray:
 def test_real_speech_is_bracketed_by_start_and_end(tmp_path: Path, source) -> None:
     speech = source(tmp_path)
     x = padded(speech)
-    chunker = VadChunker(VadConfig())
-    items = run(chunker, x, block=480)
-    check_stream(items, x, chunker)
+    items = run(SpeechGate(VadConfig()), x, block=480)
+    check_events(items)
 
     loud = np.abs(x) > 0.02 * np.abs(speech).max()
     onset, offset = np.flatnonzero(loud)[[0, -1]] / RATE
@@ -194,9 +190,8 @@ def test_real_speech_is_bracketed_by_start_and_end(tmp_path: Path, source) -> No
     assert ev and ev[0][0] is START
     assert onset - 0.4 <= ev[0][1] <= onset, (ev, onset)
     assert offset <= ev[-1][1] <= offset + 0.8, (ev, offset)
-    # Nothing audible is ever labelled silence: onsets and tails travel with the speech.
-    labels = np.concatenate([np.full(len(c.samples), c.is_speech) for c in chunks(items)])
-    assert labels[loud].all()
+    # Nothing audible is ever outside speech: onsets and tails travel with the speech.
+    assert speech_mask(items, len(x))[loud].all()
 
 
 @pytest.mark.parametrize(
@@ -205,52 +200,45 @@ def test_real_speech_is_bracketed_by_start_and_end(tmp_path: Path, source) -> No
     ids=["digital-silence", "noise-40dBFS-a", "noise-40dBFS-b", "noise-70dBFS"],
 )
 def test_silence_and_low_noise_are_not_speech(x: np.ndarray) -> None:
-    chunker = VadChunker(VadConfig())
-    items = run(chunker, x, block=320)
-    check_stream(items, x, chunker)
+    gate = SpeechGate(VadConfig())
+    items = run(gate, x, block=320)
     assert events(items) == []
+    assert gate.frames_classified == len(x) // 320
 
 
 def test_any_block_sizes_give_identical_output() -> None:
     x = padded(np.concatenate([vowel(0.6), np.zeros(5000, np.float32), vowel(0.4)]), 0.7)
-    ref = run(VadChunker(VadConfig()), x)
-    assert events(ref)
+    ref = events(run(SpeechGate(VadConfig()), x))
+    assert ref
     for block in [7, 160, 333, 4096]:
-        assert key(run(VadChunker(VadConfig()), x, block)) == key(ref), block
+        assert events(run(SpeechGate(VadConfig()), x, block)) == ref, block
     rng = np.random.default_rng(0)
-    chunker, out, i = VadChunker(VadConfig()), [], 0
+    gate, out, i = SpeechGate(VadConfig()), [], 0
     while i < len(x):
         n = int(rng.integers(1, 2000))
-        out += chunker.push(x[i : i + n])
+        out += gate.push(x[i : i + n]).events
         i += n
-    assert key(out + chunker.flush()) == key(ref)
+    assert events(out + gate.flush().events) == ref
 
 
-def test_a_long_stream_holds_a_bounded_amount_of_audio() -> None:
+def test_a_long_stream_holds_no_audio_and_releases_events_in_time() -> None:
     pattern = padded(vowel(0.8), 0.6)  # 2 s: one utterance
-    chunker = VadChunker(VadConfig())
-    pushed = emitted = starts = 0
-    most_held = 0
+    gate = SpeechGate(VadConfig())
+    starts = ends = 0
     for _ in range(90):  # 3 minutes in 1000-sample blocks
         for i in range(0, len(pattern), 1000):
-            out = chunker.push(pattern[i : i + 1000])
-            pushed += len(pattern[i : i + 1000])
-            emitted += sum(len(c.samples) for c in chunks(out))
-            starts += sum(1 for e in events(out) if e[0] is START)
-            assert emitted + chunker.held_samples == pushed
-            if not chunker.warming_up:
-                most_held = max(most_held, chunker.held_samples)
-    assert starts == 90
-    assert most_held <= chunker.max_held_samples
-    # delay_ms of pre-padding plus one 20 ms frame being assembled (chunks = frames here).
-    assert most_held <= (chunker.delay_ms + 20) * RATE // 1000
+            for e in gate.push(pattern[i : i + 1000]).events:
+                starts += e.kind is START
+                ends += e.kind is END
+            assert len(gate._partial) < gate.frame_samples  # only a frame being assembled
+    assert starts == 90 and ends >= 89
 
 
 def test_rejects_input_it_cannot_classify() -> None:
     with pytest.raises(ValueError, match="rate"):
-        VadChunker(VadConfig(), sample_rate=22050)
+        SpeechGate(VadConfig(), sample_rate=22050)
     with pytest.raises(ValueError, match="mono"):
-        VadChunker(VadConfig()).push(np.zeros((2, 320), np.float32))
+        SpeechGate(VadConfig()).push(np.zeros((2, 320), np.float32))
 
 
 def test_pcm16_conversion_saturates_and_silences_nan() -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from avatar.face import mesh
-from avatar.render.rig import BASIS_INDEX, FaceRig, basis_weights
+from avatar.face.rig import BASIS_INDEX, FaceRig, basis_weights
 from avatar.render.warp import WarpRenderer
 from tests.conftest import motion_frame
 

@@ -1,4 +1,4 @@
-"""Streaming conversion of any audio frames to mono float32 at the model rate.
+"""Streaming conversion of audio to mono float32 at another rate.
 
 :class:`MonoResampler` is the one conversion used for files and for WebRTC: FFmpeg's resampler
 (through ``av.AudioResampler``) with a level-preserving downmix. FFmpeg's default float downmix
@@ -12,9 +12,8 @@ holds back a short look-ahead, which only :meth:`MonoResampler.flush` releases: 
 output samples (1 ms) at 16 kHz from 22.05/44.1/48/96 kHz, 32 (2 ms) from 8 kHz. After the
 flush a stream's output has ``n_in * rate / src_rate`` samples (to within one).
 
-:class:`WebRtcResampler` turns what aiortc delivers (``av.AudioFrame`` or raw s16 interleaved
-arrays, 48 kHz stereo by default) into :class:`~avatar.frames.AudioChunk` on a sample-count
-timeline.
+:func:`mono_stream` is the streaming resampler of the engine's audio front: a zero-hold
+:class:`Decimator` for integer ratios (48 -> 16 kHz), libswresample (:class:`SwrStream`) otherwise.
 """
 
 from __future__ import annotations
@@ -24,22 +23,9 @@ from math import gcd
 import av
 import numpy as np
 
-from avatar.config import AudioConfig
-from avatar.errors import AudioInputError
-from avatar.frames import AudioChunk
-
-NS_PER_S = 1_000_000_000
 FLOAT_FORMATS = frozenset({"flt", "fltp", "dbl", "dblp"})
-_DTYPE_FORMATS = {np.dtype(np.int16): "s16", np.dtype(np.float32): "flt"}
 # Normalise the downmix matrix: a signal present on every channel keeps its level.
 _SWR_OPTIONS = {"rematrix_maxval": "1.0"}
-
-
-def layout_name(channels: int) -> str:
-    """FFmpeg layout name for a channel count (unknown orders use FFmpeg's default layout)."""
-    if channels < 1:
-        raise AudioInputError(f"audio must have at least one channel, got {channels}")
-    return {1: "mono", 2: "stereo"}.get(channels, f"{channels} channels")
 
 
 def _zero_nonfinite(frame: av.AudioFrame) -> tuple[av.AudioFrame, int]:
@@ -118,97 +104,6 @@ def _join(parts: list[np.ndarray]) -> np.ndarray:
     return np.clip(out, -1.0, 1.0).astype(np.float32, copy=False)
 
 
-class WebRtcResampler:
-    """aiortc audio (``av.AudioFrame`` or raw interleaved samples) -> mono ``AudioChunk``s.
-
-    ``pts_ns`` of each chunk comes from the count of samples emitted so far
-    (``start_pts_ns + n * 1e9 // rate``), never from wall time or the input's pts, so chunks
-    tile the timeline with no gap or overlap. Raw arrays are int16 (s16) or float32 (flt),
-    interleaved: shape ``(n * channels,)``, ``(1, n * channels)`` (what ``AudioFrame.to_ndarray``
-    gives for packed formats) or ``(n, channels)``; their rate and channel count are the
-    constructor's ``input_rate`` and ``input_channels``. ``av.AudioFrame`` inputs carry their own.
-    """
-
-    def __init__(
-        self,
-        rate: int = 16000,
-        input_rate: int = 48000,
-        input_channels: int = 2,
-        start_pts_ns: int = 0,
-    ) -> None:
-        if input_rate <= 0:
-            raise ValueError("input_rate must be positive")
-        self.rate = rate
-        self.input_rate = input_rate
-        self.input_channels = input_channels
-        self._layout = layout_name(input_channels)
-        self._mono = MonoResampler(rate)
-        self._start_pts_ns = start_pts_ns
-        self.samples_in = 0  # input samples per channel
-        self.samples_out = 0
-
-    @classmethod
-    def from_config(cls, cfg: AudioConfig, start_pts_ns: int = 0) -> WebRtcResampler:
-        """The converter for ``cfg.webrtc_*`` input at ``cfg.model_rate``."""
-        return cls(cfg.model_rate, cfg.webrtc_rate, cfg.webrtc_channels, start_pts_ns)
-
-    @property
-    def nonfinite(self) -> int:
-        """Non-finite input samples replaced by 0 so far."""
-        return self._mono.nonfinite
-
-    @property
-    def next_pts_ns(self) -> int:
-        """Timestamp the next emitted sample will carry."""
-        return self._pts(self.samples_out)
-
-    def push(self, audio: av.AudioFrame | np.ndarray) -> list[AudioChunk]:
-        """Convert one input frame; returns zero or one chunk."""
-        frame = audio if isinstance(audio, av.AudioFrame) else self._frame_from_array(audio)
-        self.samples_in += frame.samples
-        return self._emit(self._mono.push(frame))
-
-    def flush(self) -> list[AudioChunk]:
-        """End of stream: release the resampler's look-ahead (about 1 ms)."""
-        return self._emit(self._mono.flush())
-
-    def reset(self, start_pts_ns: int = 0) -> None:
-        """Drop buffered audio and restart the timeline at ``start_pts_ns``."""
-        self._mono.reset()
-        self._start_pts_ns = start_pts_ns
-        self.samples_in = 0
-        self.samples_out = 0
-
-    def _pts(self, n_samples: int) -> int:
-        return self._start_pts_ns + n_samples * NS_PER_S // self.rate
-
-    def _emit(self, samples: np.ndarray) -> list[AudioChunk]:
-        if len(samples) == 0:
-            return []
-        chunk = AudioChunk(samples, self.rate, self._pts(self.samples_out))
-        self.samples_out += len(samples)
-        return [chunk]
-
-    def _frame_from_array(self, arr: np.ndarray) -> av.AudioFrame:
-        fmt = _DTYPE_FORMATS.get(arr.dtype)
-        if fmt is None:
-            raise AudioInputError(f"raw audio must be int16 or float32 samples, got {arr.dtype}")
-        ch = self.input_channels
-        if arr.ndim == 2 and arr.shape[1] == ch and arr.shape[0] != 1:
-            arr = arr.reshape(-1)  # (n, channels) -> interleaved
-        flat = arr.reshape(-1)
-        if flat.size % ch:
-            raise AudioInputError(
-                f"raw audio of {flat.size} values is not a whole number of {ch}-channel samples;"
-                " set input_channels to the stream's channel count"
-            )
-        frame = av.AudioFrame.from_ndarray(
-            np.ascontiguousarray(flat)[None, :], format=fmt, layout=self._layout
-        )
-        frame.sample_rate = self.input_rate
-        return frame
-
-
 def resample_poly_mono(
     x: np.ndarray, src_rate: int, dst_rate: int, zero_crossings: int = 32
 ) -> np.ndarray:
@@ -284,16 +179,25 @@ class Decimator:
 
 
 class SwrStream:
-    """Mono float32 through libswresample, for ratios that are not an integer decimation."""
+    """Mono float32 through libswresample, for ratios that are not an integer decimation (it
+    holds back ~1 ms of look-ahead until :meth:`flush`)."""
 
     def __init__(self, rate: int, input_rate: int) -> None:
-        self._r = WebRtcResampler(rate, input_rate, input_channels=1)
+        if input_rate <= 0:
+            raise ValueError("input_rate must be positive")
+        self.input_rate = input_rate
+        self._mono = MonoResampler(rate)
 
     def push(self, samples: np.ndarray) -> np.ndarray:
-        return _join([c.samples for c in self._r.push(samples)])
+        x = np.ascontiguousarray(samples, np.float32).reshape(1, -1)
+        if x.shape[1] == 0:
+            return np.zeros(0, np.float32)
+        frame = av.AudioFrame.from_ndarray(x, format="flt", layout="mono")
+        frame.sample_rate = self.input_rate
+        return self._mono.push(frame)
 
     def flush(self) -> np.ndarray:
-        return _join([c.samples for c in self._r.flush()])
+        return self._mono.flush()
 
 
 MonoStream = Decimator | SwrStream

@@ -7,80 +7,52 @@ One :class:`AvatarEngine` per session (like LiveKit's avatar ``VideoGenerator``)
     async for frame in engine:                           # VideoFrame: image + its audio + motion
         ...
 
-Two tasks run per engine; neither blocks the event loop (the work runs in an executor):
+Every pushed block takes one straight path through the stages, each in its own file::
 
-- *analysis*: pushed audio -> :class:`~avatar.engine.analyzer.Analyzer` -> frame jobs, in order.
-- *ticks*: every ``1/fps`` on the injected clock, take the next job, render it (idle animation on
-  top), hand the frame out.
+    push_audio -> inbox -> [front -> gate -> motion -> assembly] -> ready -> tick -> [render] -> out
+                            front.py  audio/vad.py  motion.py  assembly.py  budget.py  render.py
 
-Late-frame policy (counted in :class:`EngineStats`):
+Two tasks run per engine and neither blocks the event loop (the bracketed work runs in an
+executor): the *analysis* task takes pushed blocks in order through the audio front, the speech
+gate, the motion stage and the frame assembly; the *tick* task, paced by the frame budget, renders
+the next job (or an idle frame) and hands it out. Queues are bounded: live input skips the oldest
+audio when the analysis falls behind, the budget skips frames beyond its backlog (see
+:mod:`avatar.engine.budget` for the late-frame policy), and a frame the consumer does not take is
+dropped for a newer one. Offline (``realtime=False``, ``avatar render`` on a
+:class:`~avatar.clock.FakeClock`) ticks wait for jobs and frames wait for the consumer.
 
-- **late**: a render that overruns makes its tick late; the loop never sleeps to make up missed
-  ticks, it skips them (their time slots are gone) and carries on from now. With live input the
-  frames those ticks would have shown are skipped too.
-- **skipped**: with live input (``max_backlog`` set), jobs waiting beyond ``max_backlog`` are
-  dropped oldest first, audio included, so after a stall the stream returns to live instead of
-  staying behind. With buffered input (text-to-speech, ``max_backlog=None``) nothing is skipped:
-  the speech plays out at real time.
-- **filled**: in real time, a tick with no job (input paused or not yet arrived) sends an idle
-  frame with silent audio; the input timeline simply resumes at the next tick.
-- **dropped**: a frame the consumer did not take before ``output_queue_frames`` newer ones came.
-
-Offline (``realtime=False``, e.g. ``avatar render`` with a :class:`~avatar.clock.FakeClock`) the
-ticks wait for jobs and frames wait for the consumer: nothing is filled, skipped or dropped.
+An :class:`~avatar.observe.Observer` (profiling) hears every stage; the default hears nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
 
-from avatar.audio.resample import MonoStream, mono_stream
+from avatar.audio.vad import SpeechGate
+from avatar.backends.protocol import InferenceBackend
 from avatar.clock import Clock
-from avatar.config import EngineConfig
-from avatar.engine.analyzer import Analyzer, FrameJob
+from avatar.config import EngineConfig, VadConfig
+from avatar.engine.assembly import FrameAssembler, FrameJob
+from avatar.engine.budget import EngineStats, FrameBudget, Ready
+from avatar.engine.front import AudioBlock, AudioFront
+from avatar.engine.motion import MotionStage
+from avatar.engine.render import RenderStage
 from avatar.errors import AudioInputError
-from avatar.frames import (
-    NS_PER_S,
-    AudioChunk,
-    FrameTiming,
-    MotionFrame,
-    SpeechEvent,
-    VideoFrame,
-)
-from avatar.meter import NULL_METER, Meter, StageMeter
-from avatar.motion.channels import BLENDSHAPES, VISEMES
-from avatar.motion.idle import IdleAnimator
+from avatar.frames import AudioChunk, FrameTiming, VideoFrame
+from avatar.observe import NULL_OBSERVER, Observer
 from avatar.render.base import Renderer
 from avatar.tasks import cancel, spawn
+from avatar.units import ANALYSIS_RATE, OUTPUT_RATE
 
 T = TypeVar("T")
 MAX_INPUT_RATE = 384_000
-MARKER_RMS, MARKER_PX = 0.05, 24
 _CLEAR = object()
 _END = object()
-
-
-@dataclass(slots=True)
-class EngineStats:
-    """Counters of one engine; ``latencies_ns`` keeps the last few thousand speech frames."""
-
-    frames: int = 0
-    rendered: int = 0
-    late: int = 0
-    skipped: int = 0
-    filled: int = 0
-    dropped: int = 0
-    model_frames: int = 0
-    measured: int = 0  # latencies recorded so far (the deque keeps the last 5000)
-    latencies_ns: deque[int] = field(default_factory=lambda: deque(maxlen=5000))
 
 
 class AvatarEngine:
@@ -88,40 +60,49 @@ class AvatarEngine:
 
     def __init__(
         self,
-        analyzer: Analyzer,
+        backend: InferenceBackend,
         renderer: Renderer,
         clock: Clock,
         cfg: EngineConfig,
+        vad: VadConfig,
+        fps: float,
         *,
+        live: bool = False,
         realtime: bool = True,
-        max_backlog: int | None = None,
         executor: Executor | None = None,
+        observer: Observer = NULL_OBSERVER,
         idle_seed: int = 0,
-        profile: bool = False,
     ) -> None:
-        self.analyzer, self.renderer, self.clock, self.cfg = analyzer, renderer, clock, cfg
-        self.fps, self.rate = analyzer.fps, analyzer.rate
-        self.realtime, self.max_backlog, self.executor = realtime, max_backlog, executor
-        self.idle = IdleAnimator(idle_seed)
-        self.stats = EngineStats()
-        self.profile = profile
-        self.meter: StageMeter = Meter(clock) if profile else NULL_METER
-        analyzer.meter = self.meter
-        # live input is bounded (the oldest block is dropped); buffered input is unbounded
-        self._inbox: asyncio.Queue[Any] = asyncio.Queue(
-            cfg.input_queue_chunks if max_backlog is not None else 0
+        self.clock, self.cfg, self.fps, self.rate = clock, cfg, fps, OUTPUT_RATE
+        self.realtime, self.executor, self.observer = realtime, executor, observer
+        self.front = AudioFront(OUTPUT_RATE, ANALYSIS_RATE, observer)
+        self.gate = SpeechGate(vad, ANALYSIS_RATE, sleep_after_ms=cfg.sleep_after_ms,
+                               observer=observer)  # fmt: skip
+        self.motion = MotionStage(
+            backend, fps, OUTPUT_RATE, ANALYSIS_RATE, cfg.preroll_ms, observer
         )
-        self._ready: deque[tuple[FrameJob, int]] = deque()
+        self.assembly = FrameAssembler(OUTPUT_RATE, fps, self.motion.delay, observer)
+        self.render = RenderStage(renderer, cfg, OUTPUT_RATE, fps, idle_seed)
+        self.budget = FrameBudget(fps, cfg, live=live, realtime=realtime)
+        # live input is bounded (the oldest block is dropped); buffered input is unbounded
+        self._inbox: asyncio.Queue[Any] = asyncio.Queue(cfg.input_queue_chunks if live else 0)
+        self._ready: Ready = Ready()
         self._job_added = asyncio.Event()
         self._out: asyncio.Queue[Any] = asyncio.Queue(cfg.output_queue_frames)
-        self._resamplers: dict[int, MonoStream] = {}
         self._generation = 0  # bumped by clear_buffer: results of older work are discarded
         self._input_done = False
-        self._last: VideoFrame | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         self._samples_pushed = self._samples_out = 0  # for wait_for_room
         self._frame_out = asyncio.Event()
+
+    @property
+    def stats(self) -> EngineStats:
+        return self.budget.stats
+
+    @property
+    def renderer(self) -> Renderer:
+        return self.render.renderer
 
     @property
     def backlog(self) -> int:
@@ -149,11 +130,10 @@ class AvatarEngine:
         if len(samples) == 0:
             return
         self._samples_pushed += len(samples) * self.rate // rate
-        item = (samples, rate, self.clock.now_ns())
         if self._inbox.full():
             self._inbox.get_nowait()  # a live source outran the analysis: keep the newest
             self.stats.skipped += 1
-        self._inbox.put_nowait(item)
+        self._inbox.put_nowait((samples, rate, self.clock.now_ns()))
 
     async def wait_for_room(self, max_pending_s: float) -> None:
         """Backpressure for a producer faster than real time (a file): wait while more than
@@ -198,7 +178,7 @@ class AvatarEngine:
         await cancel(*self._tasks)
         self._ready.clear()
 
-    # -- analysis task --------------------------------------------------------------------
+    # -- analysis task: front -> gate -> motion -> assembly -------------------------------
 
     async def _analysis(self) -> None:
         while True:
@@ -220,52 +200,52 @@ class AvatarEngine:
         jobs: list[FrameJob] = []
         for item in batch:
             if item is _CLEAR:
-                self.analyzer.clear()
                 jobs.clear()
+                self._interrupt()
             elif item is _END:
-                return jobs + self.analyzer.finish(), True
+                return jobs + self._finish(), True
             else:
-                jobs.extend(self._analyze_block(*item))
+                jobs += self.analyze(*item)
         return jobs, False
 
-    def _analyze_block(self, samples: np.ndarray, rate: int, arrival: int) -> list[FrameJob]:
-        started = self.clock.now_ns() if self.profile else 0
-        if not np.isfinite(samples).all():
-            samples = np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0)
-        if rate != self.rate:
-            with self.meter.stage("resample"):
-                samples = self._resample(samples, rate)
-        jobs = self.analyzer.push(samples, arrival)
-        for job in jobs:
-            job.inbox_wait_ns = started - arrival if self.profile else 0
-        return jobs
+    def analyze(self, samples: np.ndarray, rate: int, arrival_ns: int) -> list[FrameJob]:
+        """One pushed block through the analysis stages, synchronously (the analysis task runs
+        this in the executor; benchmarks call it directly). Returns the jobs it completed."""
+        wait = self.observer.now() - arrival_ns if self.observer.enabled else 0
+        return self._chain(self.front.push(samples, rate, arrival_ns), wait)
+
+    def _chain(self, block: AudioBlock, inbox_wait_ns: int = 0) -> list[FrameJob]:
+        """One block's straight path: gate, motion, assembly (the front made the block)."""
+        step = self.gate.push(block.analysis)
+        motion = self.motion.push(block.analysis, step.wake, step.sleep)
+        return self.assembly.push(block, motion, step.events, self.motion.running_from,
+                                inbox_wait_ns)  # fmt: skip
+
+    def _finish(self) -> list[FrameJob]:
+        step = self.gate.flush()
+        return self.assembly.finish(self.motion.finish(), step.events)
+
+    def _interrupt(self) -> None:
+        """Drop every stage's pending work; silence pads the timeline to a frame boundary."""
+        pad = self.assembly.clear()
+        self.gate.reset()
+        self.motion.clear()
+        self._chain(self.front.silence(pad, self.clock.now_ns()))
 
     def _add_job(self, job: FrameJob, now: int) -> None:
         self._ready.append((job, now))
         if job.motion is not None:
             self.stats.model_frames += 1
-        if self.max_backlog is not None:
-            while len(self._ready) > self.max_backlog:
-                old, _ = self._ready.popleft()
-                self._carry_events(old)
-                self.stats.skipped += 1
+        self.budget.admit(self._ready)
         self._job_added.set()
 
-    def _carry_events(self, dropped: FrameJob) -> None:
-        if dropped.events and self._ready:
-            self._ready[0][0].events[:0] = dropped.events
-
-    # -- tick task ------------------------------------------------------------------------
+    # -- tick task: budget -> render -> out -----------------------------------------------
 
     async def _ticks(self) -> None:
-        period = NS_PER_S / self.fps
-        t0 = self.clock.now_ns()
-        tick = out = 0
-        phase = (
-            TickPhase(period, adjust=self.cfg.tick_phase) if self.max_backlog is not None else None
-        )
+        budget = self.budget
+        budget.start(self.clock.now_ns())
         while True:
-            due = t0 + round(tick * period)
+            due = budget.due()
             await self.clock.sleep_until(due)
             if not self.realtime:
                 await self._wait_for_job()
@@ -274,25 +254,10 @@ class AvatarEngine:
             if job is not None and job.index < 0:
                 await self._out.put(_END)
                 return
-            if phase is not None:
-                shift, trim = phase.observe(due, ready_ns if job else None, len(self._ready))
-                t0 += shift
-                if trim and self._ready:
-                    self._carry_events(self._ready.popleft()[0])
-                    self.stats.skipped += 1
-            pts = round((tick if self.realtime else out) * period)
-            frame = await self._call(self._render, job, out, pts, due, ready_ns)
+            budget.on_tick(due, ready_ns if job is not None else None, self._ready)
+            frame = await self._call(self._render, job, budget.out, budget.pts(), due, ready_ns)
             await self._emit(frame)
-            tick, out = tick + 1, out + 1
-            behind = self.clock.now_ns() - (t0 + round(tick * period))
-            if self.realtime and behind >= period:
-                missed = math.floor(behind / period)
-                tick += missed
-                self.stats.late += missed
-                if phase is not None:  # live: the frames of the missed ticks go with them
-                    for _ in range(min(missed, len(self._ready))):
-                        self._carry_events(self._ready.popleft()[0])
-                        self.stats.skipped += 1
+            budget.after_frame(self.clock.now_ns(), self._ready)
 
     async def _wait_for_job(self) -> None:
         while not self._ready:
@@ -303,60 +268,30 @@ class AvatarEngine:
         self, job: FrameJob | None, index: int, pts: int, due: int, ready_ns: int
     ) -> VideoFrame:
         start = self.clock.now_ns()
-        motion = self._motion(job, index, pts)
-        image = self._reused_image(motion, index)
-        if image is None:
-            image = self.renderer.render(motion)
-            self.stats.rendered += 1
-        audio = job.audio if job is not None else _silence(self.rate, self.fps)
-        if self.cfg.sync_marker:
-            image = _mark_loud(image, audio.samples)
-        audio = AudioChunk(audio.samples, audio.sample_rate, pts, motion.is_speech)
-        timing = FrameTiming(
+        rendered = self.render.rendered
+        frame = self.render.render(job, index, pts)
+        end = self.clock.now_ns()
+        self.stats.rendered += self.render.rendered - rendered
+        frame.timing = FrameTiming(
             job.index if job is not None else -1,
             job.audio_in_ns if job is not None else due,
-            ready_ns, due, start, self.clock.now_ns(),
+            ready_ns, due, start, end,
+            inbox_wait_ns=job.inbox_wait_ns if job is not None else 0,
+            analysis=job.analysis if job is not None else {},
         )  # fmt: skip
-        events: list[SpeechEvent] = job.events if job is not None else []
-        if self.profile:
-            timing.stages = {**(job.stages if job else {}), "render": timing.render_end_ns - start}
-            timing.waits = {"inbox": job.inbox_wait_ns if job else 0, "ready": start - ready_ns}
-        frame = VideoFrame(index, pts, image, audio, motion, events, timing)
-        self._last = frame
+        self.observer.span(frame, "render", start, end)
         return frame
 
-    def _motion(self, job: FrameJob | None, index: int, pts: int) -> MotionFrame:
-        src = job.motion if job is not None else None
-        if src is None:
-            motion = MotionFrame(index, pts, np.zeros(len(BLENDSHAPES), np.float32),
-                                 np.zeros(len(VISEMES), np.float32), is_speech=False)  # fmt: skip
-        else:
-            motion = MotionFrame(index, pts, src.blendshapes, src.visemes, is_speech=True)
-        return self.idle.apply(motion)
-
-    def _reused_image(self, motion: MotionFrame, index: int) -> np.ndarray | None:
-        """In silence, render every ``idle_render_every``-th frame (blinks always)."""
-        last = self._last
-        if (
-            last is None
-            or motion.is_speech
-            or last.motion is None
-            or last.motion.is_speech
-            or motion.blink > 0
-            or last.motion.blink > 0
-            or index % self.cfg.idle_render_every == 0
-        ):
-            return None
-        return last.image
-
     async def _emit(self, frame: VideoFrame) -> None:
-        assert frame.timing is not None
-        frame.timing.emit_ns = self.clock.now_ns()
+        timing = frame.timing
+        assert timing is not None
+        timing.emit_ns = self.clock.now_ns()
+        timing.late, timing.skipped = self.budget.decisions()
         self.stats.frames += 1
         self._frame_out.set()
-        if frame.timing.source_index >= 0:
+        if timing.source_index >= 0:
             self._samples_out += len(frame.audio.samples) if frame.audio is not None else 0
-            self.stats.latencies_ns.append(frame.timing.latency_ns)
+            self.stats.latencies_ns.append(timing.latency_ns)
             self.stats.measured += 1
         else:
             self.stats.filled += 1
@@ -365,70 +300,9 @@ class AvatarEngine:
             self.stats.dropped += 1
         await self._out.put(frame)
 
-    # -- helpers --------------------------------------------------------------------------
-
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
-
-    def _resample(self, samples: np.ndarray, rate: int) -> np.ndarray:
-        rs = self._resamplers.get(rate)
-        if rs is None:
-            rs = self._resamplers[rate] = mono_stream(self.rate, rate)
-        return rs.push(samples)
-
-
-class TickPhase:
-    """Keeps live ticks just after their frames become ready, and the backlog near zero.
-
-    Every ``window`` ticks: if a frame was always waiting even after a tick took one, one frame
-    is skipped (a frame of latency removed); otherwise, if every frame taken had waited more than
-    ``margin``, the ticks move that much earlier. A tick that finds nothing, followed by a frame
-    ready within the period, moves the ticks later to just after it. Returns (shift ns, trim).
-    """
-
-    def __init__(
-        self, period_ns: float, window: int = 25, margin_ns: int = 6_000_000, adjust: bool = True
-    ) -> None:
-        self.period, self.window, self.margin = period_ns, window, margin_ns
-        self.adjust = adjust  # False: only trim the backlog, never move the ticks
-        self._waits: list[int] = []
-        self._min_backlog = 1 << 30
-        self._ticks = 0
-        self._empty_due: int | None = None
-
-    def observe(self, due: int, ready_ns: int | None, backlog: int) -> tuple[int, bool]:
-        shift, trim = 0, False
-        if ready_ns is None:
-            self._empty_due = due
-        else:
-            if self._empty_due is not None and 0 < ready_ns - self._empty_due < self.period:
-                shift = round(ready_ns - self._empty_due + self.margin - self.period)
-                self._waits.clear()
-            self._empty_due = None
-            self._waits.append(due - ready_ns)
-        self._min_backlog = min(self._min_backlog, backlog)
-        self._ticks += 1
-        if self._ticks >= self.window:
-            if self._min_backlog >= 1:
-                trim = True
-            elif len(self._waits) == self._ticks and min(self._waits) > self.margin:
-                shift = -(min(self._waits) - self.margin)
-            self._waits.clear()
-            self._min_backlog, self._ticks = 1 << 30, 0
-        return (shift if self.adjust else 0), trim
-
-
-def _mark_loud(image: np.ndarray, samples: np.ndarray) -> np.ndarray:
-    """A/V check overlay: a white top-left square on a frame whose own audio is loud."""
-    if len(samples) and float(np.sqrt(np.mean(samples**2))) > MARKER_RMS:
-        image = image.copy()
-        image[:MARKER_PX, :MARKER_PX] = 255
-    return image
 
 
 def _end_job() -> FrameJob:
     return FrameJob(-1, AudioChunk(np.zeros(0, np.float32), 1, 0), None, 0)
-
-
-def _silence(rate: int, fps: float) -> AudioChunk:
-    return AudioChunk(np.zeros(round(rate / fps), np.float32), rate, 0, False)

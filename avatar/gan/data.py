@@ -19,10 +19,10 @@ import numpy as np
 from avatar.errors import FaceError, ImageInputError
 from avatar.face import mesh
 from avatar.face.prepare import alignment
+from avatar.face.rig import BASES, BASIS_INDEX, LIP_SLACK, FaceRig, basis_weights
 from avatar.gan import sketch
 from avatar.motion.channels import BLENDSHAPE_INDEX as BI
 from avatar.motion.channels import BLENDSHAPES
-from avatar.render.rig import BASES, BASIS_INDEX, LIP_SLACK, FaceRig, basis_weights
 
 MIN_FACE_SHARE = 0.8  # frames where face mesh must find the face
 FIT_POINTS = sorted(
@@ -85,7 +85,7 @@ def fit_blendshapes(rig: FaceRig, landmarks: np.ndarray) -> np.ndarray:
 
 
 def weights_to_blendshapes(w: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`avatar.render.rig.basis_weights` for fitted weights."""
+    """Inverse of :func:`avatar.face.rig.basis_weights` for fitted weights."""
     bs = np.zeros(len(BLENDSHAPES), np.float32)
     pairs = {
         "jaw": "jawOpen", "seal": "mouthClose", "funnel": "mouthFunnel", "pucker": "mouthPucker",

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from avatar.backend import META_KEY
+from avatar.backends.protocol import META_KEY
 from avatar.gan.generator import INPUT_NAMES, OUTPUT_NAMES, MouthGenerator
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from avatar.backend import META_KEY
+from avatar.backends.protocol import META_KEY
 from avatar.config import FeatureConfig
 from avatar.motion.channels import BLENDSHAPES, VISEMES
 from avatar.motion.model import OUTPUT_NAMES, STATE_NAMES, MotionTransformer

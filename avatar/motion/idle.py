@@ -11,7 +11,8 @@ import math
 
 import numpy as np
 
-from avatar.frames import NS_PER_S, MotionFrame
+from avatar.frames import MotionFrame
+from avatar.units import NS_PER_S
 
 # yaw, pitch, roll sway: (amplitude rad, frequency Hz) pairs, summed
 SWAY = (

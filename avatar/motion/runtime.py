@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from avatar.backend import InferenceBackend, TorchBackend, backend_loaders, choose_backend
+from avatar.backends.protocol import InferenceBackend
+from avatar.backends.select import backend_loaders, choose_backend
+from avatar.backends.torch import TorchBackend
 from avatar.config import PACKAGE_DIR, MotionConfig
 from avatar.errors import BackendUnavailable, ModelError
 from avatar.motion.channels import OUTPUT_NAMES, STATE_NAMES

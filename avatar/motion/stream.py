@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 
 from avatar.audio.features import LogMel
-from avatar.backend import InferenceBackend
+from avatar.backends.protocol import InferenceBackend
 from avatar.config import FeatureConfig
-from avatar.frames import NS_PER_S, MotionFrame
-from avatar.meter import NULL_METER, StageMeter
+from avatar.frames import MotionFrame
+from avatar.observe import NULL_OBSERVER, Observer
+from avatar.units import NS_PER_S
 
 
 def initial_state(meta: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -37,10 +38,10 @@ class MotionStreamer:
         backend: InferenceBackend,
         fps: float,
         start_ns: int = 0,
-        meter: StageMeter = NULL_METER,
+        observer: Observer = NULL_OBSERVER,
     ) -> None:
         meta = backend.meta
-        self.meter = meter  # profiling: "features" and "motion" stages
+        self.observer = observer  # profiling: "features" and "motion" stages
         self.backend = backend
         self.fps = float(fps)
         self.start_ns = start_ns
@@ -67,7 +68,7 @@ class MotionStreamer:
         """Feed mono float32 samples at the model rate; return the frames that became ready."""
         samples = np.asarray(samples, np.float32)
         self.samples_in += len(samples)
-        with self.meter.stage("features"):
+        with self.observer.stage("features"):
             mel = self.features.push(samples)
         if len(mel):
             self._mel = np.concatenate([self._mel, mel]) if len(self._mel) else mel
@@ -99,7 +100,7 @@ class MotionStreamer:
             return  # no frame would be ready yet: batch these tokens with the next ones
         chunk = self._mel[: n_tok * self.frames_per_token]
         self._mel = self._mel[n_tok * self.frames_per_token :]
-        with self.meter.stage("motion"):
+        with self.observer.stage("motion"):
             out = self.backend.run({"mel": chunk[None], **self._state})
         for name in self.state_names:
             self._state[name] = out[f"{name}_out"]

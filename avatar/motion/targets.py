@@ -18,13 +18,29 @@ an open jaw, so the visible lip gap is roughly ``jawOpen - mouthClose`` (plus
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
-from avatar.data.types import Phone
 from avatar.motion.channels import BLENDSHAPE_INDEX, BLENDSHAPES, VISEME_INDEX, VISEMES
 from avatar.motion.phonemes import VOWEL_OPENNESS, split_segments, viseme_of
+
+
+class TimedPhone(Protocol):
+    """One phone of an alignment (``avatar.data.types.Phone`` is one): IPA symbol(s), ``""`` for
+    silence, with its start and end in seconds."""
+
+    @property
+    def ipa(self) -> str: ...
+
+    @property
+    def start(self) -> float: ...
+
+    @property
+    def end(self) -> float: ...
+
 
 TAU_S = 0.045  # how far a segment's dominance reaches beyond its core
 CLOSURE_RAMP_S = 0.015  # ramp into/out of a forced closure
@@ -139,7 +155,7 @@ def viseme_pose(viseme: str, symbol: str = "") -> np.ndarray:
     return pose
 
 
-def segments_of(phones: list[Phone]) -> list[ArticSegment]:
+def segments_of(phones: Sequence[TimedPhone]) -> list[ArticSegment]:
     """Expand an alignment into articulatory segments (diphthongs split, silence kept)."""
     out: list[ArticSegment] = []
     for ph in phones:
@@ -220,7 +236,7 @@ def viseme_labels(segs: list[ArticSegment], t: np.ndarray) -> np.ndarray:
     return labels
 
 
-def motion_targets(phones: list[Phone], t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def motion_targets(phones: Sequence[TimedPhone], t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Blendshape targets (len(t), n_blendshapes) and viseme labels (len(t),) at times ``t``."""
     segs = segments_of(phones)
     return blendshape_targets(segs, t), viseme_labels(segs, t)

@@ -42,21 +42,25 @@ class FrameRecord:
         return float(sum(self.stages.values()))
 
 
-def record_from(
-    session: str, index: int, timing: FrameTiming, origin_ns: int, late: int = 0, skipped: int = 0
-) -> FrameRecord:
-    """A record from a frame's timing (stages and waits in ns, absolute engine-clock times)."""
+def record_from(session: str, index: int, timing: FrameTiming, origin_ns: int) -> FrameRecord:
+    """A record from a frame's timing (stages in ns, absolute engine-clock times). The queue
+    waits come from the timing's own times: *inbox* (a block waiting for its analysis), *ready*
+    (a job waiting for its tick and render), *out* (a frame waiting for the video sender)."""
 
     def ms(t: int) -> float:
         return (t - origin_ns) / 1e6
 
     starts = {"render": ms(timing.render_start_ns)}
     starts.update({k: ms(v) for k, v in timing.starts.items()})
-    waits = {k: v / 1e6 for k, v in timing.waits.items()}
+    waits = {"inbox": timing.inbox_wait_ns / 1e6}
+    waits["ready"] = (timing.render_start_ns - timing.ready_ns) / 1e6
+    if "colour" in timing.starts:
+        waits["out"] = (timing.starts["colour"] - timing.emit_ns) / 1e6
+    stages = {k: v / 1e6 for k, v in {**timing.analysis, **timing.stages}.items()}
     return FrameRecord(
         session, index, timing.source_index, ms(timing.due_ns), ms(timing.emit_ns),
         timing.latency_ns / 1e6 if timing.source_index >= 0 else None,
-        {k: v / 1e6 for k, v in timing.stages.items()}, starts, waits, late, skipped,
+        stages, starts, waits, timing.late, timing.skipped,
     )  # fmt: skip
 
 

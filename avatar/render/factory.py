@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from avatar.backend import InferenceBackend, TorchBackend, backend_loaders, choose_backend
+from avatar.backends.protocol import InferenceBackend
+from avatar.backends.select import backend_loaders, choose_backend
+from avatar.backends.torch import TorchBackend
 from avatar.config import RenderConfig
 from avatar.errors import AvatarNotFound, BackendUnavailable
 from avatar.face.store import AvatarAssets, load_avatar

@@ -2,9 +2,9 @@
 
 Per frame: blendshapes -> rig basis weights -> lip sketch (:mod:`avatar.gan.sketch`) and the
 nearest training crop (:mod:`avatar.gan.bank`) -> the generator (any
-:class:`~avatar.backend.InferenceBackend`: TensorRT, onnxruntime CUDA/CPU, torch) -> the crop
-pasted into the portrait with a feathered edge. Blinks and head pose come from the
-warp renderer's rig, so both renderers move the head and eyes the same way.
+:class:`~avatar.backends.protocol.InferenceBackend`: TensorRT, onnxruntime CUDA/CPU,
+torch) -> the crop pasted into the portrait with a feathered edge. Blinks and head pose come
+from the warp renderer's rig, so both renderers move the head and eyes the same way.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from avatar.backend import InferenceBackend
+from avatar.backends.protocol import InferenceBackend
 from avatar.errors import AvatarNotFound
+from avatar.face.rig import BASIS_INDEX, basis_weights
 from avatar.face.store import AvatarAssets
 from avatar.frames import MotionFrame
 from avatar.gan import sketch
 from avatar.gan.bank import MouthBank
-from avatar.render.rig import BASIS_INDEX, basis_weights
 from avatar.render.warp import WarpRenderer
 
 

@@ -15,10 +15,11 @@ import numpy as np
 
 from avatar.errors import AvatarError
 from avatar.frames import VideoFrame
+from avatar.units import OUTPUT_RATE
 
 
 class Mp4Writer:
-    def __init__(self, path: Path, fps: float, size: int, audio_rate: int = 48000) -> None:
+    def __init__(self, path: Path, fps: float, size: int, audio_rate: int = OUTPUT_RATE) -> None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._out = av.open(str(path), "w", format="mp4")

@@ -1,6 +1,6 @@
 """Renderer 1, the CPU default: a smooth warp of the portrait driven by the face rig.
 
-At load, every rig basis (landmark displacements, :mod:`avatar.render.rig`) is interpolated with a
+At load, every rig basis (landmark displacements, :mod:`avatar.face.rig`) is interpolated with a
 thin-plate spline into a dense displacement field over the face's region (on a grid of ``step``
 pixels). Per frame: the fields are mixed with the frame's basis weights (one small matrix product),
 upsampled, inverted by one fixed-point step (forward field -> backward map) and applied with
@@ -17,10 +17,10 @@ import cv2
 import numpy as np
 
 from avatar.face import mesh
+from avatar.face.rig import FaceRig, basis_weights
 from avatar.face.store import AvatarAssets
 from avatar.frames import MotionFrame
 from avatar.render.base import head_pose_matrix
-from avatar.render.rig import FaceRig, basis_weights
 
 CAVITY_RGB = np.array([86, 34, 38], np.float32)
 TONGUE_RGB = np.array([128, 58, 60], np.float32)
@@ -55,8 +55,10 @@ def tps_fields(ctrl: np.ndarray, values: np.ndarray, grid: np.ndarray, reg: floa
 def _remap(
     src: np.ndarray, map1: np.ndarray, map2: np.ndarray | None, interp: int, **kw: Any
 ) -> np.ndarray:
-    """``cv2.remap``; its stubs reject ``map2=None`` (a two-channel map), which OpenCV accepts."""
-    return cv2.remap(src, map1, map2, interp, **kw)  # type: ignore[arg-type]
+    """``cv2.remap``; some releases' stubs reject ``map2=None`` (a two-channel map), which
+    OpenCV accepts, so it is called untyped (an ignore would be unused under other stubs)."""
+    remap: Any = cv2.remap
+    return np.asarray(remap(src, map1, map2, interp, **kw))
 
 
 class WarpRenderer:

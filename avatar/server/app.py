@@ -20,29 +20,42 @@ import os
 import secrets
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from aiohttp import WSMsgType, web
 from aiortc import RTCIceCandidate, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
-from avatar.clock import Clock, MonotonicClock
+from avatar.audio.pcm import from_pcm16
+from avatar.clock import Clock
 from avatar.config import Config
-from avatar.engine.build import build_engine
 from avatar.engine.engine import AvatarEngine
 from avatar.errors import AudioInputError, AvatarError
 from avatar.face.store import builtin_names, resolve_avatar
 from avatar.frames import AudioChunk
-from avatar.server.ice import configure_ice, rewrite_candidates, rtc_configuration
-from avatar.server.profiling import instrument_sender
+from avatar.observe import NULL_OBSERVER, Observer
+from avatar.profile.profiler import Profiler
+from avatar.server.aiortc_hooks import (
+    check_hooks,
+    configure_ice,
+    shorten_audio_jitter_buffer,
+    time_sender,
+)
+from avatar.server.ice import rewrite_candidates, rtc_configuration
 from avatar.server.session import Session
-from avatar.server.tracks import shorten_audio_jitter_buffer
 from avatar.tasks import spawn
 
 log = logging.getLogger("avatar.server")
 CONNECT_TIMEOUT_S = 30.0
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
+
+
+class EngineFactory(Protocol):
+    """Builds a session's engine (blocking: loads models; the server calls it in its executor).
+    ``live``: microphone input; otherwise buffered PCM (text-to-speech) that plays out in full."""
+
+    def __call__(self, avatar: str, live: bool, observer: Observer) -> AvatarEngine: ...
 
 
 class RequestError(Exception):
@@ -54,15 +67,18 @@ class RequestError(Exception):
 
 
 class AvatarServer:
-    """Sessions by id, one shared executor for every session's work."""
+    """Sessions by id, one shared executor for every session's work. Engines come from
+    ``engines`` (the composition root, ``avatar.compose.serve``, passes the real one)."""
 
-    def __init__(self, cfg: Config, clock: Clock | None = None, executor: Executor | None = None):
-        self.cfg = cfg
-        self.clock = clock or MonotonicClock()
+    def __init__(
+        self, cfg: Config, engines: EngineFactory, clock: Clock, executor: Executor | None = None
+    ) -> None:
+        self.cfg, self.engines, self.clock = cfg, engines, clock
         workers = cfg.engine.workers or os.cpu_count() or 2
         self.executor = executor or ThreadPoolExecutor(workers, thread_name_prefix="engine")
         self.sessions: dict[str, Session] = {}
         self.web_dir = Path(cfg.server.web_dir) if cfg.server.web_dir else WEB_DIR
+        check_hooks()
         configure_ice(cfg.server)
 
     def app(self) -> web.Application:
@@ -106,24 +122,19 @@ class AvatarServer:
         return web.json_response({"sdp": answer, "type": "answer", "session": session.sid})
 
     async def _open_session(self, avatar: str, mic: bool) -> Session:
-        cfg = self.cfg.model_copy(
-            update={"render": self.cfg.render.model_copy(update={"avatar": avatar})}
-        )
-        backlog = cfg.engine.max_backlog_frames if mic else None
-        loop = asyncio.get_running_loop()
-        profile = cfg.server.profile
-
-        def build() -> AvatarEngine:
-            return build_engine(
-                cfg, self.clock, max_backlog=backlog, executor=self.executor, profile=profile
-            )
-
-        engine = await loop.run_in_executor(self.executor, build)
-        pc = RTCPeerConnection(rtc_configuration(cfg.server))
+        cfg = self.cfg
         sid = secrets.token_urlsafe(9)
+        observer = (
+            Profiler(self.clock, cfg.motion.fps, sid, keep=3000)
+            if cfg.server.profile
+            else NULL_OBSERVER
+        )
+        loop = asyncio.get_running_loop()
+        engine = await loop.run_in_executor(self.executor, self.engines, avatar, mic, observer)
+        pc = RTCPeerConnection(rtc_configuration(cfg.server))
         session = Session(
             sid, pc, engine, self.clock, self.executor, avatar=avatar, mic=mic,
-            stats_interval_s=cfg.server.stats_interval_s, profile=cfg.server.profile,
+            stats_interval_s=cfg.server.stats_interval_s, observer=observer,
         )  # fmt: skip
         self.sessions[sid] = session
         session.on_closed = self._forget
@@ -166,8 +177,8 @@ class AvatarServer:
             raise RequestError("the offer must have an audio transceiver (sendrecv or recvonly)")
         video_sender = pc.addTrack(session.video)
         pc.addTrack(session.audio)
-        if session.profile:
-            instrument_sender(video_sender, session.video, self.clock, session.on_frame_sent)
+        if session.observer.enabled:
+            time_sender(video_sender, session.video, session.observer)
         await pc.setLocalDescription(await pc.createAnswer())
         return rewrite_candidates(pc.localDescription.sdp, self.cfg.server.ice_public_ip)
 
@@ -264,7 +275,7 @@ class PcmReader:
             raise AudioInputError('send {"type": "format", "sample_rate": N} before audio')
         if len(data) % (2 * self.channels):
             raise AudioInputError("binary messages must hold whole s16le sample frames")
-        pcm = np.frombuffer(data, "<i2").astype(np.float32) / 32768.0
+        pcm = from_pcm16(np.frombuffer(data, "<i2"))
         mono = pcm.reshape(-1, self.channels).mean(axis=1)
         return AudioChunk(mono.astype(np.float32), self.rate, 0)
 
@@ -331,20 +342,3 @@ async def _errors_as_json(request: web.Request, handler: Any) -> web.StreamRespo
     except Exception as exc:
         log.exception("%s %s failed", request.method, request.path)
         return web.json_response({"error": f"internal error: {exc!r}"}, status=500)
-
-
-async def serve(cfg: Config) -> None:
-    """Run until cancelled (Ctrl-C)."""
-    server = AvatarServer(cfg)
-    runner = web.AppRunner(server.app())
-    await runner.setup()
-    site = web.TCPSite(runner, cfg.server.host, cfg.server.port)
-    await site.start()
-    hosts = ", ".join(cfg.server.ice_hosts) or "all non-loopback interfaces"
-    print(
-        f"avatar serve: http://{cfg.server.host}:{cfg.server.port}/  (ICE on {hosts})", flush=True
-    )
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()

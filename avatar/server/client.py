@@ -8,7 +8,6 @@ video and audio frames are kept with their arrival time on the same clock.
 from __future__ import annotations
 
 import asyncio
-import fractions
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,13 +19,12 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
+from avatar.audio.pcm import to_mono, to_pcm16
 from avatar.clock import Clock, MonotonicClock
-from avatar.frames import NS_PER_S
-from avatar.server.tracks import shorten_audio_jitter_buffer, to_mono
+from avatar.server.aiortc_hooks import shorten_audio_jitter_buffer
+from avatar.server.tracks import pcm16_frame
 from avatar.tasks import cancel, spawn
-
-RATE = 48000
-PACKET = 960
+from avatar.units import NS_PER_S, OUTPUT_RATE, PACKET_SAMPLES
 
 
 class SpeechTrack(MediaStreamTrack):
@@ -37,8 +35,7 @@ class SpeechTrack(MediaStreamTrack):
 
     def __init__(self, samples: np.ndarray, clock: Clock) -> None:
         super().__init__()
-        pcm = np.clip(np.asarray(samples, np.float32) * 32767, -32767, 32767).astype(np.int16)
-        self.pcm, self.clock = pcm, clock
+        self.pcm, self.clock = to_pcm16(samples), clock
         self.sent = 0  # samples sent
         self._start: int | None = None
         self.send_times: list[int] = []  # clock time each packet left, by packet number
@@ -48,14 +45,12 @@ class SpeechTrack(MediaStreamTrack):
             raise MediaStreamError
         if self._start is None:
             self._start = self.clock.now_ns()
-        await self.clock.sleep_until(self._start + self.sent * NS_PER_S // RATE)
-        piece = self.pcm[self.sent : self.sent + PACKET]
-        if len(piece) < PACKET:
-            piece = np.concatenate([piece, np.zeros(PACKET - len(piece), np.int16)])
-        frame = av.AudioFrame.from_ndarray(piece[None, :], format="s16", layout="mono")
-        frame.sample_rate, frame.pts = RATE, self.sent
-        frame.time_base = fractions.Fraction(1, RATE)
-        self.sent += PACKET
+        await self.clock.sleep_until(self._start + self.sent * NS_PER_S // OUTPUT_RATE)
+        piece = self.pcm[self.sent : self.sent + PACKET_SAMPLES]
+        if len(piece) < PACKET_SAMPLES:
+            piece = np.concatenate([piece, np.zeros(PACKET_SAMPLES - len(piece), np.int16)])
+        frame = pcm16_frame(piece, self.sent)
+        self.sent += PACKET_SAMPLES
         self.send_times.append(self.clock.now_ns())
         return frame
 

@@ -19,14 +19,17 @@ from aiohttp import web
 from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from avatar.audio.pcm import to_mono
 from avatar.clock import Clock
-from avatar.engine.engine import MARKER_PX, AvatarEngine
+from avatar.engine.engine import AvatarEngine
+from avatar.engine.render import MARKER_PX
 from avatar.errors import AudioInputError
-from avatar.frames import NS_PER_S, AudioChunk, VideoFrame
+from avatar.frames import AudioChunk, VideoFrame
 from avatar.motion.channels import BLENDSHAPES
-from avatar.profile.log import ProfileLog, as_dict, record_from, summarize
-from avatar.server.tracks import EngineAudioTrack, EngineVideoTrack, to_mono
+from avatar.observe import NULL_OBSERVER, Observer
+from avatar.server.tracks import EngineAudioTrack, EngineVideoTrack
 from avatar.tasks import cancel, spawn
+from avatar.units import NS_PER_S
 
 log = logging.getLogger("avatar.server")
 
@@ -45,15 +48,12 @@ class Session:
         avatar: str,
         mic: bool,
         stats_interval_s: float,
-        profile: bool = False,
+        observer: Observer = NULL_OBSERVER,
     ) -> None:
         self.sid, self.pc, self.engine, self.clock = sid, pc, engine, clock
-        self.avatar, self.mic, self.profile = avatar, mic, profile
-        self.video = EngineVideoTrack(executor, clock, profile)
-        self.profile_log = ProfileLog(keep=3000)
+        self.avatar, self.mic, self.observer = avatar, mic, observer
+        self.video = EngineVideoTrack(executor, observer)
         self.profile_frames = False  # the peer asked for every frame's record
-        self._origin_ns = clock.now_ns()
-        self._counted = (0, 0)  # engine late/skipped already given to records
         self.audio = EngineAudioTrack(clock)
         self.channel: RTCDataChannel | None = None
         self.sockets: set[web.WebSocketResponse] = set()
@@ -119,23 +119,11 @@ class Session:
         msg = {
             "type": "ready", "session": self.sid, "avatar": self.avatar,
             "fps": self.engine.fps, "size": self.engine.renderer.size,
-            "blendshapes": list(BLENDSHAPES), "profile": self.profile,
+            "blendshapes": list(BLENDSHAPES), "profile": self.observer.enabled,
         }  # fmt: skip
         if self.engine.cfg.sync_marker:
             msg["marker"] = {"x": 0, "y": 0, "size": MARKER_PX}
         return msg
-
-    def on_frame_sent(self, frame: VideoFrame) -> None:
-        """Profiling: a frame's packets are out; its timing is complete."""
-        if frame.timing is None:
-            return
-        late, skipped = self.engine.stats.late, self.engine.stats.skipped
-        record = record_from(
-            self.sid, frame.index, frame.timing, self._origin_ns,
-            late - self._counted[0], skipped - self._counted[1],
-        )  # fmt: skip
-        self._counted = (late, skipped)
-        self.profile_log.add(record)
 
     def handle_message(self, message: Any) -> None:
         """A control message from the data channel or the events socket."""
@@ -197,17 +185,9 @@ class Session:
                 fps = (self.engine.stats.frames - frames_at_last) / elapsed
                 frames_at_last = self.engine.stats.frames
                 self.send(self.stats_message(fps))
-                if self.profile:
-                    self._send_profile()
+                for msg in self.observer.report(self.profile_frames):
+                    self.send(msg)
                 next_stats = now + self.stats_interval_ns
-
-    def _send_profile(self) -> None:
-        window = self.profile_log.window()
-        if not window:
-            return
-        self.send({"type": "profile", **summarize(window, self.engine.fps)})
-        if self.profile_frames:
-            self.send({"type": "profile_frames", "frames": [as_dict(r) for r in window]})
 
     def _send_frame_messages(self, frame: VideoFrame) -> None:
         for event in frame.events:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from avatar.backend import InferenceBackend
+from avatar.backends.protocol import InferenceBackend
 from avatar.data.types import AlignedUtterance
 from avatar.motion.channels import BLENDSHAPE_INDEX, VISEME_INDEX
 from avatar.motion.phonemes import VOWELS

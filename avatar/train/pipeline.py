@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from avatar.backend import OrtBackend
+from avatar.backends.onnxruntime import OrtBackend
 from avatar.config import Config, MotionConfig
 from avatar.data import augment as aug
 from avatar.data.types import AlignedUtterance

@@ -1,9 +1,10 @@
 """``avatar profile``: a speech file through the live engine, or N live sessions, into a report.
 
 - ``profile_file``: the file is pushed in 20 ms blocks at real time (as a microphone would), into
-  the same :class:`~avatar.engine.AvatarEngine` the server runs, with profiling on; each frame is
-  converted to YUV and encoded with aiortc's own VP8 encoder as the server's sender would (there
-  is no network, so *send* is absent).
+  the same :class:`~avatar.engine.AvatarEngine` the server runs, with a
+  :class:`~avatar.profile.profiler.Profiler` observing it; each frame is converted to YUV and
+  encoded with aiortc's own VP8 encoder as the server's sender would
+  (:class:`~avatar.server.tracks.FrameEncoder`; there is no network, so *send* is absent).
 - ``profile_sessions``: ``avatar serve --profile`` in a child process and N aiortc client peers
   on loopback (in this process) that subscribe to every frame's record over the data channel.
 """
@@ -22,16 +23,20 @@ from typing import Any
 import numpy as np
 
 from avatar.audio.io import iter_audio
-from avatar.clock import MonotonicClock
+from avatar.clock import Clock, MonotonicClock
+from avatar.compose.engines import build_engine
 from avatar.config import Config, ServerConfig
-from avatar.engine.build import OUTPUT_RATE, build_engine
 from avatar.engine.engine import AvatarEngine
-from avatar.frames import NS_PER_S, AudioChunk, VideoFrame
-from avatar.profile.log import FrameRecord, ProfileLog, from_dict, record_from
+from avatar.frames import AudioChunk
+from avatar.profile.log import FrameRecord, from_dict
+from avatar.profile.profiler import Profiler
 from avatar.profile.report import write_report
+from avatar.server.aiortc_hooks import configure_ice
+from avatar.server.browser import serve_process
+from avatar.server.client import AvatarPeer
+from avatar.server.tracks import FrameEncoder
 from avatar.tasks import cancel, spawn
-
-PACKET = 960  # 20 ms at 48 kHz, what WebRTC delivers
+from avatar.units import NS_PER_S, OUTPUT_RATE, PACKET_SAMPLES
 
 
 def machine() -> str:
@@ -67,74 +72,38 @@ async def _profile_file(speech: np.ndarray, cfg: Config) -> list[FrameRecord]:
     clock = MonotonicClock()
     pool = ThreadPoolExecutor(cfg.engine.workers or os.cpu_count() or 2)
     loop = asyncio.get_running_loop()
+    profiler = Profiler(clock, cfg.motion.fps, "file")
     engine = await loop.run_in_executor(
-        pool, lambda: build_engine(cfg, clock, max_backlog=cfg.engine.max_backlog_frames,
-                                   executor=pool, profile=True),
-    )  # fmt: skip
-    encoder = _vp8_encoder()
-    log, origin = ProfileLog(), clock.now_ns()
+        pool, lambda: build_engine(cfg, clock, live=True, executor=pool, observer=profiler)
+    )
+    encoder = FrameEncoder(profiler)
     feeder = spawn(feed_realtime(engine, speech, clock), "profile-feed")
     engine.start()
     end = clock.now_ns() + round((len(speech) / OUTPUT_RATE + 0.5) * NS_PER_S)
     try:
         async for frame in engine:
-            await loop.run_in_executor(pool, _encode, frame, encoder, clock)
-            assert frame.timing is not None
-            log.add(record_from("file", frame.index, frame.timing, origin))
+            await loop.run_in_executor(pool, encoder.encode, frame)
             if clock.now_ns() >= end:
                 break
     finally:
         await cancel(feeder)
         await engine.aclose()
         pool.shutdown(wait=False)
-    _count_decisions(log.records, engine)
-    return log.records
+    return profiler.records
 
 
-async def feed_realtime(engine: AvatarEngine, speech: np.ndarray, clock: MonotonicClock) -> None:
+async def feed_realtime(engine: AvatarEngine, speech: np.ndarray, clock: Clock) -> None:
     """Push 48 kHz speech in 20 ms packets, each when a microphone would have delivered it."""
     start = clock.now_ns()
-    for k, i in enumerate(range(0, len(speech), PACKET)):
-        await clock.sleep_until(start + (k + 1) * PACKET * NS_PER_S // OUTPUT_RATE)
-        engine.push_audio(AudioChunk(speech[i : i + PACKET], OUTPUT_RATE, 0))
-
-
-def _vp8_encoder() -> Any:
-    from aiortc.codecs import get_encoder
-    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-
-    return get_encoder(RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000))
-
-
-def _encode(frame: VideoFrame, encoder: Any, clock: MonotonicClock) -> None:
-    from avatar.server.tracks import VIDEO_CLOCK, rgb_to_video_frame
-
-    timing = frame.timing
-    assert timing is not None
-    picked = clock.now_ns()
-    yuv = rgb_to_video_frame(frame.image)
-    yuv.pts = frame.pts_ns * VIDEO_CLOCK // NS_PER_S
-    coded = clock.now_ns()
-    encoder.encode(yuv)
-    done = clock.now_ns()
-    timing.waits["out"] = picked - timing.emit_ns
-    timing.stages["colour"], timing.starts["colour"] = coded - picked, picked
-    timing.stages["encode"], timing.starts["encode"] = done - coded, coded
-
-
-def _count_decisions(records: list[FrameRecord], engine: AvatarEngine) -> None:
-    """Offline the engine's late/skipped totals go on the last record (no per-frame deltas)."""
-    if records:
-        records[-1].late, records[-1].skipped = engine.stats.late, engine.stats.skipped
+    for k, i in enumerate(range(0, len(speech), PACKET_SAMPLES)):
+        await clock.sleep_until(start + (k + 1) * PACKET_SAMPLES * NS_PER_S // OUTPUT_RATE)
+        engine.push_audio(AudioChunk(speech[i : i + PACKET_SAMPLES], OUTPUT_RATE, 0))
 
 
 # -- N live sessions ----------------------------------------------------------------------------
 
 
 def profile_sessions(n: int, seconds: float, out: Path, cfg: Config) -> dict[str, Any]:
-    from avatar.server.browser import serve_process
-    from avatar.server.ice import configure_ice
-
     configure_ice(ServerConfig(ice_hosts=["127.0.0.1"]))
     args = ["--profile", "--set", f"render.size={cfg.render.size}",
             "--set", f"render.avatar={cfg.render.avatar}"]  # fmt: skip
@@ -155,8 +124,6 @@ def session_speech(seconds: float, offset_s: float = 0.0) -> np.ndarray:
 
 
 async def _sessions(url: str, n: int, seconds: float) -> list[FrameRecord]:
-    from avatar.server.client import AvatarPeer
-
     peers = [
         AvatarPeer(url, session_speech(seconds + 5, offset_s=1.7 * i),
                    summarize=lambda _: None, subscribe={"profile_frames": True})

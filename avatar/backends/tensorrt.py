@@ -1,8 +1,8 @@
 """TensorRT engines: build (cached per model, precision, GPU and TensorRT version) and run.
 
-Status, said plainly: this path has never run. There is no TensorRT on the development machines
-and none on the lent GPU image either, so :func:`build_engine` and :class:`TensorRTBackend` are
-written against the TensorRT 10 Python API documentation and have not been executed. What *is*
+Status, said plainly: this path has never run. There is no TensorRT on the development machines and
+none on the lent GPU image either, so :func:`build_tensorrt_engine` and :class:`TensorRTBackend`
+are written against the TensorRT 10 Python API documentation and have not been executed. What *is*
 tested here: :func:`engine_cache_key` (pure), :func:`read_onnx_meta` (with ``onnx`` and through the
 onnxruntime fallback), and that every entry point raises :class:`BackendUnavailable` when
 ``tensorrt`` cannot be imported. ``tests/test_backends.py`` has a ``tensorrt``-marked parity test
@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from avatar.backend import META_KEY, Shape, ShapeRange, import_torch_cuda
+from avatar.backends.protocol import META_KEY, Shape, ShapeRange
+from avatar.backends.torch import import_torch_cuda
 from avatar.errors import BackendUnavailable, ModelError
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ def read_onnx_meta(onnx_path: Path) -> dict[str, Any]:
     try:
         import onnx
     except ImportError:
-        from avatar.backend import OrtBackend
+        from avatar.backends.onnxruntime import OrtBackend
 
         return OrtBackend(onnx_path).meta
     model = onnx.load(str(onnx_path), load_external_data=False)
@@ -121,7 +122,7 @@ def read_onnx_meta(onnx_path: Path) -> dict[str, Any]:
     return meta
 
 
-def build_engine(
+def build_tensorrt_engine(
     onnx_path: Path,
     cache_dir: Path,
     *,
@@ -292,11 +293,11 @@ def make_entropy_calibrator(trt: Any, batches: Iterable[dict[str, np.ndarray]], 
 
 
 class TensorRTBackend:
-    """A deserialized TensorRT engine behind :class:`avatar.backend.InferenceBackend`.
+    """A deserialized TensorRT engine behind :class:`avatar.backends.protocol.InferenceBackend`.
 
     Inputs are copied to CUDA buffers (torch tensors) on a private stream; output buffers are
     allocated once per input-shape signature and reused; outputs come back as float32 numpy.
-    ``meta`` is read from the ``.json`` sidecar that :func:`build_engine` writes.
+    ``meta`` is read from the ``.json`` sidecar that :func:`build_tensorrt_engine` writes.
     """
 
     name = "tensorrt"

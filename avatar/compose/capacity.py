@@ -22,13 +22,16 @@ from typing import Any
 import numpy as np
 
 from avatar.clock import MonotonicClock
+from avatar.compose.engines import build_engine
+from avatar.compose.profile import feed_realtime, session_speech
 from avatar.config import Config
-from avatar.engine.build import build_engine
 from avatar.engine.engine import AvatarEngine
-from avatar.frames import NS_PER_S
-from avatar.profile.log import record_from, summarize
-from avatar.profile.run import _encode, _vp8_encoder, feed_realtime, session_speech
+from avatar.frames import FrameTiming, VideoFrame
+from avatar.profile.log import FrameRecord, summarize
+from avatar.profile.profiler import Profiler
+from avatar.server.tracks import FrameEncoder
 from avatar.tasks import cancel, spawn
+from avatar.units import NS_PER_S
 
 
 @dataclass(slots=True)
@@ -56,21 +59,18 @@ def _cpu_s() -> float:
 
 
 async def _avatar_session(
-    engine: AvatarEngine, pool: ThreadPoolExecutor, clock: MonotonicClock, seconds: float,
-    k: int, records: list[Any],
+    engine: AvatarEngine, encoder: FrameEncoder, pool: ThreadPoolExecutor, clock: MonotonicClock,
+    seconds: float, k: int,
 ) -> tuple[int, int]:  # fmt: skip
     loop = asyncio.get_running_loop()
     speech = session_speech(seconds + 2, offset_s=1.3 * k)
-    encoder = _vp8_encoder()
     feeder = spawn(feed_realtime(engine, speech, clock), f"bench-feed-{k}")
     engine.start()
-    end, origin = clock.now_ns() + round(seconds * NS_PER_S), clock.now_ns()
+    end = clock.now_ns() + round(seconds * NS_PER_S)
     consumed = 0
     try:
         async for frame in engine:
-            await loop.run_in_executor(pool, _encode, frame, encoder, clock)
-            assert frame.timing is not None
-            records.append(record_from(f"s{k}", frame.index, frame.timing, origin))
+            await loop.run_in_executor(pool, encoder.encode, frame)
             consumed += 1
             if clock.now_ns() >= end:
                 break
@@ -85,12 +85,10 @@ async def _static_session(
     size: int, fps: float, pool: ThreadPoolExecutor, clock: MonotonicClock, seconds: float
 ) -> tuple[int, int]:
     """Encode-only: a static frame converted and encoded every tick; a missed tick is late."""
-    from avatar.frames import FrameTiming, VideoFrame
-
     loop = asyncio.get_running_loop()
     image = np.full((size, size, 3), 128, np.uint8)
     image[size // 4 : size // 2, size // 4 : size // 2] = 200  # not a flat field
-    encoder, period = _vp8_encoder(), NS_PER_S / fps
+    encoder, period = FrameEncoder(), NS_PER_S / fps
     start = clock.now_ns()
     tick = late = sent = 0
     while tick * period < seconds * NS_PER_S:
@@ -98,7 +96,7 @@ async def _static_session(
         await clock.sleep_until(due)
         timing = FrameTiming(0, due, due, due, due, due, clock.now_ns())
         frame = VideoFrame(tick, round(tick * period), image, timing=timing)
-        await loop.run_in_executor(pool, _encode, frame, encoder, clock)
+        await loop.run_in_executor(pool, encoder.encode, frame)
         sent += 1
         tick += 1
         behind = clock.now_ns() - (start + round(tick * period))
@@ -112,12 +110,11 @@ def run_sessions(cfg: Config, n: int, seconds: float, static: bool = False) -> R
     """N sessions at once for ``seconds``; CPU of this process over the run."""
     clock = MonotonicClock()
     pool = ThreadPoolExecutor(cfg.engine.workers or os.cpu_count() or 2)
-    records: list[Any] = []
+    profilers = [Profiler(clock, cfg.motion.fps, f"s{k}") for k in range(n)]
     started: list[float] = []
 
-    def build() -> AvatarEngine:
-        return build_engine(cfg, clock, max_backlog=cfg.engine.max_backlog_frames,
-                            executor=pool, profile=True)  # fmt: skip
+    def build(profiler: Profiler) -> AvatarEngine:
+        return build_engine(cfg, clock, live=True, executor=pool, observer=profiler)
 
     async def main() -> list[tuple[int, int]]:
         loop = asyncio.get_running_loop()
@@ -127,10 +124,11 @@ def run_sessions(cfg: Config, n: int, seconds: float, static: bool = False) -> R
                 _static_session(cfg.render.size, cfg.motion.fps, pool, clock, seconds)
                 for _ in range(n)
             ))  # fmt: skip
-        engines = [await loop.run_in_executor(pool, build) for _ in range(n)]
+        engines = [await loop.run_in_executor(pool, build, p) for p in profilers]
         started.extend([_cpu_s(), time.monotonic()])  # loading models is not streaming
         return await asyncio.gather(*(
-            _avatar_session(e, pool, clock, seconds, k, records) for k, e in enumerate(engines)
+            _avatar_session(e, FrameEncoder(p), pool, clock, seconds, k)
+            for k, (e, p) in enumerate(zip(engines, profilers, strict=True))
         ))  # fmt: skip
 
     try:
@@ -140,6 +138,7 @@ def run_sessions(cfg: Config, n: int, seconds: float, static: bool = False) -> R
     cpu, wall = _cpu_s() - started[0], time.monotonic() - started[1]
     ticks = sum(t for t, _ in results)
     late = sum(x for _, x in results)
+    records: list[FrameRecord] = [r for p in profilers for r in p.records]
     stages = summarize(records, cfg.motion.fps)["stages"] if records else {}
     # model loading is inside the wall time; CPU per session is over the streaming seconds
     return RunResult(n, min(wall, seconds), ticks, late, cpu, stages)

@@ -1,8 +1,10 @@
 """Judge a renderer from its output pixels: does the rendered mouth follow the speech?
 
-Each utterance goes through the same :class:`AvatarPipeline` as ``avatar render`` (idle blinks and
-head motion included); face mesh then reads every rendered frame back, and the inner-lip gap (in
-inter-ocular units) is compared with the openness derived from the utterance's phone alignment:
+Each utterance goes through the engine exactly as ``avatar render`` runs it (audio front, speech
+gate, motion model, idle blinks and head motion, renderer:
+:func:`~avatar.compose.offline.speech_frames`); face mesh then reads every rendered frame back,
+and the inner-lip gap (in inter-ocular units) is compared with the openness derived from the
+utterance's phone alignment:
 
 - ``gap_r``: Pearson correlation of the measured gap with the alignment's ``jawOpen`` target;
 - ``model_r``: the same for the motion model's own ``jawOpen`` (what the renderer had to show);
@@ -17,12 +19,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from avatar.backend import InferenceBackend
+from avatar.backends.protocol import InferenceBackend
+from avatar.compose.offline import speech_frames
+from avatar.config import Config
 from avatar.data.types import AlignedUtterance
 from avatar.face import mesh
 from avatar.motion.phonemes import VOWELS
 from avatar.motion.targets import motion_targets, openness, segments_of
-from avatar.pipeline.stages import AvatarPipeline
 from avatar.render.base import Renderer
 from avatar.train.evaluate import corr, pbm_minima, segment_index
 
@@ -68,10 +71,10 @@ def measure_gaps(images: list[np.ndarray], fm: mesh.FaceMesh) -> np.ndarray:
 
 
 def trace_utterance(
-    backend: InferenceBackend, renderer: Renderer, utt: AlignedUtterance, fps: float
+    cfg: Config, backend: InferenceBackend, renderer: Renderer, utt: AlignedUtterance
 ) -> UtteranceTrace:
-    pipeline = AvatarPipeline(backend, renderer, fps, utt.sample_rate)
-    frames = pipeline.push_audio(utt.audio) + pipeline.flush()
+    fps = cfg.motion.fps
+    frames = speech_frames(cfg, utt.audio, utt.sample_rate, renderer, backend)
     with mesh.FaceMesh(max_faces=1, static=False) as fm:
         gaps = measure_gaps([f.image for f in frames], fm)
     t = np.arange(len(frames)) / fps

@@ -1,0 +1,44 @@
+"""Engines from configuration (blocking: loads models; call it in an executor when serving)."""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor
+
+from avatar.clock import Clock
+from avatar.config import Config
+from avatar.engine.engine import AvatarEngine
+from avatar.motion.runtime import load_motion_backend
+from avatar.observe import NULL_OBSERVER, Observer
+from avatar.render.factory import load_renderer
+from avatar.server.app import EngineFactory
+
+
+def build_engine(
+    cfg: Config,
+    clock: Clock,
+    *,
+    live: bool = False,
+    realtime: bool = True,
+    executor: Executor | None = None,
+    observer: Observer = NULL_OBSERVER,
+) -> AvatarEngine:
+    """An engine for ``cfg.render.avatar`` with its own renderer and motion model state.
+
+    ``live``: input from a microphone (late audio and frames are skipped to stay live);
+    otherwise buffered input (a file, text-to-speech) plays out in full."""
+    return AvatarEngine(
+        load_motion_backend(cfg.motion), load_renderer(cfg.render), clock, cfg.engine, cfg.vad,
+        cfg.motion.fps, live=live, realtime=realtime, executor=executor, observer=observer,
+        idle_seed=cfg.render.idle_seed,
+    )  # fmt: skip
+
+
+def engine_factory(cfg: Config, clock: Clock, executor: Executor | None) -> EngineFactory:
+    """What the server calls (in its executor) to build a session's engine."""
+
+    def build(avatar: str, live: bool, observer: Observer) -> AvatarEngine:
+        render = cfg.render.model_copy(update={"avatar": avatar})
+        session_cfg = cfg.model_copy(update={"render": render})
+        return build_engine(session_cfg, clock, live=live, executor=executor, observer=observer)
+
+    return build

@@ -1,0 +1,125 @@
+"""Offline drivers of the engine: ``avatar render`` (speech file -> mp4) and whole clips to frames.
+
+Both push audio through the real-time engine's contract on a :class:`~avatar.clock.FakeClock`
+that jumps instead of waiting: the same stages as a live session (audio front, speech gate, motion
+model, frame assembly, idle animation, renderer); offline, idle frames are all rendered (no
+half-rate idle) and nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from avatar.audio.io import iter_audio
+from avatar.backends.protocol import InferenceBackend
+from avatar.clock import FakeClock
+from avatar.compose.engines import build_engine
+from avatar.config import Config
+from avatar.engine.engine import AvatarEngine
+from avatar.face.image import save_rgb
+from avatar.frames import AudioChunk, VideoFrame
+from avatar.motion.runtime import load_motion_backend
+from avatar.render.base import Renderer
+from avatar.render.factory import load_renderer
+from avatar.render.video import Mp4Writer
+from avatar.tasks import cancel, spawn
+from avatar.units import OUTPUT_RATE
+
+
+def offline_engine(
+    cfg: Config, renderer: Renderer | None = None, backend: InferenceBackend | None = None
+) -> AvatarEngine:
+    """An engine for a whole file: buffered input, every frame rendered, time jumps. A renderer
+    or motion backend already loaded is used instead of loading the configured one."""
+    engine_cfg = cfg.engine.model_copy(update={"idle_render_every": 1})
+    cfg = cfg.model_copy(update={"engine": engine_cfg})
+    if renderer is None and backend is None:
+        return build_engine(cfg, FakeClock(), realtime=False)
+    return AvatarEngine(
+        backend or load_motion_backend(cfg.motion), renderer or load_renderer(cfg.render),
+        FakeClock(), cfg.engine, cfg.vad, cfg.motion.fps, realtime=False,
+        idle_seed=cfg.render.idle_seed,
+    )  # fmt: skip
+
+
+def speech_frames(
+    cfg: Config,
+    audio: np.ndarray,
+    rate: int,
+    renderer: Renderer | None = None,
+    backend: InferenceBackend | None = None,
+) -> list[VideoFrame]:
+    """Every frame the engine makes of a clip; the evaluations and the contact sheet judge
+    these (``renderer``, ``backend``: already loaded ones, else the configured ones)."""
+    engine = offline_engine(cfg, renderer, backend)
+    blocks = [audio[i : i + rate] for i in range(0, len(audio), rate)]
+    frames: list[VideoFrame] = []
+
+    async def collect(frame: VideoFrame) -> None:
+        frames.append(frame)
+
+    asyncio.run(_run(engine, blocks, rate, collect))
+    return frames
+
+
+def render_file(
+    audio: Path, output: Path, cfg: Config, frames_dir: Path | None = None, progress: bool = True
+) -> str:
+    """Write ``output`` (and PNGs into ``frames_dir``); returns a one-line summary."""
+    engine = offline_engine(cfg)
+    reader = iter_audio(audio, rate=OUTPUT_RATE, block_s=1.0)
+    if frames_dir:
+        frames_dir.mkdir(parents=True, exist_ok=True)
+    total = reader.info.duration_s
+    bar = tqdm(total=round(total, 1) if total else None, unit="s", desc=audio.name,
+               disable=not progress)  # fmt: skip
+    size, fps = engine.renderer.size, cfg.motion.fps
+
+    async def write(frame: VideoFrame) -> None:
+        writer.write(frame)
+        if frames_dir:
+            save_rgb(frames_dir / f"{frame.index:06d}.png", frame.image)
+        bar.update(round(1 / fps, 3))
+
+    with Mp4Writer(output, fps, size, OUTPUT_RATE) as writer, bar:
+        seconds = asyncio.run(_run(engine, reader, OUTPUT_RATE, write))
+    return (
+        f"{output}: {writer.frames} frames, {size}x{size} at {fps:g} fps, "
+        f"{seconds:.2f} s of audio, avatar {cfg.render.avatar!r}, renderer {engine.renderer.name}"
+    )
+
+
+Sink = Callable[[VideoFrame], Awaitable[None]]
+
+
+async def _run(engine: AvatarEngine, blocks: Iterable[np.ndarray], rate: int, sink: Sink) -> float:
+    """Push ``blocks`` (with backpressure: memory stays flat for long files), hand every frame
+    to ``sink``; returns the seconds of audio pushed."""
+    pushed = 0
+
+    async def produce() -> None:
+        nonlocal pushed
+        try:
+            for block in blocks:
+                engine.push_audio(AudioChunk(block, rate, 0))
+                pushed += len(block)
+                await engine.wait_for_room(max_pending_s=2.0)
+        finally:
+            engine.end_input()  # also when decoding fails: the frames so far end the file
+
+    producer = spawn(produce(), "offline-input")
+    try:
+        async for frame in engine:
+            await sink(frame)
+    finally:
+        await cancel(producer)
+        await engine.aclose()
+    error = producer.exception() if producer.done() and not producer.cancelled() else None
+    if error is not None:
+        raise error
+    return pushed / rate

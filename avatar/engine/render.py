@@ -1,0 +1,83 @@
+"""Stage 5, render: a frame job (or nothing: idle) -> a :class:`VideoFrame` with its audio.
+
+The idle animator adds blinks, breathing and head sway on top of the job's motion (or of a
+closed, resting mouth when the model slept). In silence only every ``idle_render_every``-th frame
+is drawn (blinks always); the frames between repeat the last image. With ``sync_marker`` a white
+square in the top-left corner marks frames whose own audio is loud (A/V sync checks).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from avatar.config import EngineConfig
+from avatar.engine.assembly import FrameJob
+from avatar.frames import AudioChunk, MotionFrame, VideoFrame
+from avatar.motion.channels import BLENDSHAPES, VISEMES
+from avatar.motion.idle import IdleAnimator
+from avatar.render.base import Renderer
+
+MARKER_RMS, MARKER_PX = 0.05, 24
+
+
+class RenderStage:
+    """Motion + idle animation -> image; see the module docstring."""
+
+    def __init__(
+        self, renderer: Renderer, cfg: EngineConfig, rate: int, fps: float, idle_seed: int = 0
+    ) -> None:
+        self.renderer, self.cfg, self.rate, self.fps = renderer, cfg, rate, fps
+        self.idle = IdleAnimator(idle_seed)
+        self._last: VideoFrame | None = None
+        self.rendered = 0  # images drawn (the rest repeat the last one)
+
+    def render(self, job: FrameJob | None, index: int, pts: int) -> VideoFrame:
+        """Output frame ``index`` at ``pts`` showing ``job`` (None: an idle filler)."""
+        motion = self.idle.apply(_motion_of(job, index, pts))
+        image = self._reused_image(motion, index)
+        if image is None:
+            image = self.renderer.render(motion)
+            self.rendered += 1
+        audio = job.audio if job is not None else _silence(self.rate, self.fps)
+        if self.cfg.sync_marker:
+            image = mark_loud(image, audio.samples)
+        audio = AudioChunk(audio.samples, audio.sample_rate, pts, motion.is_speech)
+        events = job.events if job is not None else []
+        frame = VideoFrame(index, pts, image, audio, motion, events)
+        self._last = frame
+        return frame
+
+    def _reused_image(self, motion: MotionFrame, index: int) -> np.ndarray | None:
+        """In silence, render every ``idle_render_every``-th frame (blinks always)."""
+        last = self._last
+        if (
+            last is None
+            or motion.is_speech
+            or last.motion is None
+            or last.motion.is_speech
+            or motion.blink > 0
+            or last.motion.blink > 0
+            or index % self.cfg.idle_render_every == 0
+        ):
+            return None
+        return last.image
+
+
+def _motion_of(job: FrameJob | None, index: int, pts: int) -> MotionFrame:
+    src = job.motion if job is not None else None
+    if src is None:
+        rest = np.zeros(len(BLENDSHAPES), np.float32)
+        return MotionFrame(index, pts, rest, np.zeros(len(VISEMES), np.float32), is_speech=False)
+    return MotionFrame(index, pts, src.blendshapes, src.visemes, is_speech=True)
+
+
+def mark_loud(image: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    """A/V check overlay: a white top-left square on a frame whose own audio is loud."""
+    if len(samples) and float(np.sqrt(np.mean(samples**2))) > MARKER_RMS:
+        image = image.copy()
+        image[:MARKER_PX, :MARKER_PX] = 255
+    return image
+
+
+def _silence(rate: int, fps: float) -> AudioChunk:
+    return AudioChunk(np.zeros(round(rate / fps), np.float32), rate, 0, False)

@@ -1,1 +1,0 @@
-"""The streaming stages shared by ``avatar render``, the server and the tests."""
