@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from avatar.backends.protocol import BackendChoice
 from avatar.errors import ConfigError
+from avatar.units import ANALYSIS_RATE
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_CONFIG = PACKAGE_DIR.parent / "configs" / "default.yaml"
@@ -38,7 +39,7 @@ class VadConfig(_Section):
 class FeatureConfig(_Section):
     """Causal log-mel features: a frame ends at its hop, windows look only at the past."""
 
-    sample_rate: int = 16000
+    sample_rate: int = ANALYSIS_RATE
     n_fft: int = 400
     hop: int = 160
     n_mels: int = 80

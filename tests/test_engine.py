@@ -96,6 +96,33 @@ def test_offline_frames_tile_the_audio_and_follow_speech(backend, speech) -> Non
     assert engine.stats.filled == engine.stats.skipped == engine.stats.late == 0
 
 
+def test_block_sizes_do_not_change_what_the_avatar_does(backend, speech) -> None:  # type: ignore[no-untyped-def]
+    # A short clip: one word between pauses. Pushed as one block (a file, a TTS chunk) it must
+    # animate as when it arrives in 20 ms packets (a microphone). Only at the wake point may a
+    # big block show more: frames whose audio had already passed when the packet that woke the
+    # model arrived were sent idle, while a block holding the onset is animated from the
+    # pre-roll's first frame on.
+    word = speech[: int(1.2 * 48000)]
+    audio = np.concatenate([np.zeros(14400, np.float32), word, np.zeros(48000, np.float32)])
+    runs = {}
+    for block in (960, 48000, len(audio)):
+        engine = make_engine(backend, FakeClock(), realtime=False)
+        runs[block] = asyncio.run(run_offline(engine, audio, block=block))
+    ref = runs[960]
+    speaking = np.array([f.motion is not None and f.motion.is_speech for f in ref])
+    assert speaking.sum() > 10
+    ref_jaw = np.array([int(f.image[0, 0, 0]) for f in ref])
+    for block, frames in runs.items():
+        awake = np.array([f.motion is not None and f.motion.is_speech for f in frames])
+        assert len(frames) == len(ref) and (awake >= speaking).all(), block
+        extra = np.flatnonzero(awake & ~speaking)
+        preroll_frames = EngineConfig().preroll_ms // 40
+        assert len(extra) <= preroll_frames and (extra < np.flatnonzero(speaking)[0]).all(), block
+        jaw = np.array([int(f.image[0, 0, 0]) for f in frames])
+        # onnxruntime batches 20 ms and 1 s pushes differently: float rounding of the jaw only
+        assert np.abs(jaw - ref_jaw)[speaking].max() <= 2, block
+
+
 def test_silence_costs_no_model_and_half_the_renders(backend) -> None:  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(0)
     quiet = (0.002 * rng.standard_normal(48000 * 4)).astype(np.float32)  # room noise, no voice

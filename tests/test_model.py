@@ -48,6 +48,7 @@ def test_streaming_equals_offline(chunk: int) -> None:
         streamed = _stream(
             model, mel, [chunk] * (tokens // chunk) + [tokens % chunk] * bool(tokens % chunk)
         )
+    # float32 sums in another order (chunked attention, BLAS blocking): not bit-exact
     torch.testing.assert_close(streamed, offline, atol=1e-5, rtol=1e-4)
 
 
@@ -61,7 +62,7 @@ def test_irregular_chunks_and_window_limit() -> None:
         mel2 = mel.clone()
         mel2[:, :20] = torch.randn(1, 20, SMALL.n_mels)
         late = model(mel2, **model.initial_state(1))[0]
-    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)  # float32 sum order, as above
     reach = SMALL.n_layers * (SMALL.window - 1) + 2 * (SMALL.conv_kernel - 1)
     first_free = 20 // 2 + reach
     torch.testing.assert_close(late[:, first_free:], ref[:, first_free:], atol=1e-5, rtol=1e-4)
@@ -95,6 +96,7 @@ def test_onnx_export_matches_torch(tmp_path: Path) -> None:
             ref = model(mel, **state)
         got = ort.run({"mel": mel.numpy(), **{k: v.numpy() for k, v in state.items()}})
         for name, r in zip(ort.output_names, ref, strict=True):
+            # two runtimes' kernels (MLAS vs torch's BLAS, fused Gelu): ~1e-6 typical
             np.testing.assert_allclose(got[name], r.numpy(), atol=1e-4, rtol=1e-3)
 
 
@@ -110,7 +112,7 @@ def test_committed_weights_agree_between_torch_and_onnx() -> None:
         frames += s.flush()
         outs.append(np.stack([np.concatenate([f.blendshapes, f.visemes]) for f in frames]))
     assert outs[0].shape == (75, 31)
-    np.testing.assert_allclose(outs[0], outs[1], atol=1e-4)
+    np.testing.assert_allclose(outs[0], outs[1], atol=1e-4)  # two runtimes' float32 kernels
 
 
 def test_training_path_equals_streaming_forward() -> None:
@@ -119,5 +121,6 @@ def test_training_path_equals_streaming_forward() -> None:
     with torch.no_grad():
         bs, logits = model.training_outputs(mel)
         ref = model(mel, **model.initial_state(2))
+    # one masked pass vs the streaming forward: same maths, other float32 sum order
     torch.testing.assert_close(bs, ref[0], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(logits.softmax(-1), ref[1], atol=1e-5, rtol=1e-4)

@@ -221,6 +221,21 @@ def test_any_block_sizes_give_identical_output() -> None:
     assert events(out + gate.flush().events) == ref
 
 
+def test_wake_and_sleep_points_do_not_depend_on_block_sizes() -> None:
+    x = padded(np.concatenate([vowel(0.5), np.zeros(12000, np.float32), vowel(0.4)]), 0.5)
+
+    def switches(block: int) -> list[tuple[int, bool]]:
+        gate, out = SpeechGate(VadConfig(), sleep_after_ms=300), []
+        for i in range(0, len(x), block):
+            out += [(i + offset, awake) for offset, awake in gate.push(x[i : i + block]).switches]
+        return out
+
+    ref = switches(320)  # one 20 ms frame per push: the live case
+    assert [awake for _, awake in ref] == [True, False, True, False]
+    for block in (7, 777, 16000, len(x)):  # a 1 s block may hold a whole word: it still wakes
+        assert switches(block) == ref, block
+
+
 def test_a_long_stream_holds_no_audio_and_releases_events_in_time() -> None:
     pattern = padded(vowel(0.8), 0.6)  # 2 s: one utterance
     gate = SpeechGate(VadConfig())
@@ -230,7 +245,7 @@ def test_a_long_stream_holds_no_audio_and_releases_events_in_time() -> None:
             for e in gate.push(pattern[i : i + 1000]).events:
                 starts += e.kind is START
                 ends += e.kind is END
-            assert len(gate._partial) < gate.frame_samples  # only a frame being assembled
+            assert gate.held_samples < gate.frame_samples  # only a frame being assembled
     assert starts == 90 and ends >= 89
 
 

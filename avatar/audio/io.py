@@ -24,6 +24,7 @@ from av.container import InputContainer
 
 from avatar.audio.resample import MonoResampler
 from avatar.errors import AudioInputError
+from avatar.units import ANALYSIS_RATE
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class AudioReader:
     the file. Raises :class:`AudioInputError` for a file with no decodable audio.
     """
 
-    def __init__(self, path: str | Path, rate: int = 16000, block_s: float = 1.0) -> None:
+    def __init__(self, path: str | Path, rate: int = ANALYSIS_RATE, block_s: float = 1.0) -> None:
         if rate <= 0 or block_s <= 0:
             raise ValueError("rate and block_s must be positive")
         self.path = Path(path)
@@ -208,7 +209,7 @@ class AudioReader:
         )
 
 
-def iter_audio(path: str | Path, rate: int = 16000, block_s: float = 1.0) -> AudioReader:
+def iter_audio(path: str | Path, rate: int = ANALYSIS_RATE, block_s: float = 1.0) -> AudioReader:
     """Stream ``path`` as mono float32 blocks at ``rate``; see :class:`AudioReader`.
 
     The returned reader is the iterator; its ``report`` says what was repaired once iteration
@@ -217,7 +218,7 @@ def iter_audio(path: str | Path, rate: int = 16000, block_s: float = 1.0) -> Aud
     return AudioReader(path, rate, block_s)
 
 
-def load_audio(path: str | Path, rate: int = 16000) -> np.ndarray:
+def load_audio(path: str | Path, rate: int = ANALYSIS_RATE) -> np.ndarray:
     """Decode a whole (short) file to one (n,) float32 mono array at ``rate``.
 
     Repairs (NaN samples, corrupt packets, a truncated end) are logged as one warning; use

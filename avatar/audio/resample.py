@@ -23,6 +23,8 @@ from math import gcd
 import av
 import numpy as np
 
+from avatar.units import ANALYSIS_RATE
+
 FLOAT_FORMATS = frozenset({"flt", "fltp", "dbl", "dblp"})
 # Normalise the downmix matrix: a signal present on every channel keeps its level.
 _SWR_OPTIONS = {"rematrix_maxval": "1.0"}
@@ -52,7 +54,7 @@ class MonoResampler:
     are ignored: the output is a plain sample sequence, gaps are not filled.
     """
 
-    def __init__(self, rate: int = 16000) -> None:
+    def __init__(self, rate: int = ANALYSIS_RATE) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.rate = rate

@@ -2,8 +2,10 @@
 
 :class:`SpeechGate` takes mono float32 audio at the analysis rate in blocks of any size, judges
 every ``frame_ms`` frame voiced or not (webrtcvad), and returns per block a :class:`GateStep`:
-the speech events that became final, and whether the motion model should wake or may sleep.
-It holds no audio, only the samples of a frame not yet complete.
+the speech events that became final, and where in the block the motion model should wake or may
+sleep. It holds no audio, only the samples of a frame not yet complete. Every decision is taken
+per frame, so blocks of any size (20 ms WebRTC packets, 1 s file blocks) give the same events and
+the same wake/sleep points.
 
 Events (``VadConfig``): speech opens when at least ``start_ratio`` of the last
 ``start_window_ms`` frames are voiced and closes when at least ``end_ratio`` of the last
@@ -24,10 +26,10 @@ the warm-up reaches back to the start of the stream, so speech at the very start
 from its first sample (events are then held until that is decided). Once per gate:
 :meth:`SpeechGate.reset` and :meth:`SpeechGate.flush` keep the adapted model.
 
-Wake and sleep (the silence gate of the motion model): asleep, the model wakes in the first block
-whose last or second-to-last frame is voiced (after the warm-up); awake, it may sleep after a block
-once speech has ended and nothing was voiced for ``sleep_after_ms``. Measured cost: ~20 us per
-20 ms frame pushed frame by frame (webrtcvad itself ~3.5 us), ~7 us per frame in 1 s blocks.
+Wake and sleep (the silence gate of the motion model): asleep, the model wakes at the end of the
+first voiced frame (after the warm-up); awake, it may sleep at the end of a frame once speech has
+ended and nothing was voiced for ``sleep_after_ms``. Measured cost: ~20 us per 20 ms frame pushed
+frame by frame (webrtcvad itself ~3.5 us), ~7 us per frame in 1 s blocks.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from avatar.audio.pcm import to_pcm16
 from avatar.config import VadConfig
 from avatar.frames import SpeechEvent, SpeechEventKind
 from avatar.observe import NULL_OBSERVER, Observer
-from avatar.units import NS_PER_S
+from avatar.units import ANALYSIS_RATE, NS_PER_S
 
 VAD_RATES = (8000, 16000, 32000, 48000)
 START = SpeechEventKind.START
@@ -67,11 +69,20 @@ class _Pending:
 
 @dataclass(slots=True)
 class GateStep:
-    """What one block decided: released events, and the model's wake/sleep transitions."""
+    """What one block decided: released events, and the model's wake/sleep switches."""
 
     events: list[SpeechEvent] = field(default_factory=list)
-    wake: bool = False  # asleep -> awake in this block: run the model from here (with pre-roll)
-    sleep: bool = False  # awake -> asleep after this block: flush the model
+    # (offset in the block, awake from there on), in order: True = run the model from this
+    # point (with its pre-roll), False = flush it here
+    switches: list[tuple[int, bool]] = field(default_factory=list)
+
+    @property
+    def wake(self) -> bool:
+        return any(awake for _, awake in self.switches)
+
+    @property
+    def sleep(self) -> bool:
+        return any(not awake for _, awake in self.switches)
 
 
 class SpeechGate:
@@ -80,7 +91,7 @@ class SpeechGate:
     def __init__(
         self,
         cfg: VadConfig,
-        sample_rate: int = 16000,
+        sample_rate: int = ANALYSIS_RATE,
         classifier: FrameClassifier | None = None,
         sleep_after_ms: int = 300,
         start_pts_ns: int = 0,
@@ -104,6 +115,7 @@ class SpeechGate:
         self.frames_classified = 0
         self.frames_voiced = 0
         self._last_voiced = -(10**9)  # frame number of the last voiced frame (after warm-up)
+        self._switches: list[tuple[int, bool]] = []  # (absolute end of a frame, awake after it)
         self.awake = False
         self.reset()
 
@@ -134,6 +146,11 @@ class SpeechGate:
         return self._warmup_end is not None and self._pad_start() <= self._warmup_end
 
     @property
+    def held_samples(self) -> int:
+        """Samples pushed but not yet judged: less than one frame."""
+        return len(self._partial)
+
+    @property
     def speaking(self) -> bool:
         """The latest decision (it runs ahead of the released events by :attr:`delay_ms`)."""
         return self._speaking
@@ -143,16 +160,13 @@ class SpeechGate:
         x = np.asarray(samples, np.float32)
         if x.ndim != 1:
             raise ValueError(f"SpeechGate takes mono (n,) samples, got shape {x.shape}")
+        block_start = self._next_frame + len(self._partial)  # absolute index of x[0]
         with self.observer.stage("vad"):
+            self._switches = []
             self._classify(x)
             limit = self._origin if self.warming_up else max(self._origin, self._pad_start())
-            step = GateStep(self._release(limit))
-        quiet = self.frames_classified - self._last_voiced
-        if not self.awake and quiet <= 1:
-            self.awake = step.wake = True
-        elif self.awake and not self._speaking and quiet > self._sleep_frames:
-            self.awake, step.sleep = False, True
-        return step
+            switches = [(end - block_start, awake) for end, awake in self._switches]
+            return GateStep(self._release(limit), switches)
 
     def flush(self) -> GateStep:
         """End of stream: an END if speech is open, every event released, the model asleep. A
@@ -160,7 +174,7 @@ class SpeechGate:
         end = self._next_frame + len(self._partial)
         if self._speaking:
             self._events.append(_Pending(END, end))
-        step = GateStep(self._release(end), sleep=self.awake)
+        step = GateStep(self._release(end), [(0, False)] if self.awake else [])
         self._next_frame, self._partial = end, np.zeros(0, np.float32)
         self.reset()
         return step
@@ -198,6 +212,17 @@ class SpeechGate:
             self._open()
         elif self._speaking and sum(self._recent_unvoiced) >= self._end_need:
             self._close()
+        self._gate_model()
+
+    def _gate_model(self) -> None:
+        """Wake or sleep the model at the end of the frame just judged."""
+        quiet = self.frames_classified - self._last_voiced
+        if not self.awake and quiet <= 1:
+            self.awake = True
+            self._switches.append((self._next_frame, True))
+        elif self.awake and not self._speaking and quiet > self._sleep_frames:
+            self.awake = False
+            self._switches.append((self._next_frame, False))
 
     def _open(self) -> None:
         self._speaking = True

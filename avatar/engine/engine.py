@@ -217,7 +217,7 @@ class AvatarEngine:
     def _chain(self, block: AudioBlock, inbox_wait_ns: int = 0) -> list[FrameJob]:
         """One block's straight path: gate, motion, assembly (the front made the block)."""
         step = self.gate.push(block.analysis)
-        motion = self.motion.push(block.analysis, step.wake, step.sleep)
+        motion = self.motion.push(block.analysis, step.switches)
         return self.assembly.push(block, motion, step.events, self.motion.running_from,
                                 inbox_wait_ns)  # fmt: skip
 

@@ -1,10 +1,10 @@
 """Stage 3, motion: analysis-rate audio -> one :class:`MotionFrame` per video frame, while awake.
 
-The speech gate decides when the model runs. On *wake* a fresh streaming state starts at a frame
-boundary up to ``preroll_ms`` before the waking block, and the audio since then is replayed into it
-(its causal context), so the onset of a word is animated. Awake, every block goes to the model; on
-*sleep* the model's last frames are flushed and its state dropped. Frames are indexed on the
-output frame grid (:func:`~avatar.frames.frame_span`), whatever run produced them.
+The speech gate decides when the model runs, at points inside a block. On *wake* a fresh streaming
+state starts at a frame boundary up to ``preroll_ms`` before the wake point, and the audio since
+then is replayed into it (its causal context), so the onset of a word is animated. Awake, the audio
+goes to the model; on *sleep* the model's last frames are flushed and its state dropped. Frames
+are indexed on the output frame grid (:func:`~avatar.frames.frame_span`), whatever run made them.
 
 :func:`model_delay_samples` is how long (in output samples) a frame's audio must be followed by
 more audio before the model can emit it (look-ahead and token rounding), measured on the real
@@ -21,29 +21,6 @@ from avatar.frames import MotionFrame, frame_span
 from avatar.motion.stream import MotionStreamer
 from avatar.observe import NULL_OBSERVER, Observer
 from avatar.units import ANALYSIS_RATE, NS_PER_S, OUTPUT_RATE
-
-
-class _Run:
-    """One awake period: a fresh streaming state whose frame 0 is output frame ``first``."""
-
-    def __init__(
-        self, backend: InferenceBackend, fps: float, first: int, observer: Observer
-    ) -> None:
-        self.streamer = MotionStreamer(backend, fps, observer=observer)
-        self.first = first
-        self.offset_ns = round(first * NS_PER_S / fps)
-
-    def push(self, samples: np.ndarray) -> list[MotionFrame]:
-        return self._shift(self.streamer.push(samples))
-
-    def flush(self) -> list[MotionFrame]:
-        return self._shift(self.streamer.flush())
-
-    def _shift(self, frames: list[MotionFrame]) -> list[MotionFrame]:
-        for f in frames:
-            f.index += self.first
-            f.pts_ns += self.offset_ns
-        return frames
 
 
 class MotionStage:
@@ -66,51 +43,71 @@ class MotionStage:
         self.delay = model_delay_samples(backend, fps, rate, analysis_rate)
         self.preroll = analysis_rate * preroll_ms // 1000
         self._history = np.zeros(0, np.float32)  # the last `preroll` analysis samples
-        self._run: _Run | None = None
+        self._streamer: MotionStreamer | None = None  # the running model (None: asleep)
+        self._first = 0  # the output frame the running model's frame 0 is
         self.samples_in = 0  # analysis samples so far
         self.model_pushes = 0  # blocks that ran the model (the silence-cost test counts them)
 
     @property
     def running_from(self) -> int | None:
         """The first frame of the running model, or None while it sleeps."""
-        return self._run.first if self._run is not None else None
+        return self._first if self._streamer is not None else None
 
-    def push(self, samples: np.ndarray, wake: bool, sleep: bool) -> list[MotionFrame]:
-        """A block of analysis audio with the gate's decisions for it."""
+    def push(self, samples: np.ndarray, switches: list[tuple[int, bool]]) -> list[MotionFrame]:
+        """A block of analysis audio and the gate's switches in it: ``(offset, awake)`` pairs,
+        the model runs from a ``True`` offset (after its pre-roll) and stops at a ``False`` one."""
         x = np.ascontiguousarray(samples, np.float32)
         frames: list[MotionFrame] = []
-        if wake and self._run is None:
-            frames = self._wake(x)
-        elif self._run is not None:
-            frames = self._run.push(x)
-            self.model_pushes += 1
-            if sleep:
+        pos = 0
+        for offset, awake in switches:
+            frames += self._feed(x[pos:offset])
+            pos = offset
+            if awake and self._streamer is None:
+                frames += self._wake()
+            elif not awake:
                 frames += self.finish()
-        self._history = np.concatenate([self._history, x])[-self.preroll :]
-        self.samples_in += len(x)
-        return frames
+        return frames + self._feed(x[pos:])
 
     def finish(self) -> list[MotionFrame]:
         """Sleep (or end of input): the running model's remaining frames."""
-        if self._run is None:
+        if self._streamer is None:
             return []
-        frames = self._run.flush()
-        self._run = None
+        frames = self._shift(self._streamer.flush())
+        self._streamer = None
         return frames
 
     def clear(self) -> None:
         """Interruption: the model's state and the pre-roll are dropped."""
-        self._run = None
+        self._streamer = None
         self._history = np.zeros(0, np.float32)
 
-    def _wake(self, x: np.ndarray) -> list[MotionFrame]:
-        context = np.concatenate([self._history, x]) if len(self._history) else x
-        start = self.samples_in - len(self._history)  # analysis index of context[0]
+    def _feed(self, x: np.ndarray) -> list[MotionFrame]:
+        """Audio up to the next switch: to the model if it runs, and to the pre-roll."""
+        frames: list[MotionFrame] = []
+        if len(x) and self._streamer is not None:
+            frames = self._shift(self._streamer.push(x))
+            self.model_pushes += 1
+        self._history = np.concatenate([self._history, x])[-self.preroll :]
+        self.samples_in += len(x)
+        return frames
+
+    def _wake(self) -> list[MotionFrame]:
+        """Start the model at a frame boundary within the pre-roll; replay the audio since."""
+        start = self.samples_in - len(self._history)  # analysis index of the pre-roll's start
         first = self._first_frame_from(start * self.factor)
         skip = frame_span(first, self.rate, self.fps)[0] // self.factor - start
-        self._run = _Run(self.backend, self.fps, first, self.observer)
+        self._streamer = MotionStreamer(self.backend, self.fps, observer=self.observer)
+        self._first = first
         self.model_pushes += 1
-        return self._run.push(context[skip:])
+        return self._shift(self._streamer.push(self._history[skip:]))
+
+    def _shift(self, frames: list[MotionFrame]) -> list[MotionFrame]:
+        """Streamer frame ``i`` -> output frame ``first + i`` (and its timestamp)."""
+        offset_ns = round(self._first * NS_PER_S / self.fps)
+        for f in frames:
+            f.index += self._first
+            f.pts_ns += offset_ns
+        return frames
 
     def _first_frame_from(self, sample: int) -> int:
         """The first frame starting at or after output ``sample`` on an analysis sample."""
