@@ -34,7 +34,6 @@ class EngineStats:
     """Counters of one engine; ``latencies_ns`` keeps the last few thousand speech frames."""
 
     frames: int = 0
-    rendered: int = 0
     late: int = 0
     skipped: int = 0
     filled: int = 0

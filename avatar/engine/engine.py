@@ -268,10 +268,8 @@ class AvatarEngine:
         self, job: FrameJob | None, index: int, pts: int, due: int, ready_ns: int
     ) -> VideoFrame:
         start = self.clock.now_ns()
-        rendered = self.render.rendered
         frame = self.render.render(job, index, pts)
         end = self.clock.now_ns()
-        self.stats.rendered += self.render.rendered - rendered
         frame.timing = FrameTiming(
             job.index if job is not None else -1,
             job.audio_in_ns if job is not None else due,
