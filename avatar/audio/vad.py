@@ -130,7 +130,6 @@ class SpeechGate:
         self._recent_voiced: deque[bool] = deque(maxlen=self._start_window)
         self._recent_unvoiced: deque[bool] = deque(maxlen=self._end_window)
         self._events: deque[_Pending] = deque()
-        self._released_to = self._origin
         self.awake = False
 
     @property
@@ -230,7 +229,7 @@ class SpeechGate:
         start = self._pad_start()
         if self._warmup_end is not None and start <= self._warmup_end:
             start = self._origin  # the warm-up audio was not judged: it may be speech
-        start = max(self._origin, self._released_to, start)
+        start = max(self._origin, start)
         last = self._events[-1] if self._events else None
         if last is not None and last.kind is END and last.index >= start:
             self._events.pop()  # not released yet: the utterance simply continues
@@ -247,7 +246,6 @@ class SpeechGate:
         while self._events and self._events[0].index <= limit:
             pending = self._events.popleft()
             out.append(SpeechEvent(pending.kind, self._pts(pending.index)))
-        self._released_to = max(self._released_to, limit)
         return out
 
     def _pts(self, index: int) -> int:

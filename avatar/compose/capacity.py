@@ -110,7 +110,7 @@ def run_sessions(cfg: Config, n: int, seconds: float, static: bool = False) -> R
     """N sessions at once for ``seconds``; CPU of this process over the run."""
     clock = MonotonicClock()
     pool = ThreadPoolExecutor(cfg.engine.workers or os.cpu_count() or 2)
-    profilers = [Profiler(clock, cfg.motion.fps, f"s{k}") for k in range(n)]
+    profilers = [] if static else [Profiler(clock, cfg.motion.fps, f"s{k}") for k in range(n)]
     started: list[float] = []
 
     def build(profiler: Profiler) -> AvatarEngine:

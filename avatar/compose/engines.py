@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from concurrent.futures import Executor
 
+from avatar.backends.protocol import InferenceBackend
 from avatar.clock import Clock
 from avatar.config import Config
 from avatar.engine.engine import AvatarEngine
 from avatar.motion.runtime import load_motion_backend
 from avatar.observe import NULL_OBSERVER, Observer
+from avatar.render.base import Renderer
 from avatar.render.factory import load_renderer
 from avatar.server.app import EngineFactory
 
@@ -21,15 +23,18 @@ def build_engine(
     realtime: bool = True,
     executor: Executor | None = None,
     observer: Observer = NULL_OBSERVER,
+    renderer: Renderer | None = None,
+    backend: InferenceBackend | None = None,
 ) -> AvatarEngine:
     """An engine for ``cfg.render.avatar`` with its own renderer and motion model state.
 
     ``live``: input from a microphone (late audio and frames are skipped to stay live);
-    otherwise buffered input (a file, text-to-speech) plays out in full."""
+    otherwise buffered input (a file, text-to-speech) plays out in full. ``renderer`` and
+    ``backend``: ones already loaded, used instead of loading the configured ones."""
     return AvatarEngine(
-        load_motion_backend(cfg.motion), load_renderer(cfg.render), clock, cfg.engine, cfg.vad,
-        cfg.motion.fps, live=live, realtime=realtime, executor=executor, observer=observer,
-        idle_seed=cfg.render.idle_seed,
+        backend or load_motion_backend(cfg.motion), renderer or load_renderer(cfg.render), clock,
+        cfg.engine, cfg.vad, cfg.motion.fps, live=live, realtime=realtime, executor=executor,
+        observer=observer, idle_seed=cfg.render.idle_seed,
     )  # fmt: skip
 
 

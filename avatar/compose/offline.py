@@ -23,9 +23,7 @@ from avatar.config import Config
 from avatar.engine.engine import AvatarEngine
 from avatar.face.image import save_rgb
 from avatar.frames import AudioChunk, VideoFrame
-from avatar.motion.runtime import load_motion_backend
 from avatar.render.base import Renderer
-from avatar.render.factory import load_renderer
 from avatar.render.video import Mp4Writer
 from avatar.tasks import cancel, spawn
 from avatar.units import OUTPUT_RATE
@@ -38,13 +36,7 @@ def offline_engine(
     or motion backend already loaded is used instead of loading the configured one."""
     engine_cfg = cfg.engine.model_copy(update={"idle_render_every": 1})
     cfg = cfg.model_copy(update={"engine": engine_cfg})
-    if renderer is None and backend is None:
-        return build_engine(cfg, FakeClock(), realtime=False)
-    return AvatarEngine(
-        backend or load_motion_backend(cfg.motion), renderer or load_renderer(cfg.render),
-        FakeClock(), cfg.engine, cfg.vad, cfg.motion.fps, realtime=False,
-        idle_seed=cfg.render.idle_seed,
-    )  # fmt: skip
+    return build_engine(cfg, FakeClock(), realtime=False, renderer=renderer, backend=backend)
 
 
 def speech_frames(
