@@ -12,25 +12,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from avatar.compose.contact import KINDS, TILE, frame_at, label, pick_times, whole_tile
 from avatar.compose.offline import speech_frames
 from avatar.config import load_config
-from avatar.data.types import AlignedUtterance
 from avatar.face.image import save_rgb
-from avatar.motion.targets import segments_of
 from avatar.train.corpus_build import load_utterances
 from avatar.train.pipeline import human_sets
-
-KINDS = (("open vowel", {"aa"}), ("P/B/M closure", {"PP"}), ("silence", {"sil"}))
-
-
-def pick_times(utt: AlignedUtterance, visemes: set[str], n: int) -> list[float]:
-    segs = [s for s in segments_of(utt.phones) if s.viseme in visemes and s.end - s.start > 0.06]
-    segs = sorted(segs, key=lambda s: s.start)[1:-1] or segs  # skip the edges of the clip
-    step = max(len(segs) // n, 1)
-    return [(s.start + s.end) / 2 for s in segs[::step][:n]]
 
 
 def main() -> None:
@@ -46,17 +35,14 @@ def main() -> None:
     utt = max(utts[:40], key=lambda u: u.duration)
     frames = speech_frames(cfg, utt.audio, utt.sample_rate)
     rows = []
-    for label, visemes in KINDS:
+    for kind, visemes in KINDS:
         tiles = []
         for t in pick_times(utt, visemes, args.per_row):
-            f = frames[min(round(t * cfg.motion.fps), len(frames) - 1)]
-            img = cv2.resize(f.image, (256, 256), interpolation=cv2.INTER_AREA)
-            text = f"{label} {t:.2f}s jaw {f.motion.blendshapes[0]:.2f}" if f.motion else label
-            cv2.putText(img, text, (6, 248), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 0), 1,
-                        cv2.LINE_AA)  # fmt: skip
-            tiles.append(img)
+            f = frame_at(frames, t, cfg.motion.fps)
+            text = f"{kind} {t:.2f}s jaw {f.motion.blendshapes[0]:.2f}" if f.motion else kind
+            tiles.append(label(whole_tile(f.image), text))
         while len(tiles) < args.per_row:
-            tiles.append(np.zeros((256, 256, 3), np.uint8))
+            tiles.append(np.zeros((TILE, TILE, 3), np.uint8))
         rows.append(np.hstack(tiles))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     save_rgb(args.output, np.vstack(rows))

@@ -28,6 +28,7 @@ INNER_CORNERS = (78, 308)
 UPPER_LIP_MID = (0, 13)  # outer, inner
 LOWER_LIP_MID = (17, 14)  # outer, inner
 CHIN = 152
+NOSE_BRIDGE = 168
 NOSE_TIP = 1
 NOSE_BOTTOM = 2
 # Eyes as seen in the image: "left" is the image-left eye (the subject's right).
@@ -43,6 +44,7 @@ FACE_OVAL = (
 )  # fmt: skip
 # Points that do not move when the mouth or the eyelids do: used to align frames of a video.
 STABLE = (33, 133, 362, 263, 168, 6, 197, 195, 5, 4, 1, 98, 327, 234, 454, 10)
+EYE_OUTER_CORNERS = (33, 263)
 N_LANDMARKS = 478
 
 
@@ -63,6 +65,23 @@ def inner_lip_gap(lm: np.ndarray) -> float:
     up = lm[list(LIPS_INNER_UPPER[2:-2]), 1]
     lo = lm[list(LIPS_INNER_LOWER[2:-2]), 1]
     return float(np.clip(lo - up, 0, None).mean())
+
+
+def _distance(lm: np.ndarray, a: int, b: int) -> float:
+    return float(np.linalg.norm(lm[a, :2] - lm[b, :2]))
+
+
+def mouth_opening(lm: np.ndarray) -> float:
+    """Inner-lip gap at the middle (13-14) over the inner mouth width (78-308), in the image
+    plane: a real talker's median is ~0.2, wide vowels reach ~0.8."""
+    gap = _distance(lm, UPPER_LIP_MID[1], LOWER_LIP_MID[1])
+    return gap / max(_distance(lm, *INNER_CORNERS), 1e-6)
+
+
+def chin_length(lm: np.ndarray) -> float:
+    """Chin (152) to nose bridge (168) over the outer-eye distance (33-263): grows as the jaw
+    drops (and changes with head pitch)."""
+    return _distance(lm, CHIN, NOSE_BRIDGE) / max(_distance(lm, *EYE_OUTER_CORNERS), 1e-6)
 
 
 @contextlib.contextmanager

@@ -17,14 +17,13 @@ import cv2
 import numpy as np
 
 from avatar.face import mesh
-from avatar.face.rig import FaceRig, basis_weights
+from avatar.face.rig import BASIS_INDEX, FaceRig, basis_weights
 from avatar.face.store import AvatarAssets
 from avatar.frames import MotionFrame
 from avatar.render.base import head_pose_matrix
+from avatar.render.mouth import MouthInterior
 
-CAVITY_RGB = np.array([86, 34, 38], np.float32)
-TONGUE_RGB = np.array([128, 58, 60], np.float32)
-TEETH_RGB = np.array([214, 208, 196], np.float32)
+INVERSE_STEPS = 4
 
 
 def _tps_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -61,6 +60,17 @@ def _remap(
     return np.asarray(remap(src, map1, map2, interp, **kw))
 
 
+def _sample(field: np.ndarray, at: np.ndarray) -> np.ndarray:
+    return _remap(field, at, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def source_pixel(assets: AvatarAssets) -> float:
+    """The size of one pixel of the source photo in the avatar's portrait (its sharpness): the
+    portrait was scaled from the photo by ``interocular_px / source_interocular_px``."""
+    source = float(assets.info.get("source_interocular_px", 0) or 0)
+    return float(assets.info.get("interocular_px", 0)) / source if source > 0 else 1.0
+
+
 class WarpRenderer:
     """Mesh-warp renderer for one avatar at ``size`` x ``size`` (default: the portrait's size)."""
 
@@ -69,6 +79,7 @@ class WarpRenderer:
     def __init__(self, assets: AvatarAssets, size: int | None = None, step: int = 4) -> None:
         self.size = size or assets.size
         scale = self.size / assets.size
+        self._source_px = scale * source_pixel(assets)
         interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
         portrait = assets.portrait
         if scale != 1:
@@ -81,6 +92,7 @@ class WarpRenderer:
         self.step = step
         self._setup_roi()
         self._setup_fields()
+        self._jaw_drop = float(self.rig.bases[BASIS_INDEX["jaw"], mesh.LOWER_LIP_MID[1], 1])
         self._setup_interior()
         oval = self.rig.rest[list(mesh.FACE_OVAL)]
         self.pivot = (float(oval[:, 0].mean()), float(self.rig.rest[mesh.CHIN, 1] + 0.5 * self.d))
@@ -166,6 +178,10 @@ class WarpRenderer:
         lip_pixels = self.roi_src[(lips == 1) & (labels == 0)]
         self._lip_rgb = np.median(lip_pixels, axis=0).astype(np.float32) * 0.92
         self.source_gap = float(np.clip(lo[:, 1] - up[:, 1], 0, None).max())
+        has_teeth = self.source_gap >= 0.05 * self.d
+        closing = self.rig.bases[BASIS_INDEX["rest_close"]]
+        self.mouth = MouthInterior(self.roi_src, rest, self.d, self._source_px,
+                                   labels if has_teeth else labels * 0, closing)  # fmt: skip
 
     # -- per frame --------------------------------------------------------------------------------
     def backward_map(self, weights: np.ndarray, pose: np.ndarray | None = None) -> np.ndarray:
@@ -184,18 +200,24 @@ class WarpRenderer:
             q = self._grid_px
             shift = ((q @ inv[:, :2].T + inv[:, 2] - q) * self._grid_taper).astype(np.float32)
         p1 = self._grid_index + shift / self.step  # grid coordinates of the un-posed point
-        fwd_p1 = _remap(fwd, p1, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        at = p1 - fwd_p1 / self.step
-        back = shift - _remap(fwd, at, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        at = p1  # fixed-point iterations: a few are needed where the jaw moves far
+        for _ in range(INVERSE_STEPS):
+            at = p1 - _sample(fwd, at) / self.step
+        back = shift - _sample(fwd, at)
         h, w = self._base.shape[:2]
         return self._base + cv2.resize(back, (w, h), interpolation=cv2.INTER_LINEAR)
 
     def render(self, motion: MotionFrame) -> np.ndarray:
         weights = basis_weights(motion.blendshapes, motion.blink)
-        return self.warp_face(weights, head_pose_matrix(motion.head_pose, self.size, self.pivot))
+        pose = head_pose_matrix(motion.head_pose, self.size, self.pivot)
+        return self.warp_face(weights, pose, motion.visemes)
 
-    def warp_face(self, weights: np.ndarray, pose: np.ndarray | None = None) -> np.ndarray:
-        """The portrait with the rig at ``weights`` (basis weights) and an optional head pose."""
+    def warp_face(
+        self, weights: np.ndarray, pose: np.ndarray | None = None,
+        visemes: np.ndarray | None = None,
+    ) -> np.ndarray:  # fmt: skip
+        """The portrait with the rig at ``weights`` (basis weights), an optional head pose, and
+        the visemes (the tongue) when the motion model gave them."""
         x0, y0, x1, y1 = self.roi
         src_map = self.backward_map(weights, pose)
         roi = _remap(self.roi_src, src_map, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -205,7 +227,7 @@ class WarpRenderer:
             lm = (lm + (moved - lm) * self.pose_taper(lm)[:, None]).astype(np.float32)
         lm = lm - np.array([x0, y0], np.float32)
         self._cover_squeezed_teeth(roi, src_map, lm)
-        self._draw_interior(roi, lm)
+        self._draw_interior(roi, lm, weights, pose, visemes)
         out = self.portrait.copy()
         out[y0:y1, x0:x1] = roi
         return out
@@ -232,7 +254,10 @@ class WarpRenderer:
         patch = roi[by0:by1, bx0:bx1].astype(np.float32)
         roi[by0:by1, bx0:bx1] = (patch * (1 - leak) + self._lip_rgb * leak).astype(np.uint8)
 
-    def _draw_interior(self, roi: np.ndarray, lm: np.ndarray) -> None:
+    def _draw_interior(
+        self, roi: np.ndarray, lm: np.ndarray, weights: np.ndarray, pose: np.ndarray | None,
+        visemes: np.ndarray | None,
+    ) -> None:  # fmt: skip
         up = lm[list(mesh.LIPS_INNER_UPPER)]
         lo = lm[list(mesh.LIPS_INNER_LOWER)]
         if float((lo[2:-2, 1] - up[2:-2, 1]).max()) < 0.6:  # lips closed: draw where they meet
@@ -240,55 +265,14 @@ class WarpRenderer:
             color = tuple(float(c) for c in self._lip_rgb * 0.55)
             cv2.polylines(roi, [seam], False, color, 1, cv2.LINE_AA, 4)
             return
-        poly = np.vstack([up, lo[::-1]])
-        bx0, by0 = np.floor(poly.min(0)).astype(int) - 1
-        bx1, by1 = np.ceil(poly.max(0)).astype(int) + 2
-        bx0, by0 = max(bx0, 0), max(by0, 0)
-        bx1, by1 = min(bx1, roi.shape[1]), min(by1, roi.shape[0])
-        if bx1 - bx0 < 2 or by1 - by0 < 2:
-            return
-        mask = np.zeros((by1 - by0, bx1 - bx0), np.uint8)
-        shift = 4  # sub-pixel polygon edges
-        pts = np.round((poly - [bx0, by0]) * (1 << shift)).astype(np.int32)
-        cv2.fillPoly(mask, [pts], 255, cv2.LINE_AA, shift)
-        alpha = (mask.astype(np.float32) / 255.0)[..., None]
-        inside = self._interior_pixels(up, lo, (bx0, by0, bx1, by1))
-        patch = roi[by0:by1, bx0:bx1].astype(np.float32)
-        roi[by0:by1, bx0:bx1] = (patch * (1 - alpha) + inside * alpha).astype(np.uint8)
+        jaw_px = float(weights[BASIS_INDEX["jaw"]] * self._jaw_drop)
+        self.mouth.paint(roi, up, lo, jaw_px, self._roi_pose(pose), visemes)
 
-    def _interior_pixels(self, up: np.ndarray, lo: np.ndarray, box: tuple[int, ...]) -> np.ndarray:
-        """RGB of the mouth interior in ``box``: the portrait's teeth riding on their lips, and a
-        dark cavity (with a hint of tongue) wherever the portrait has nothing to show."""
-        bx0, by0, bx1, by1 = box
-        rest = self.rig.rest - np.array(self.roi[:2], np.float32)
-        up_src, lo_src = rest[list(mesh.LIPS_INNER_UPPER)], rest[list(mesh.LIPS_INNER_LOWER)]
-        xs = np.arange(bx0, bx1, dtype=np.float32)
-        ys = np.arange(by0, by1, dtype=np.float32)[:, None]
-        order_u, order_l = np.argsort(up[:, 0]), np.argsort(lo[:, 0])
-        top = np.interp(xs, up[order_u, 0], up[order_u, 1])
-        bottom = np.interp(xs, lo[order_l, 0], lo[order_l, 1])
-        du = [np.interp(xs, up[order_u, 0], (up - up_src)[order_u, k]) for k in (0, 1)]
-        dl = [np.interp(xs, lo[order_l, 0], (lo - lo_src)[order_l, k]) for k in (0, 1)]
-        upper = ys < (top + bottom)[None, :] / 2
-        map_x = np.where(upper, xs - du[0], xs - dl[0]).astype(np.float32)
-        map_y = np.where(upper, ys - du[1][None, :], ys - dl[1][None, :]).astype(np.float32)
-        color = _remap(
-            self.roi_src, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-        )
-        label = _remap(self._labels, map_x, map_y, cv2.INTER_NEAREST, borderValue=0)
-        valid = np.where(upper, label == 1, label == 2).astype(np.float32)
-        valid = cv2.GaussianBlur(valid, (3, 3), 0)[..., None]
-        gap = np.maximum(bottom - top, 1e-3)[None, :]
-        depth = np.clip((ys - top[None, :]) / gap, 0, 1)  # 0 at the upper lip, 1 at the lower
-        cavity = CAVITY_RGB * (0.6 + 0.4 * np.abs(2 * depth - 1))[..., None]
-        tongue = np.clip((depth - 0.6) / 0.4, 0, 1) * np.clip(gap / (0.25 * self.d), 0, 1)
-        cavity = cavity + (TONGUE_RGB - cavity) * (0.6 * tongue)[..., None]
-        if self.source_gap < 0.05 * self.d:  # a closed-mouth portrait: teeth of our own
-            teeth_h = np.minimum(0.09 * self.d, 0.4 * gap)
-            band = np.clip((top[None, :] + teeth_h - ys) / 1.5, 0, 1) * (ys >= top[None, :] - 1)
-            cavity = cavity + (TEETH_RGB - cavity) * band[..., None]
-        inside = color.astype(np.float32) * valid + cavity * (1 - valid)
-        # corners of the mouth are in shadow
-        cx, half = (up[0, 0] + up[-1, 0]) / 2, max(abs(up[-1, 0] - up[0, 0]) / 2, 1.0)
-        shade = 1.0 - 0.3 * np.clip(np.abs(xs - cx) / half, 0, 1) ** 2
-        return inside * shade[None, :, None]
+    def _roi_pose(self, pose: np.ndarray | None) -> np.ndarray | None:
+        """The head pose as an affine of region coordinates."""
+        if pose is None:
+            return None
+        origin = np.array(self.roi[:2], np.float64)
+        m = pose.astype(np.float64).copy()
+        m[:, 2] += m[:, :2] @ origin - origin
+        return m

@@ -1,0 +1,102 @@
+"""The jaw and the mouth interior on real faces: a closed-mouth video frame (the bundled
+``carphone`` avatar: drawn teeth and tongue) and the smiling default photo (its own teeth)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from avatar.face import mesh
+from avatar.face.rig import BASIS_INDEX, FaceRig, basis_weights
+from avatar.face.store import load_avatar
+from avatar.motion.channels import VISEME_INDEX
+from avatar.render.mouth import teeth_layer
+from avatar.render.warp import WarpRenderer
+from tests.conftest import motion_frame
+
+
+@pytest.fixture(scope="module")
+def closed() -> WarpRenderer:
+    return WarpRenderer(load_avatar("carphone"), 256)
+
+
+def _opening_box(r: WarpRenderer, jaw: float) -> tuple[slice, slice]:
+    lm = r.rig.landmarks(basis_weights(motion_frame(jawOpen=jaw).blendshapes))
+    up, lo = lm[list(mesh.LIPS_INNER_UPPER)], lm[list(mesh.LIPS_INNER_LOWER)]
+    x0, x1 = int(up[:, 0].min()) + 3, int(up[:, 0].max()) - 3
+    return slice(int(up[5, 1]) + 1, int(lo[5, 1]) - 1), slice(x0, x1)
+
+
+def test_the_jaw_rotates_about_its_joint() -> None:
+    rig = FaceRig(load_avatar("default").landmarks)
+    jaw = rig.bases[BASIS_INDEX["jaw"], :, 1]
+    lip, chin = jaw[mesh.LOWER_LIP_MID[0]], jaw[mesh.CHIN]
+    angles = jaw[[172, 397]]  # the jaw's angles, below the ears
+    assert lip > 0.5 * rig.d
+    assert 0.5 * lip < chin < lip  # the chin lies behind the lip: it travels less
+    assert np.all(angles < 0.3 * chin)
+    assert np.all(np.abs(jaw[list(mesh.EYE_LEFT_UPPER + mesh.EYE_RIGHT_UPPER)]) < 1e-6)
+
+
+def test_a_closed_mouth_photo_gets_teeth_and_a_dark_cavity(closed: WarpRenderer) -> None:
+    img = closed.render(motion_frame(jawOpen=0.5)).astype(np.float32)
+    rows, cols = _opening_box(closed, 0.5)
+    inside = img[rows, cols]
+    light = inside.mean(-1)
+    top = light[: max(len(light) // 5, 1)]
+    assert top.mean() > light.mean() + 20  # the upper teeth under the upper lip
+    assert light.min() < 70  # the cavity behind them
+    sat = inside.max(-1) - inside.min(-1)
+    teeth = (light > np.percentile(light, 85)) & (sat < 60)
+    assert teeth.any()  # white-ish, not the lips' red
+
+
+def test_drawn_teeth_are_separate_crowns() -> None:
+    d, w = 60.0, 160
+    layer = teeth_layer((60, w), 80.0, np.full(w, 30.0), d, _palette(), upper=True)
+    band = layer[24:28, 10:150, :3].mean(axis=(0, 2))  # just above the incisal edge
+    dips = (band[1:-1] < band[:-2]) & (band[1:-1] < band[2:]) & (band[1:-1] < band.max() - 8)
+    assert dips.sum() >= 6  # the gaps between teeth
+    assert layer[32:, :, 3].max() == 0  # nothing below the edge
+
+
+def test_the_tongue_follows_the_visemes(closed: WarpRenderer) -> None:
+    rows, cols = _opening_box(closed, 0.3)
+    still = closed.render(motion_frame(jawOpen=0.3)).astype(np.float32)[rows, cols]
+    for viseme in ("DD", "TH"):
+        m = motion_frame(jawOpen=0.3)
+        m.visemes[VISEME_INDEX[viseme]] = 1.0
+        tongue = closed.render(m).astype(np.float32)[rows, cols]
+        red = (tongue[..., 0] - tongue[..., 2]).mean() - (still[..., 0] - still[..., 2]).mean()
+        assert red > 2, viseme  # more tongue seen in the opening
+
+
+def test_rendering_is_stable_outside_the_mouth_and_jaw(closed: WarpRenderer) -> None:
+    a = closed.render(motion_frame(jawOpen=0.30))
+    assert np.array_equal(a, closed.render(motion_frame(jawOpen=0.30)))  # no per-frame noise
+    b = closed.render(motion_frame(jawOpen=0.34))
+    nose = int(closed.rig.rest[mesh.NOSE_TIP, 1])
+    assert np.array_equal(a[:nose], b[:nose])  # eyes, brows, forehead, nose: untouched
+
+
+def test_a_photo_with_teeth_shows_its_own_teeth(default_avatar) -> None:  # type: ignore[no-untyped-def]
+    r = WarpRenderer(default_avatar, 256)
+    rows, cols = _opening_box(r, 0.5)
+    inside = r.render(motion_frame(jawOpen=0.5)).astype(np.float32)[rows, cols]
+    assert inside.mean(-1)[:3].mean() > 120  # the photo's upper teeth, under the upper lip
+
+
+def test_the_interior_follows_the_head_pose(closed: WarpRenderer) -> None:
+    m = motion_frame(jawOpen=0.4)
+    m.head_pose = np.array([0.0, 0.0, 0.05, 0.01, 0.0, 0.0], np.float32)
+    moved = closed.render(m)
+    assert moved.shape == (256, 256, 3)
+    assert not np.array_equal(moved, closed.render(motion_frame(jawOpen=0.4)))
+
+
+def _palette():  # type: ignore[no-untyped-def]
+    from avatar.render.mouth import Palette
+
+    c = np.array
+    return Palette(c([220.0, 215, 200]), c([200.0, 120, 120]), c([170.0, 80, 80]),
+                   c([50.0, 20, 20]), c([160.0, 90, 90]))  # fmt: skip
