@@ -22,18 +22,18 @@ from avatar.backends.protocol import InferenceBackend
 from avatar.backends.torch import TorchBackend, TorchCudaBackend
 from avatar.face.store import load_avatar
 from avatar.gan.generator import MouthGenerator
-from avatar.gan.sketch import INPUT_NAMES, OUTPUT_NAMES
+from avatar.gan.sketch import GENERATOR_KIND, INPUT_NAMES, OUTPUT_NAMES
 
 
 def inputs(batch: int, size: int, code: int, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {
-        "reference": rng.uniform(-1, 1, (batch, 3, size, size)).astype(np.float32),
-        "retrieved": rng.uniform(-1, 1, (batch, 3, size, size)).astype(np.float32),
-        "context": rng.uniform(-1, 1, (batch, 3, size, size)).astype(np.float32),
+    feed = {
+        "warped": rng.uniform(-1, 1, (batch, 3, size, size)).astype(np.float32),
         "sketch": rng.uniform(-1, 1, (batch, 3, size, size)).astype(np.float32),
         "code": rng.uniform(0, 1, (batch, code)).astype(np.float32),
     }
+    assert tuple(feed) == INPUT_NAMES
+    return feed
 
 
 def throughput(backend: InferenceBackend, feed: dict[str, np.ndarray], seconds: float) -> float:
@@ -51,7 +51,7 @@ def torch_backend(ckpt_path: Path, cuda: bool) -> InferenceBackend:
 
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     model = MouthGenerator.from_checkpoint(ckpt)
-    meta = {"kind": "gan-mouth", "dims": ckpt["dims"]}
+    meta = {"kind": GENERATOR_KIND, "dims": ckpt["dims"]}
     cpu = TorchBackend(model, INPUT_NAMES, OUTPUT_NAMES, meta)
     return TorchCudaBackend.from_torch(cpu, cuda_graphs=True) if cuda else cpu
 

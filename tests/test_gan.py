@@ -1,21 +1,25 @@
-"""GAN renderer: rig inversion, ONNX parity, the renderer, a short real training run."""
+"""GAN renderer ("warp, then refine"): rig inversion, ONNX parity, the renderer, training data
+that matches rendering, a short real training run."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from avatar.backends.onnxruntime import OrtBackend
+from avatar.errors import ModelError
 from avatar.face.rig import FaceRig, basis_weights
+from avatar.gan import sketch
 from tests.conftest import motion_frame
 
 torch = pytest.importorskip("torch")
 
-from avatar.gan.data import fit_blendshapes  # noqa: E402
+from avatar.gan.data import VideoFaceData, fit_blendshapes, mouth_pairs  # noqa: E402
 from avatar.gan.export import export_generator  # noqa: E402
 from avatar.gan.generator import GeneratorDims, MouthGenerator  # noqa: E402
 from avatar.gan.sketch import INPUT_NAMES  # noqa: E402
@@ -23,8 +27,22 @@ from avatar.gan.sketch import INPUT_NAMES  # noqa: E402
 
 def random_inputs(rng: np.random.Generator, batch: int) -> dict[str, np.ndarray]:
     """Generator inputs of the right names and shapes (64x64 crops, 17-number code)."""
-    images = {n: rng.uniform(-1, 1, (batch, 3, 64, 64)).astype(np.float32) for n in INPUT_NAMES[:4]}
+    images = {n: rng.uniform(-1, 1, (batch, 3, 64, 64)).astype(np.float32) for n in INPUT_NAMES[:2]}
     return {**images, "code": rng.uniform(0, 1, (batch, 17)).astype(np.float32)}
+
+
+class RecordingBackend:
+    """The real ONNX generator, keeping the last inputs it was given."""
+
+    def __init__(self, inner: OrtBackend) -> None:
+        self.inner = inner
+        self.name, self.meta = "recording", inner.meta
+        self.input_names, self.output_names = inner.input_names, inner.output_names
+        self.last: dict[str, np.ndarray] = {}
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.last = {k: v.copy() for k, v in inputs.items()}
+        return self.inner.run(inputs)
 
 
 def _carphone() -> Path:
@@ -42,6 +60,15 @@ def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[MouthGenerator,
     return model, path
 
 
+@pytest.fixture()
+def gan_renderer(default_avatar, tiny_onnx, tmp_path: Path) -> Any:  # type: ignore[no-untyped-def]
+    from avatar.face.store import load_avatar, save_avatar
+    from avatar.render.gan import GanRenderer
+
+    save_avatar(default_avatar, tmp_path)
+    return GanRenderer(load_avatar(str(tmp_path)), RecordingBackend(OrtBackend(tiny_onnx[1])), 256)
+
+
 def test_rig_inversion_recovers_blendshapes(default_avatar) -> None:  # type: ignore[no-untyped-def]
     rig = FaceRig(default_avatar.landmarks)
     truth = motion_frame(jawOpen=0.45, mouthFunnel=0.3, mouthSmileLeft=0.2).blendshapes
@@ -52,7 +79,7 @@ def test_rig_inversion_recovers_blendshapes(default_avatar) -> None:  # type: ig
 def test_onnx_generator_matches_torch_at_several_batches(tiny_onnx) -> None:  # type: ignore[no-untyped-def]
     model, path = tiny_onnx
     backend = OrtBackend(path)
-    assert backend.input_names == INPUT_NAMES and backend.meta["kind"] == "gan-mouth"
+    assert backend.input_names == INPUT_NAMES and backend.meta["kind"] == sketch.GENERATOR_KIND
     rng = np.random.default_rng(0)
     for batch in (1, 3):
         inputs = random_inputs(rng, batch)
@@ -63,23 +90,73 @@ def test_onnx_generator_matches_torch_at_several_batches(tiny_onnx) -> None:  # 
         assert np.abs(got - expected.numpy()).max() < 1e-4
 
 
-def test_gan_renderer_pastes_a_generated_mouth(default_avatar, tiny_onnx, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from avatar.face.store import load_avatar, save_avatar
-    from avatar.gan.bank import MouthBank
-    from avatar.render.gan import GanRenderer
+def test_generator_keeps_the_warp_where_its_mask_is_closed() -> None:
+    torch.manual_seed(0)
+    model = MouthGenerator(GeneratorDims(size=64, width=8)).eval()
+    with torch.no_grad():
+        model.head.bias[3] = -1e4  # the mask channel: sigmoid -> 0
+    inputs = {k: torch.from_numpy(v) for k, v in random_inputs(np.random.default_rng(1), 2).items()}
+    with torch.no_grad():
+        (out,) = model(*(inputs[n] for n in INPUT_NAMES))
+    assert torch.equal(out, inputs["warped"])
 
-    save_avatar(default_avatar, tmp_path)
-    rng = np.random.default_rng(0)
-    bank = MouthBank(rng.uniform(0, 1, (5, 17)), rng.uniform(-1, 1, (5, 3, 64, 64)))
-    bank.save(tmp_path / "gan_bank.npz")
-    r = GanRenderer(load_avatar(str(tmp_path)), OrtBackend(tiny_onnx[1]), 256)
-    img = r.render(motion_frame(jawOpen=0.4))
+
+def test_rig_sketch_region_covers_the_mouth_at_rest_and_moved(default_avatar) -> None:  # type: ignore[no-untyped-def]
+    rig = FaceRig(default_avatar.landmarks)
+    box = sketch.mouth_box(rig.rest)
+    rest = sketch.rig_sketch(rig, basis_weights(np.zeros(16)), box, 64)
+    wide = sketch.rig_sketch(rig, basis_weights(motion_frame(jawOpen=0.9).blendshapes), box, 64)
+    assert rest.shape == (3, 64, 64) and rest.dtype == np.float32
+    assert (wide[0] > 0).sum() > (rest[0] > 0).sum()  # the opening grows with the jaw
+    assert np.all(sketch.region_of(wide) >= sketch.region_of(rest))
+    real, warped = np.zeros((3, 64, 64), np.float32), np.ones((3, 64, 64), np.float32)
+    mixed = sketch.training_input(real, warped, wide)
+    assert np.array_equal(mixed[0] > 0, sketch.region_of(wide))
+
+
+def test_training_pairs_are_what_the_renderer_feeds(default_avatar, gan_renderer) -> None:  # type: ignore[no-untyped-def]
+    """Same blendshapes, same avatar: the training input's painted region and sketch are exactly
+    the renderer's (only the surroundings differ: the real frame's in training)."""
+    motion = motion_frame(jawOpen=0.5, mouthFunnel=0.3)
+    gan_renderer.render(motion)
+    fed = gan_renderer.backend.last
+    a = default_avatar
+    lm, bs = a.landmarks[None, :, :2], motion.blendshapes[None]
+    data = VideoFaceData(a.portrait, a.landmarks, a.portrait[None], lm, bs, 25.0)
+    pairs = mouth_pairs(data, gan_renderer.warp, 64)
+    assert np.array_equal(pairs.sketch[0], fed["sketch"][0])
+    assert np.array_equal(pairs.code[0], fed["code"][0])
+    assert np.array_equal(pairs.warped[0], fed["warped"][0])
+    region = sketch.region_of(pairs.sketch[0])
+    mixed = sketch.training_input(pairs.target[0], pairs.warped[0], pairs.sketch[0])
+    assert np.array_equal(mixed[:, region], fed["warped"][0][:, region])
+
+
+def test_gan_renderer_refines_the_warp_inside_the_mouth_box(gan_renderer) -> None:  # type: ignore[no-untyped-def]
+    motion = motion_frame(jawOpen=0.4)
+    img = gan_renderer.render(motion)
     assert img.shape == (256, 256, 3) and img.dtype == np.uint8
-    x0, y0, x1, y1 = r.paste_box
-    diff = np.abs(img.astype(int) - r.warp.portrait).sum(-1)
+    warp = gan_renderer.warp.warp_face(basis_weights(motion.blendshapes))
+    x0, y0, x1, y1 = gan_renderer.paste_box
+    diff = np.abs(img.astype(int) - warp).sum(-1)
     assert diff[y0:y1, x0:x1].mean() > 1  # an untrained generator still draws something there
     diff[y0:y1, x0:x1] = 0
     assert diff.max() == 0  # and nothing outside its box
+
+
+def test_gan_renderer_refuses_a_generator_of_an_older_version(default_avatar) -> None:  # type: ignore[no-untyped-def]
+    from avatar.render.gan import GanRenderer
+
+    class OldGenerator:
+        name, meta = "old", {"kind": "gan-mouth", "dims": {"size": 64}}
+        input_names = ("reference", "retrieved", "context", "sketch", "code")
+        output_names = ("mouth",)
+
+        def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            raise AssertionError("never run")
+
+    with pytest.raises(ModelError, match="retrain"):
+        GanRenderer(default_avatar, OldGenerator(), 128)
 
 
 @pytest.mark.slow
@@ -88,14 +165,17 @@ def test_short_training_run_writes_a_renderer_avatar(tmp_path: Path) -> None:
     from avatar.gan.train import RendererTrainOptions, train_renderer
 
     out = tmp_path / "carphone"
+    out.mkdir()
+    (out / "gan_bank.npz").write_bytes(b"stale")  # an earlier version's file
     opts = RendererTrainOptions(steps=3, batch=2, width=8, portrait=128)
     report = train_renderer(_carphone(), out, opts, progress=False)
     m = report["held_out_mouth_l1"]
     assert m["held_out"] == 24 and report["frames"] == 120
-    assert m["copy_reference"] > m["nearest_motion_frame"] > 0
-    names = ("gan.onnx", "gan.pt", "gan_bank.npz", "portrait.png", "preview.png", "gan_heldout.png")
+    assert m["copy_reference"] > m["nearest_motion_frame"] > 0 and m["warp_alone"] > 0
+    names = ("gan.onnx", "gan.pt", "portrait.png", "preview.png", "gan_heldout.png")
     for name in names:
         assert (out / name).exists(), name
+    assert not (out / "gan_bank.npz").exists()
     assert load_avatar(str(out)).info["renderers"] == ["warp", "gan"]
     assert json.loads((out / "gan_metrics.json").read_text())["steps"] == 3
 
@@ -106,13 +186,8 @@ def test_tensorrt_generator_engine_matches_onnxruntime(tiny_onnx, tmp_path: Path
     from avatar.backends.tensorrt import TensorRTBackend, build_tensorrt_engine
 
     path = tiny_onnx[1]
-    shapes = {
-        "reference": ((1, 3, 64, 64), (1, 3, 64, 64), (8, 3, 64, 64)),
-        "retrieved": ((1, 3, 64, 64), (1, 3, 64, 64), (8, 3, 64, 64)),
-        "context": ((1, 3, 64, 64), (1, 3, 64, 64), (8, 3, 64, 64)),
-        "sketch": ((1, 3, 64, 64), (1, 3, 64, 64), (8, 3, 64, 64)),
-        "code": ((1, 17), (1, 17), (8, 17)),
-    }
+    image = ((1, 3, 64, 64), (1, 3, 64, 64), (8, 3, 64, 64))
+    shapes = {"warped": image, "sketch": image, "code": ((1, 17), (1, 17), (8, 17))}
     trt = TensorRTBackend(build_tensorrt_engine(path, tmp_path, fp16=True, input_shapes=shapes))
     ort = OrtBackend(path)
     rng = np.random.default_rng(1)

@@ -3,8 +3,9 @@
 Every frame: face mesh (tracking mode) -> similarity alignment onto the reference frame's
 portrait (from stable landmarks: eye corners, nose, temples) -> the same ARKit blendshape channels
 the audio model predicts, read off the landmarks by inverting the face rig (bounded least squares
-on the lips and jaw) -> the mouth crop and its lip sketch. The reference frame is the one with the
-lips most closed; it becomes the avatar's portrait.
+on the lips and jaw) -> the mouth crop, the warp renderer's picture of the same motion, and the
+rig's lip sketch. The reference frame is the one with the lips most closed; it becomes the
+avatar's portrait.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from avatar.face.rig import BASES, BASIS_INDEX, LIP_SLACK, FaceRig, basis_weight
 from avatar.gan import sketch
 from avatar.motion.channels import BLENDSHAPE_INDEX as BI
 from avatar.motion.channels import BLENDSHAPES
+from avatar.render.warp import WarpRenderer
 
 MIN_FACE_SHARE = 0.8  # frames where face mesh must find the face
 FIT_POINTS = sorted(
@@ -39,6 +41,7 @@ class VideoFaceData:
     landmarks: np.ndarray  # (N, 478, 2) in portrait pixels
     blendshapes: np.ndarray  # (N, 16) read off the landmarks
     fps: float
+    source_interocular: float = 0.0  # eye distance in the video's own pixels (its sharpness)
 
 
 def read_video(path: Path, max_frames: int = 3000) -> tuple[list[np.ndarray], float]:
@@ -121,7 +124,8 @@ def load_video_faces(path: Path, portrait_size: int = 256) -> VideoFaceData:
     rest = np.c_[landmarks[ref], ref_lm[:, 2:] * m_ref[0, 0]].astype(np.float32)
     rig = FaceRig(rest)
     bs = np.stack([fit_blendshapes(rig, lm) for lm in landmarks])
-    return VideoFaceData(aligned[ref], rest, np.stack(aligned), np.stack(landmarks), bs, fps)
+    return VideoFaceData(aligned[ref], rest, np.stack(aligned), np.stack(landmarks), bs, fps,
+                         mesh.interocular(ref_lm))  # fmt: skip
 
 
 def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -131,21 +135,33 @@ def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a3 @ b3)[:2]
 
 
-def crops_and_sketches(
-    data: VideoFaceData, size: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per frame: target crop (N, 3, S, S), sketch (N, 2, S, S), code (N, 17); reference crop.
+@dataclass(slots=True)
+class MouthPairs:
+    """Per frame, 64x64-style crops in [-1, 1] of the mouth box: what the generator learns from."""
 
-    The sketch and code come from the *rig* at the fitted blendshapes (as at render time), not
-    from the raw landmarks, so the generator never sees anything the audio model cannot give it.
+    target: np.ndarray  # (N, 3, S, S) the real aligned frame
+    warped: np.ndarray  # (N, 3, S, S) the warp render of the portrait at the frame's motion
+    sketch: np.ndarray  # (N, 3, S, S) opening, lips, painted region (from the rig)
+    code: np.ndarray  # (N, n_bases) rig basis weights
+    reference: np.ndarray  # (3, S, S) the portrait's own crop
+
+
+def mouth_pairs(data: VideoFaceData, warp: WarpRenderer, size: int) -> MouthPairs:
+    """Crop every frame and the warp renderer's picture of the same motion.
+
+    ``warp`` renders the avatar made from ``data`` (its portrait and rest landmarks) at the
+    portrait's size. The warp render, sketch and code come from the *rig* at the fitted
+    blendshapes (as at render time), never from the raw landmarks, so the generator sees nothing
+    in training that the audio model cannot give it at run time.
     """
-    rig = FaceRig(data.rest)
-    box = sketch.mouth_box(data.rest)
-    targets, sketches, codes = [], [], []
+    box = sketch.mouth_box(warp.rig.rest)
+    targets, warped, sketches, codes = [], [], [], []
     for frame, bs in zip(data.frames, data.blendshapes, strict=True):
         w = basis_weights(bs)
         targets.append(sketch.to_unit(sketch.crop(frame, box, size)))
-        sketches.append(sketch.lip_sketch(rig.landmarks(w), box, size))
+        warped.append(sketch.to_unit(sketch.crop(warp.warp_face(w), box, size)))
+        sketches.append(sketch.rig_sketch(warp.rig, w, box, size))
         codes.append(w)
     reference = sketch.to_unit(sketch.crop(data.portrait, box, size))
-    return np.stack(targets), np.stack(sketches), np.stack(codes).astype(np.float32), reference
+    return MouthPairs(np.stack(targets), np.stack(warped), np.stack(sketches),
+                      np.stack(codes).astype(np.float32), reference)  # fmt: skip

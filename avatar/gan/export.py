@@ -11,11 +11,11 @@ from typing import Any
 import torch
 
 from avatar.backends.protocol import META_KEY
-from avatar.gan.generator import INPUT_NAMES, OUTPUT_NAMES, MouthGenerator
+from avatar.gan.generator import GENERATOR_KIND, INPUT_NAMES, OUTPUT_NAMES, MouthGenerator
 
 
 def generator_meta(model: MouthGenerator) -> dict[str, Any]:
-    return {"kind": "gan-mouth", "dims": asdict(model.dims)}
+    return {"kind": GENERATOR_KIND, "dims": asdict(model.dims)}
 
 
 def export_generator(model: MouthGenerator, path: Path) -> Path:
@@ -23,7 +23,7 @@ def export_generator(model: MouthGenerator, path: Path) -> Path:
 
     model = model.eval()
     s, c = model.dims.size, model.dims.code
-    args = (*(torch.zeros(1, 3, s, s) for _ in range(4)), torch.zeros(1, c))
+    args = (torch.zeros(1, 3, s, s), torch.zeros(1, 3, s, s), torch.zeros(1, c))  # INPUT_NAMES
     batch = torch.export.Dim("batch", min=1, max=256)
     dynamic = {name: {0: batch} for name in INPUT_NAMES}
     with warnings.catch_warnings():

@@ -1,15 +1,14 @@
-"""The GAN renderer's generator: the mouth region of one person, conditioned on lip geometry.
+"""The GAN renderer's generator: "warp, then refine" the mouth region of one person.
 
-Inputs, images in [-1, 1]: the avatar's reference mouth crop (B, 3, S, S); the *retrieved* crop
-(B, 3, S, S), the training frame whose motion code is nearest (a real mouth of about the right
-shape: the strong baseline, given to the generator to improve on); the *context* (B, 3, S, S),
-this frame's crop with the region to paint (mouth and chin) blanked, so light and position can be
-matched to the surroundings, as in Wav2Lip; a sketch (B, 3, S, S) (the mouth opening, the lips and
-the region to paint, rasterised from the face rig at the frame's blendshapes); and the rig's basis
-weights (B, n_code). A small U-Net whose decoder levels are
-FiLM-modulated by the code predicts an RGB crop and a blend mask; the output is
-``mask * rgb + (1 - mask) * retrieved``, so what is already right is copied, not re-drawn.
-Only this crop is generated; the renderer pastes it back into the portrait with a feathered edge.
+Geometry comes from the warp renderer, appearance from the person. Inputs, images in [-1, 1]:
+*warped* (B, 3, S, S), the mouth crop of the frame as the warp renderer draws it (in training,
+the real frame's crop outside the painted region and the warp render inside it, so light and
+position can be matched to the surroundings); a *sketch* (B, 3, S, S) rasterised from the face
+rig at the frame's blendshapes (the mouth opening, the lips, the region to paint); and the rig's
+basis weights *code* (B, n_code). A small U-Net whose decoder levels are FiLM-modulated by the
+code predicts an RGB crop and a blend mask; the output is ``warped + mask * (rgb - warped)``, so
+what the warp already gets right is kept, not re-drawn. There is no retrieved training crop: a
+real mouth to copy is what made an earlier version ignore the geometry it was given.
 """
 
 from __future__ import annotations
@@ -21,9 +20,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from avatar.gan.sketch import INPUT_NAMES, OUTPUT_NAMES
+from avatar.errors import ModelError
+from avatar.gan.sketch import GENERATOR_KIND, INPUT_NAMES, OUTPUT_NAMES
 
-__all__ = ["INPUT_NAMES", "OUTPUT_NAMES", "GeneratorDims", "MouthGenerator"]
+__all__ = ["GENERATOR_KIND", "INPUT_NAMES", "OUTPUT_NAMES", "GeneratorDims", "MouthGenerator"]
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class MouthGenerator(nn.Module):
         w = dims.width
         chans = (w, 2 * w, 4 * w, 6 * w)  # at S, S/2, S/4, S/8
         self.code_mlp = nn.Sequential(nn.Linear(dims.code, 128), nn.SiLU(), nn.Linear(128, 128))
-        self.stem = _conv(12, chans[0])
+        self.stem = _conv(6, chans[0])
         self.down = nn.ModuleList(_conv(chans[i], chans[i + 1], 2) for i in range(3))
         self.mid = nn.ModuleList(FiLMBlock(chans[3], 128) for _ in range(2))
         self.up = nn.ModuleList(
@@ -70,7 +70,13 @@ class MouthGenerator(nn.Module):
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any]) -> MouthGenerator:
         model = cls(GeneratorDims(**ckpt["dims"]))
-        model.load_state_dict(ckpt["state_dict"])
+        try:
+            model.load_state_dict(ckpt["state_dict"])
+        except RuntimeError:
+            raise ModelError(
+                "this GAN checkpoint was trained by an older version of the generator; "
+                "retrain it with `avatar train renderer VIDEO -o FOLDER`"
+            ) from None
         return model.eval()
 
     def checkpoint(self, **extra: Any) -> dict[str, Any]:
@@ -78,14 +84,12 @@ class MouthGenerator(nn.Module):
 
     def forward(
         self,
-        reference: torch.Tensor,
-        retrieved: torch.Tensor,
-        context: torch.Tensor,
+        warped: torch.Tensor,
         sketch: torch.Tensor,
         code: torch.Tensor,
     ) -> tuple[torch.Tensor]:
         h = self.code_mlp(code)  # (B, 128)
-        x = self.stem(torch.cat([reference, retrieved, context, sketch], 1))  # (B, w, S, S)
+        x = self.stem(torch.cat([warped, sketch], 1))  # (B, w, S, S)
         skips = [x]
         for down in self.down:
             x = down(x)
@@ -96,5 +100,5 @@ class MouthGenerator(nn.Module):
             x = F.interpolate(x, scale_factor=2.0, mode="nearest")
             x = film(up(torch.cat([x, skip], 1)), h)
         rgb, mask = self.head(x).split([3, 1], dim=1)
-        mask = torch.sigmoid(mask)
-        return (mask * torch.tanh(rgb) + (1 - mask) * retrieved,)
+        mask = torch.sigmoid(mask)  # (B, 1, S, S)
+        return (warped + mask * (torch.tanh(rgb) - warped),)

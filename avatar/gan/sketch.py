@@ -1,4 +1,4 @@
-"""What the GAN renderer sees of the motion: the mouth crop box and a rasterised lip sketch.
+"""What the GAN renderer sees: the mouth crop box, the rig's lip sketch and the region it paints.
 
 Shared by training and rendering (numpy and OpenCV only, no torch), so the generator is driven by
 exactly the same pictures in both.
@@ -10,12 +10,15 @@ import cv2
 import numpy as np
 
 from avatar.face import mesh
+from avatar.face.rig import FaceRig
 
 # tensor names of the generator (torch, ONNX and TensorRT share them)
-INPUT_NAMES = ("reference", "retrieved", "context", "sketch", "code")
+INPUT_NAMES = ("warped", "sketch", "code")
 OUTPUT_NAMES = ("mouth",)
+GENERATOR_KIND = "gan-mouth-refine"  # in a model's metadata: which generator (inputs) it holds
 CROP_EYE_UNITS = 1.5  # side of the mouth crop in inter-ocular distances
 CROP_CENTER_BELOW = 0.12  # crop centre below the mouth centre, same unit (room for the jaw)
+MASK_PAD = 0.25  # the painted region: the lips' box grown by this share of the crop, to the bottom
 
 
 def mouth_box(rest: np.ndarray) -> tuple[float, float, float]:
@@ -40,41 +43,54 @@ def crop(image: np.ndarray, box: tuple[float, float, float], size: int) -> np.nd
     )  # fmt: skip
 
 
-MASK_PAD = (
-    0.25  # the generated region: the lips' box grown by this share of the crop, to the bottom
-)
-
-
-def lip_sketch(landmarks: np.ndarray, box: tuple[float, float, float], size: int) -> np.ndarray:
-    """(3, size, size) float32 in [-1, 1]: the mouth opening and the lips, filled, and the region
-    the generator paints (the lips' box grown by ``MASK_PAD``, down to the bottom: mouth and chin).
-    """
+def _to_crop(landmarks: np.ndarray, box: tuple[float, float, float], size: int) -> np.ndarray:
     m = crop_matrix(box, size)
-    pts = landmarks[:, :2] @ m[:, :2].T + m[:, 2]
+    return landmarks[:, :2] @ m[:, :2].T + m[:, 2]
 
-    def fill(upper: tuple[int, ...], lower: tuple[int, ...]) -> np.ndarray:
-        canvas = np.zeros((size, size), np.uint8)
-        up, lo = pts[list(upper)], pts[list(lower)].copy()
-        lo[:, 1] = np.maximum(lo[:, 1], up[:, 1])  # overlapping (sealed) lips: no opening
-        poly = np.vstack([up, lo[::-1]])
-        cv2.fillPoly(canvas, [np.round(poly * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
-        return canvas.astype(np.float32) / 127.5 - 1.0
 
-    opening = fill(mesh.LIPS_INNER_UPPER, mesh.LIPS_INNER_LOWER)
-    lips = fill(mesh.LIPS_OUTER_UPPER, mesh.LIPS_OUTER_LOWER)
+def _fill(pts: np.ndarray, upper: tuple[int, ...], lower: tuple[int, ...], size: int) -> np.ndarray:
+    """The polygon between two lip contours, anti-aliased, in [-1, 1]."""
+    canvas = np.zeros((size, size), np.uint8)
+    up, lo = pts[list(upper)], pts[list(lower)].copy()
+    lo[:, 1] = np.maximum(lo[:, 1], up[:, 1])  # overlapping (sealed) lips: no opening
+    poly = np.vstack([up, lo[::-1]])
+    cv2.fillPoly(canvas, [np.round(poly * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
+    return canvas.astype(np.float32) / 127.5 - 1.0
+
+
+def _region(pts: np.ndarray, size: int) -> np.ndarray:
+    """(size, size) bool: the lips' box grown by ``MASK_PAD``, down to the bottom (the chin)."""
     outer = pts[list(mesh.LIPS_OUTER_UPPER + mesh.LIPS_OUTER_LOWER)]
     pad = MASK_PAD * size
     x0, y0 = np.floor(outer.min(0) - pad).astype(int).clip(0, size)
     x1 = int(np.ceil(outer[:, 0].max() + pad).clip(0, size))
-    region = np.full((size, size), -1.0, np.float32)
-    region[y0:, x0:x1] = 1.0
-    return np.stack([opening, lips, region])
+    region = np.zeros((size, size), bool)
+    region[y0:, x0:x1] = True
+    return region
 
 
-def context(crop_unit: np.ndarray, sketch_: np.ndarray) -> np.ndarray:
-    """The crop (3, S, S) with the generated region blanked: what the generator may look at."""
-    keep = sketch_[-1:] < 0
-    return np.where(keep, crop_unit, 0.0).astype(np.float32)
+def rig_sketch(
+    rig: FaceRig, weights: np.ndarray, box: tuple[float, float, float], size: int
+) -> np.ndarray:
+    """(3, size, size) float32 in [-1, 1], from the rig at basis ``weights``: the mouth opening,
+    the lips (both filled), and the region the generator paints. The region covers the mouth and
+    chin both where the rig puts them and at rest, so everything the warp moved is inside it."""
+    pts = _to_crop(rig.landmarks(weights), box, size)
+    opening = _fill(pts, mesh.LIPS_INNER_UPPER, mesh.LIPS_INNER_LOWER, size)
+    lips = _fill(pts, mesh.LIPS_OUTER_UPPER, mesh.LIPS_OUTER_LOWER, size)
+    region = _region(pts, size) | _region(_to_crop(rig.rest, box, size), size)
+    return np.stack([opening, lips, np.where(region, 1.0, -1.0).astype(np.float32)])
+
+
+def region_of(sketch_: np.ndarray) -> np.ndarray:
+    """(S, S) bool: the painted region of a sketch (its last channel)."""
+    return sketch_[-1] > 0
+
+
+def training_input(real: np.ndarray, warped: np.ndarray, sketch_: np.ndarray) -> np.ndarray:
+    """The generator's input when training: the real frame's crop (3, S, S) outside the painted
+    region (its light and position), the warp render inside it (the motion)."""
+    return np.where(region_of(sketch_)[None], warped, real).astype(np.float32)
 
 
 def to_unit(rgb: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ from avatar.backends.torch import TorchBackend
 from avatar.config import RenderConfig
 from avatar.errors import AvatarNotFound, BackendUnavailable
 from avatar.face.store import AvatarAssets, load_avatar
-from avatar.gan.sketch import INPUT_NAMES, OUTPUT_NAMES
+from avatar.gan.sketch import GENERATOR_KIND, INPUT_NAMES, OUTPUT_NAMES
 from avatar.render.base import Renderer
 from avatar.render.warp import WarpRenderer
 
@@ -34,15 +34,14 @@ def load_gan_backend(assets: AvatarAssets, cfg: RenderConfig) -> InferenceBacken
             ) from None
         ckpt = torch.load(pt, map_location="cpu", weights_only=False)
         model = MouthGenerator.from_checkpoint(ckpt)
-        meta = {"kind": "gan-mouth", "dims": ckpt["dims"]}
+        meta = {"kind": GENERATOR_KIND, "dims": ckpt["dims"]}
         return TorchBackend(model, INPUT_NAMES, OUTPUT_NAMES, meta, cfg.threads)
 
     crop = int(assets.info.get("gan", {}).get("crop", 64))
+    image = ((1, 3, crop, crop), (1, 3, crop, crop), (32, 3, crop, crop))
     shapes = {  # TensorRT profile: one frame, up to 32 sessions batched
-        "reference": ((1, 3, crop, crop), (1, 3, crop, crop), (32, 3, crop, crop)),
-        "retrieved": ((1, 3, crop, crop), (1, 3, crop, crop), (32, 3, crop, crop)),
-        "context": ((1, 3, crop, crop), (1, 3, crop, crop), (32, 3, crop, crop)),
-        "sketch": ((1, 3, crop, crop), (1, 3, crop, crop), (32, 3, crop, crop)),
+        "warped": image,
+        "sketch": image,
         "code": ((1, 17), (1, 17), (32, 17)),
     }
     loaders = backend_loaders(

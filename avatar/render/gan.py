@@ -1,10 +1,12 @@
-"""Renderer 2: the per-person GAN generates the mouth region; the rest is the portrait.
+"""Renderer 2: "warp, then refine". The warp renderer draws the frame; the per-person GAN redraws
+its mouth region as the person's own mouth.
 
-Per frame: blendshapes -> rig basis weights -> lip sketch (:mod:`avatar.gan.sketch`) and the
-nearest training crop (:mod:`avatar.gan.bank`) -> the generator (any
-:class:`~avatar.backends.protocol.InferenceBackend`: TensorRT, onnxruntime CUDA/CPU,
-torch) -> the crop pasted into the portrait with a feathered edge. Blinks and head pose come
-from the warp renderer's rig, so both renderers move the head and eyes the same way.
+Per frame: blendshapes -> rig basis weights -> the warp render without head pose
+(:class:`~avatar.render.warp.WarpRenderer`, eyes and blinks included) -> its mouth crop, the
+rig's lip sketch and the weights -> the generator (any
+:class:`~avatar.backends.protocol.InferenceBackend`: TensorRT, onnxruntime CUDA/CPU, torch) ->
+what the generator changed is pasted back with a feathered edge (the warp render keeps its full
+resolution wherever the generator left it alone) -> head pose.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ import cv2
 import numpy as np
 
 from avatar.backends.protocol import InferenceBackend
-from avatar.errors import AvatarNotFound
-from avatar.face.rig import BASIS_INDEX, basis_weights
+from avatar.errors import ModelError
+from avatar.face import mesh
+from avatar.face.rig import basis_weights
 from avatar.face.store import AvatarAssets
 from avatar.frames import MotionFrame
 from avatar.gan import sketch
-from avatar.gan.bank import MouthBank
+from avatar.render.base import head_pose_matrix
 from avatar.render.warp import WarpRenderer
 
 
@@ -28,17 +31,21 @@ class GanRenderer:
     def __init__(
         self, assets: AvatarAssets, backend: InferenceBackend, size: int | None = None
     ) -> None:
+        if tuple(backend.input_names) != sketch.INPUT_NAMES:
+            raise ModelError(
+                f"avatar {assets.name!r}: its GAN takes {list(backend.input_names)}, this "
+                f"version {list(sketch.INPUT_NAMES)}; retrain it with "
+                "`avatar train renderer VIDEO -o FOLDER`"
+            )
         self.backend = backend
         self.warp = WarpRenderer(assets, size)
         self.size = self.warp.size
         self.crop = int(backend.meta["dims"]["size"])
-        rig = self.warp.rig
-        self.box = sketch.mouth_box(rig.rest)
-        self.reference = sketch.to_unit(sketch.crop(self.warp.portrait, self.box, self.crop))[None]
-        bank_path = assets.file("gan_bank.npz")
-        if bank_path is None:
-            raise AvatarNotFound(f"avatar {assets.name!r} has a generator but no gan_bank.npz")
-        self.bank = MouthBank.load(bank_path)
+        rest = self.warp.rig.rest
+        self.box = sketch.mouth_box(rest)
+        oval = rest[list(mesh.FACE_OVAL)]  # head turns about the neck, as in the warp renderer
+        self.pivot = (float(oval[:, 0].mean()),
+                      float(rest[mesh.CHIN, 1] + 0.5 * mesh.interocular(rest)))  # fmt: skip
         self._paste_setup()
 
     def _paste_setup(self) -> None:
@@ -56,36 +63,36 @@ class GanRenderer:
         mask = cv2.warpAffine(sketch.paste_mask(self.crop), m, (bx1 - bx0, by1 - by0))
         self._paste_alpha = mask[..., None]
 
-    def generate(self, weights: np.ndarray, base: np.ndarray) -> np.ndarray:
-        """The generator's mouth crop (S, S, 3) uint8 for rig basis weights, painted into
-        ``base`` (the frame being rendered, whose surroundings of the mouth it matches)."""
-        lm = self.warp.rig.landmarks(weights)
-        sk = sketch.lip_sketch(lm, self.box, self.crop)
-        around = sketch.to_unit(sketch.crop(base, self.box, self.crop))
+    def refine(self, weights: np.ndarray, image: np.ndarray) -> np.ndarray:
+        """Generator inputs for the warp render ``image`` at basis ``weights``, run; returns the
+        change to the mouth crop, (S, S, 3) float32 in pixel units (0-255 scale)."""
+        warped = sketch.to_unit(sketch.crop(image, self.box, self.crop))
         inputs = {
-            "reference": self.reference,
-            "retrieved": self.bank.crops[self.bank.nearest(weights)][None],
-            "context": sketch.context(around, sk)[None],
-            "sketch": sk[None],
+            "warped": warped[None],
+            "sketch": sketch.rig_sketch(self.warp.rig, weights, self.box, self.crop)[None],
             "code": weights[None].astype(np.float32),
         }
-        return sketch.from_unit(self.backend.run(inputs)["mouth"][0])
+        mouth = self.backend.run(inputs)["mouth"][0]
+        return ((mouth - warped) * 127.5).transpose(1, 2, 0)
 
     def render(self, motion: MotionFrame) -> np.ndarray:
         weights = basis_weights(motion.blendshapes, motion.blink)
-        if motion.blink > 0.01:  # eyes from the rig, mouth from the generator
-            eyes_only = np.zeros_like(weights)
-            eyes_only[BASIS_INDEX["blink"]] = weights[BASIS_INDEX["blink"]]
-            image = self.warp.warp_face(eyes_only)
-        else:
-            image = self.warp.portrait.copy()
-        self.paste(image, self.generate(weights, image))
-        return self.warp.apply_pose(image, motion.head_pose)
+        image = self.warp.warp_face(weights)  # no pose: the generator learnt upright crops
+        self.paste(image, self.refine(weights, image))
+        return self.apply_pose(image, motion.head_pose)
 
-    def paste(self, image: np.ndarray, mouth: np.ndarray) -> None:
+    def apply_pose(self, image: np.ndarray, head_pose: np.ndarray) -> np.ndarray:
+        m = head_pose_matrix(head_pose, self.size, self.pivot)
+        if m is None:
+            return image
+        return cv2.warpAffine(image, m, (self.size, self.size), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REFLECT101)  # fmt: skip
+
+    def paste(self, image: np.ndarray, change: np.ndarray) -> None:
+        """Add the generator's ``change`` (S, S, 3) to the mouth box, feathered at its edge."""
         bx0, by0, bx1, by1 = self.paste_box
-        patch = cv2.warpAffine(mouth, self._paste_matrix, (bx1 - bx0, by1 - by0),
+        patch = cv2.warpAffine(change, self._paste_matrix, (bx1 - bx0, by1 - by0),
                                flags=cv2.INTER_LINEAR)  # fmt: skip
         region = image[by0:by1, bx0:bx1].astype(np.float32)
-        a = self._paste_alpha
-        image[by0:by1, bx0:bx1] = (region * (1 - a) + patch * a + 0.5).astype(np.uint8)
+        out = region + patch * self._paste_alpha + 0.5
+        image[by0:by1, bx0:bx1] = np.clip(out, 0, 255).astype(np.uint8)
