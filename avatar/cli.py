@@ -84,7 +84,8 @@ def cmd_train_renderer(args: argparse.Namespace) -> int:
     m = report["held_out_mouth_l1"]
     print(
         f"{args.out}: GAN renderer trained ({report['steps']} steps, {report['minutes']} min); "
-        f"held-out mouth L1 {m['generator']:.2f} vs nearest-motion frame "
+        f"held-out mouth L1 {m['generator']:.2f} vs warp alone {m['warp_alone']:.2f} vs "
+        f"nearest-motion frame "
         f"{m['nearest_motion_frame']:.2f} vs reference copy {m['copy_reference']:.2f} (0-255)"
     )
     return 0
