@@ -20,9 +20,9 @@ import numpy as np
 from avatar.backends.onnxruntime import OrtBackend
 from avatar.backends.protocol import InferenceBackend
 from avatar.backends.torch import TorchBackend, TorchCudaBackend
+from avatar.face.sketch import GENERATOR_KIND, INPUT_NAMES, OUTPUT_NAMES
 from avatar.face.store import load_avatar
 from avatar.gan.generator import MouthGenerator
-from avatar.gan.sketch import GENERATOR_KIND, INPUT_NAMES, OUTPUT_NAMES
 
 
 def inputs(batch: int, size: int, code: int, seed: int = 0) -> dict[str, np.ndarray]:

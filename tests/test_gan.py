@@ -13,16 +13,16 @@ import pytest
 
 from avatar.backends.onnxruntime import OrtBackend
 from avatar.errors import ModelError
+from avatar.face import sketch
 from avatar.face.rig import FaceRig, basis_weights
-from avatar.gan import sketch
 from tests.conftest import motion_frame
 
 torch = pytest.importorskip("torch")
 
+from avatar.face.sketch import INPUT_NAMES  # noqa: E402
 from avatar.gan.data import VideoFaceData, fit_blendshapes, mouth_pairs  # noqa: E402
 from avatar.gan.export import export_generator  # noqa: E402
 from avatar.gan.generator import GeneratorDims, MouthGenerator  # noqa: E402
-from avatar.gan.sketch import INPUT_NAMES  # noqa: E402
 
 
 def random_inputs(rng: np.random.Generator, batch: int) -> dict[str, np.ndarray]:

@@ -99,4 +99,4 @@ def _palette():  # type: ignore[no-untyped-def]
 
     c = np.array
     return Palette(c([220.0, 215, 200]), c([200.0, 120, 120]), c([170.0, 80, 80]),
-                   c([50.0, 20, 20]), c([160.0, 90, 90]))  # fmt: skip
+                   c([50.0, 20, 20]))  # fmt: skip

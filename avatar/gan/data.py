@@ -18,10 +18,9 @@ import cv2
 import numpy as np
 
 from avatar.errors import FaceError, ImageInputError
-from avatar.face import mesh
+from avatar.face import mesh, sketch
 from avatar.face.prepare import alignment
 from avatar.face.rig import BASES, BASIS_INDEX, LIP_SLACK, FaceRig, basis_weights
-from avatar.gan import sketch
 from avatar.motion.channels import BLENDSHAPE_INDEX as BI
 from avatar.motion.channels import BLENDSHAPES
 from avatar.render.warp import WarpRenderer

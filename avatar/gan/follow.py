@@ -15,10 +15,10 @@ import numpy as np
 from avatar.backends.torch import TorchBackend
 from avatar.face import mesh
 from avatar.face.rig import basis_weights
+from avatar.face.sketch import GENERATOR_KIND, INPUT_NAMES, OUTPUT_NAMES
 from avatar.face.store import AvatarAssets
 from avatar.frames import MotionFrame
 from avatar.gan.generator import MouthGenerator
-from avatar.gan.sketch import GENERATOR_KIND, INPUT_NAMES, OUTPUT_NAMES
 from avatar.motion.channels import BLENDSHAPE_INDEX, BLENDSHAPES, VISEMES
 from avatar.render.gan import GanRenderer
 

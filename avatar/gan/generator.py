@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from avatar.errors import ModelError
-from avatar.gan.sketch import GENERATOR_KIND, INPUT_NAMES, OUTPUT_NAMES
+from avatar.face.sketch import GENERATOR_KIND, INPUT_NAMES, OUTPUT_NAMES
 
 __all__ = ["GENERATOR_KIND", "INPUT_NAMES", "OUTPUT_NAMES", "GeneratorDims", "MouthGenerator"]
 

@@ -31,11 +31,10 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from avatar.face import mesh
+from avatar.face import mesh, sketch
 from avatar.face.image import save_rgb
 from avatar.face.prepare import draw_preview, regions
 from avatar.face.store import AvatarAssets, save_avatar
-from avatar.gan import sketch
 from avatar.gan.data import MouthPairs, VideoFaceData, load_video_faces, mouth_pairs
 from avatar.gan.discriminator import PatchDiscriminator
 from avatar.gan.export import export_generator

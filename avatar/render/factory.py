@@ -7,8 +7,8 @@ from avatar.backends.select import backend_loaders, choose_backend
 from avatar.backends.torch import TorchBackend
 from avatar.config import RenderConfig
 from avatar.errors import AvatarNotFound, BackendUnavailable
+from avatar.face.sketch import GENERATOR_KIND, INPUT_NAMES, OUTPUT_NAMES
 from avatar.face.store import AvatarAssets, load_avatar
-from avatar.gan.sketch import GENERATOR_KIND, INPUT_NAMES, OUTPUT_NAMES
 from avatar.render.base import Renderer
 from avatar.render.warp import WarpRenderer
 

@@ -16,12 +16,10 @@ import numpy as np
 
 from avatar.backends.protocol import InferenceBackend
 from avatar.errors import ModelError
-from avatar.face import mesh
+from avatar.face import sketch
 from avatar.face.rig import basis_weights
 from avatar.face.store import AvatarAssets
 from avatar.frames import MotionFrame
-from avatar.gan import sketch
-from avatar.render.base import head_pose_matrix
 from avatar.render.warp import WarpRenderer
 
 
@@ -41,11 +39,7 @@ class GanRenderer:
         self.warp = WarpRenderer(assets, size)
         self.size = self.warp.size
         self.crop = int(backend.meta["dims"]["size"])
-        rest = self.warp.rig.rest
-        self.box = sketch.mouth_box(rest)
-        oval = rest[list(mesh.FACE_OVAL)]  # head turns about the neck, as in the warp renderer
-        self.pivot = (float(oval[:, 0].mean()),
-                      float(rest[mesh.CHIN, 1] + 0.5 * mesh.interocular(rest)))  # fmt: skip
+        self.box = sketch.mouth_box(self.warp.rig.rest)
         self._paste_setup()
 
     def _paste_setup(self) -> None:
@@ -79,14 +73,7 @@ class GanRenderer:
         weights = basis_weights(motion.blendshapes, motion.blink)
         image = self.warp.warp_face(weights)  # no pose: the generator learnt upright crops
         self.paste(image, self.refine(weights, image))
-        return self.apply_pose(image, motion.head_pose)
-
-    def apply_pose(self, image: np.ndarray, head_pose: np.ndarray) -> np.ndarray:
-        m = head_pose_matrix(head_pose, self.size, self.pivot)
-        if m is None:
-            return image
-        return cv2.warpAffine(image, m, (self.size, self.size), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REFLECT101)  # fmt: skip
+        return self.warp.apply_pose(image, motion.head_pose)
 
     def paste(self, image: np.ndarray, change: np.ndarray) -> None:
         """Add the generator's ``change`` (S, S, 3) to the mouth box, feathered at its edge."""

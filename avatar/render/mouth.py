@@ -56,7 +56,6 @@ class Palette:
     gums: np.ndarray
     tongue: np.ndarray
     cavity: np.ndarray
-    lips: np.ndarray
 
 
 def palette(portrait: np.ndarray, rest: np.ndarray) -> Palette:
@@ -69,7 +68,6 @@ def palette(portrait: np.ndarray, rest: np.ndarray) -> Palette:
         gums=np.clip(lips * np.array([1.08, 0.78, 0.82]) + 18, 0, 255).astype(np.float32),
         tongue=np.clip(lips * np.array([1.0, 0.68, 0.7]) + 16, 0, 255).astype(np.float32),
         cavity=(lips * np.array([0.34, 0.16, 0.17])).astype(np.float32),
-        lips=lips,
     )
 
 
@@ -256,7 +254,8 @@ class MouthInterior:
         else:
             rx, ry = gx.astype(np.float32), gy.astype(np.float32)
         teeth_drop = JAW_TEETH * jaw_px
-        rgb = self._cavity_and_tongue(rx, ry, top, gap, teeth_drop, visemes)
+        edge = np.interp(rx, np.arange(len(self.edge)), self.edge)  # upper incisal edge, at rest
+        rgb = self._cavity_and_tongue(rx, ry, edge, top, gap, teeth_drop, visemes)
         cols = np.arange(len(self.shift_up), dtype=np.float32)
         for layer, shift in ((self.lower, teeth_drop + np.interp(rx, cols, self.shift_lo)),
                              (self.upper, np.interp(rx, cols, self.shift_up))):  # fmt: skip
@@ -265,7 +264,7 @@ class MouthInterior:
             a = got[..., 3:4]
             rgb = rgb * (1 - a) + got[..., :3] * a
         if visemes is not None:  # /th/: the tongue tip between the teeth, in front of them
-            rgb = self._tongue_between_teeth(rgb, rx, ry, teeth_drop, float(visemes[_TH]))
+            rgb = self._tongue_between_teeth(rgb, rx, ry, edge, teeth_drop, float(visemes[_TH]))
         rgb *= self._shadows(xs, ys, top, bottom, gap)[..., None]
         if self.blur:
             rgb = cv2.GaussianBlur(rgb, (0, 0), self.blur)
@@ -289,14 +288,13 @@ class MouthInterior:
         return int(bx0), int(by0), int(bx1), int(by1)
 
     def _cavity_and_tongue(
-        self, rx: np.ndarray, ry: np.ndarray, top: np.ndarray, gap: np.ndarray,
+        self, rx: np.ndarray, ry: np.ndarray, edge: np.ndarray, top: np.ndarray, gap: np.ndarray,
         teeth_drop: float, visemes: np.ndarray | None,
     ) -> np.ndarray:  # fmt: skip
         d, pal = self.d, self.pal
-        v = np.clip((ry - (top - 0)) / gap, 0, 1)  # 0 under the upper lip, 1 at the lower
+        v = np.clip((ry - top) / gap, 0, 1)  # 0 under the upper lip, 1 at the lower
         cavity = pal.cavity * (0.45 + 0.8 * v)[..., None]  # darkest under the palate
         u = (rx - self.centre) / self.half
-        edge = np.interp(rx, np.arange(len(self.edge)), self.edge)
         low_edge = edge - OVERBITE * d + teeth_drop
         dome = np.sqrt(np.clip(1 - (u / 0.8) ** 2, 0, 1))
         rise = (0.015 * d + 0.22 * teeth_drop) * dome  # more tongue seen as the jaw opens
@@ -312,12 +310,12 @@ class MouthInterior:
         return out.astype(np.float32)
 
     def _tongue_between_teeth(
-        self, rgb: np.ndarray, rx: np.ndarray, ry: np.ndarray, teeth_drop: float, th: float
-    ) -> np.ndarray:
+        self, rgb: np.ndarray, rx: np.ndarray, ry: np.ndarray, edge: np.ndarray,
+        teeth_drop: float, th: float,
+    ) -> np.ndarray:  # fmt: skip
         if th < 0.05:
             return rgb
         d = self.d
-        edge = np.interp(rx, np.arange(len(self.edge)), self.edge)
         u = (rx - self.centre) / self.half
         y0, y1 = edge - 0.02 * d, edge - OVERBITE * d + teeth_drop + 0.02 * d
         across = 1 - (u / 0.35) ** 2
