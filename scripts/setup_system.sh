@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Debian packages the tests and the training need (nothing is needed to run `avatar motion`).
 # chromium: the browser end-to-end test (driven by playwright with executable_path).
+# coturn, iptables, iproute2: the TURN test (a real relay between network namespaces).
 #   scripts/setup_system.sh          speech synthesizers and human recordings for the tests
 #   scripts/setup_system.sh --train  plus the sentence material of the full training corpus
 set -euo pipefail
 pkgs=(espeak-ng libespeak-ng1 festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
-      alsa-utils klettres-data ktuberling-data chromium fonts-dejavu-core)
+      alsa-utils klettres-data ktuberling-data chromium fonts-dejavu-core
+      coturn iptables iproute2)
 if [[ "${1:-}" == "--train" ]]; then
   pkgs+=(fortunes fortunes-de fortunes-es fortunes-it)
 fi
