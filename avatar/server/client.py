@@ -79,16 +79,20 @@ class AvatarPeer:
         clock: Clock | None = None,
         summarize: Callable[[np.ndarray], Any] | None = None,
         subscribe: dict[str, bool] | None = None,
+        token: str | None = None,
+        rtc_config: RTCConfiguration | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.clock = clock or MonotonicClock()
         self.avatar = avatar
         self.speech = SpeechTrack(speech, self.clock) if speech is not None else None
         self.summarize = summarize or (lambda img: float(img.mean()))
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.token = token  # sent as ``Authorization: Bearer`` with the offer
+        self.pc = RTCPeerConnection(rtc_config or RTCConfiguration(iceServers=[]))
         self.received = Received()
         self.subscribe = subscribe  # e.g. {"profile_frames": True}, sent when the channel opens
         self.session = ""
+        self.key = ""  # the session's secret for /ws and /ws/audio (from the answer)
         self.connected = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -112,11 +116,15 @@ class AvatarPeer:
         if self.avatar:
             body["avatar"] = self.avatar
         url = f"{self.base_url}/offer"
-        async with aiohttp.ClientSession() as http, http.post(url, json=body) as resp:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(url, json=body, headers=headers) as resp,
+        ):
             answer = await resp.json()
             if resp.status != 200:
                 raise RuntimeError(f"offer refused ({resp.status}): {answer.get('error')}")
-        self.session = answer["session"]
+        self.session, self.key = answer["session"], answer.get("key", "")
         await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
         await asyncio.wait_for(self.connected.wait(), timeout_s)
 
@@ -149,6 +157,11 @@ class AvatarPeer:
                 self.received.audio.append((now, int(frame.pts or 0), to_mono(frame)))
         except MediaStreamError:
             return
+
+    def socket_url(self, path: str = "/ws") -> str:
+        """The session's ``/ws`` or ``/ws/audio`` address, with its id and key."""
+        ws = self.base_url.replace("http", "ws", 1)
+        return f"{ws}{path}?session={self.session}&key={self.key}"
 
     async def close(self) -> None:
         await cancel(*self._tasks)
