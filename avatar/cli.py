@@ -145,10 +145,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
         lo, _, hi = args.udp_ports.partition("-")
         overrides.append(f"server.udp_ports=[{lo}, {hi or lo}]")
     cfg = load_config(args.config, overrides)
+    from avatar.server.logs import setup_logging
+
+    setup_logging(cfg.server.log_format, args.verbose)
     try:
         asyncio.run(serve(cfg))
     except OSError as e:  # port in use, address not available
         raise AvatarError(f"cannot serve on {cfg.server.host}:{cfg.server.port}: {e}") from None
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    import time
+
+    from avatar.server.auth import SECRET_ENV, load_secret, mint_token
+
+    cfg = _config(args)
+    secret = load_secret(cfg.server.auth)
+    if secret is None:
+        raise AvatarError(f"no secret: set {SECRET_ENV} (or server.auth.secret_file) to the "
+                          "server's token secret")  # fmt: skip
+    ttl = args.ttl if args.ttl is not None else cfg.server.auth.token_ttl_s
+    print(mint_token(secret, ttl, time.time(), args.subject))
     return 0
 
 
@@ -224,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     _common(sv)
     sv.set_defaults(func=cmd_serve)
+
+    tk = sub.add_parser("token", help="mint a session token for a server that requires them")
+    tk.add_argument("--ttl", type=int, help="lifetime in seconds (default server.auth.token_ttl_s)")
+    tk.add_argument("--subject", default="", help="who the token is for (logged by the server)")
+    _common(tk)
+    tk.set_defaults(func=cmd_token)
 
     pf = sub.add_parser(
         "profile", help="latency report: a file through the live engine, or N sessions"

@@ -97,8 +97,36 @@ class IceServer(_Section):
     credential: str | None = None
 
 
+class AuthConfig(_Section):
+    """Who may open a session: signed tokens (``avatar token``) and the pages' origins."""
+
+    # auto: tokens are required when the server binds a non-loopback address
+    require_token: Literal["auto", "always", "never"] = "auto"
+    secret_file: str = ""  # the HMAC key (the AVATAR_SECRET environment variable wins)
+    token_ttl_s: int = Field(default=3600, ge=1)  # lifetime of tokens minted by `avatar token`
+    # pages on other origins allowed to call the server ("https://app.example.com"; "*" = any);
+    # the server's own origin is always allowed, and clients that send no Origin (not browsers)
+    allowed_origins: list[str] = []
+
+
+class LimitsConfig(_Section):
+    """What one client may cost the server: sizes, rates, buffered audio."""
+
+    max_body_kb: int = Field(default=64, ge=1)  # POST /offer
+    max_message_kb: int = Field(default=16, ge=1)  # data channel / events socket, both ways
+    max_audio_message_kb: int = Field(default=64, ge=1)  # one binary message on /ws/audio
+    max_audio_ahead_s: float = Field(default=4.0, gt=0)  # PCM buffered ahead of playout
+    max_candidates: int = Field(default=64, ge=1)  # ICE candidates per session (SDP + trickle)
+    max_media_sections: int = Field(default=6, ge=2)
+    offers_per_minute: float = Field(default=30.0, gt=0)  # per client address
+    offer_burst: int = Field(default=10, ge=1)
+    sockets_per_minute: float = Field(default=120.0, gt=0)  # /ws and /ws/audio per address
+    messages_per_second: float = Field(default=50.0, gt=0)  # control messages per session
+    engine_builds: int = Field(default=2, ge=1)  # engines built at once (off the event loop)
+
+
 class ServerConfig(_Section):
-    """``avatar serve``: HTTP/WebSocket signalling, ICE and per-session limits."""
+    """``avatar serve``: HTTP/WebSocket signalling, ICE, limits, authentication."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
@@ -111,6 +139,15 @@ class ServerConfig(_Section):
     stats_interval_s: float = Field(default=1.0, gt=0)
     web_dir: str = ""  # the JS client and pages; "" = web/ next to the package
     profile: bool = False  # per-frame stage timing; live numbers and overlay on the page
+    # TURN with coturn's shared secret (use-auth-secret): the page gets short-lived credentials
+    # from GET /api/ice; the secret is read from the AVATAR_TURN_SECRET environment variable
+    turn_urls: list[str] = []  # e.g. ["turn:turn.example.com:3478?transport=udp"]
+    turn_ttl_s: int = Field(default=3600, ge=60)
+    reap_s: float = Field(default=10.0, ge=2)  # a peer silent this long is gone (ICE consent)
+    drain_s: float = Field(default=30.0, ge=0)  # on SIGTERM: sessions may finish this long
+    log_format: Literal["text", "json"] = "text"
+    auth: AuthConfig = AuthConfig()
+    limits: LimitsConfig = LimitsConfig()
 
 
 class Config(_Section):

@@ -86,3 +86,64 @@ class NullObserver:
 
 
 NULL_OBSERVER = NullObserver()
+
+
+class _Spans:
+    """Several observers' spans entered and left together."""
+
+    __slots__ = ("_spans",)
+
+    def __init__(self, spans: list[Span]) -> None:
+        self._spans = spans
+
+    def __enter__(self) -> object:
+        for s in self._spans:
+            s.__enter__()
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for s in reversed(self._spans):
+            s.__exit__(t, e, tb)
+
+
+class FanOut:
+    """Several observers as one (profiling and metrics at once). They must share one clock:
+    ``now()`` is the first one's. ``take()`` and ``report()`` come from all of them."""
+
+    enabled = True
+
+    def __init__(self, *observers: Observer) -> None:
+        self.observers = [o for o in observers if o.enabled]
+
+    def now(self) -> int:
+        return self.observers[0].now() if self.observers else 0
+
+    def stage(self, name: str) -> Span:
+        return _Spans([o.stage(name) for o in self.observers])
+
+    def take(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for o in self.observers:
+            out.update(o.take())
+        return out
+
+    def span(self, frame: VideoFrame, stage: str, start_ns: int, end_ns: int) -> None:
+        for o in self.observers:
+            o.span(frame, stage, start_ns, end_ns)
+
+    def done(self, frame: VideoFrame) -> None:
+        for o in self.observers:
+            o.done(frame)
+
+    def report(self, frames: bool = False) -> list[dict[str, Any]]:
+        return [m for o in self.observers for m in o.report(frames)]
+
+
+def combine(*observers: Observer) -> Observer:
+    """The observers that listen, as one (the null observer when none does)."""
+    live = [o for o in observers if o.enabled]
+    if not live:
+        return NULL_OBSERVER
+    return live[0] if len(live) == 1 else FanOut(*live)

@@ -194,7 +194,8 @@ def test_bad_requests_get_clear_errors_and_others_keep_streaming() -> None:
 
                 async def post(body: Any, raw: bool = False) -> tuple[int, str]:
                     data = body if raw else json.dumps(body)
-                    async with http.post(f"{url}/offer", data=data) as r:
+                    headers = {"Content-Type": "application/json"}
+                    async with http.post(f"{url}/offer", data=data, headers=headers) as r:
                         return r.status, (await r.json())["error"]
 
                 assert (await post("{not json", raw=True))[0] == 400
@@ -205,8 +206,8 @@ def test_bad_requests_get_clear_errors_and_others_keep_streaming() -> None:
                 offer = {"sdp": "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\n", "type": "offer"}
                 status, err = await post({**offer, "avatar": "/etc"})
                 assert status == 404 and "unknown avatar" in err
-                async with http.get(f"{url}/ws/audio?session=nope") as r:
-                    assert r.status == 404 and "no session" in (await r.json())["error"]
+                async with http.get(f"{url}/ws/audio?session={good.session}") as r:  # no key
+                    assert r.status == 404 and "no such session" in (await r.json())["error"]
                 async with http.get(f"{url}/api/avatars") as r:
                     assert "carphone" in (await r.json())["avatars"]
             await asyncio.sleep(1.0)
@@ -226,12 +227,12 @@ def test_websocket_pcm_drives_a_session_without_microphone() -> None:
             await peer.connect()
             t0 = peer.clock.now_ns()
             async with aiohttp.ClientSession() as http:
-                ws_url = f"{url}/ws/audio?session={peer.session}"
-                async with http.ws_connect(ws_url) as ws:
+                async with http.ws_connect(peer.socket_url("/ws/audio")) as ws:
                     await asyncio.sleep(1.0)
                     await ws.send_str(json.dumps({"type": "format", "sample_rate": 16000}))
                     pcm = (tts * 32767).astype("<i2").tobytes()
-                    await ws.send_bytes(pcm)  # all at once: the engine plays it at real time
+                    for i in range(0, len(pcm), 16000):  # 0.5 s blocks: faster than real time
+                        await ws.send_bytes(pcm[i : i + 16000])
                     await ws.send_bytes(b"\x01")  # half a sample: refused, stream goes on
                     reply = await ws.receive_json(timeout=5)
                     assert reply["type"] == "error" and "whole" in reply["message"]

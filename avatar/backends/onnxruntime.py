@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +39,7 @@ class OrtBackend:
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
-        try:
-            self._session = ort.InferenceSession(
-                str(path), opts, providers=providers or ["CPUExecutionProvider"]
-            )
-        except Exception as e:  # onnxruntime raises its own untyped exceptions
-            raise ModelError(f"cannot load ONNX model {path}: {str(e).splitlines()[0]}") from None
+        self._session = _shared_session(path, opts, providers or ["CPUExecutionProvider"])
         self._check_providers(providers or [])
         self.input_names = tuple(i.name for i in self._session.get_inputs())
         self.output_names = tuple(o.name for o in self._session.get_outputs())
@@ -91,6 +87,34 @@ class OrtBackend:
         for name, buf in out.items():
             binding.bind_output(name, "cpu", 0, np.float32, buf.shape, buf.ctypes.data)
         return binding, out
+
+
+_SESSIONS: dict[tuple[Any, ...], Any] = {}
+_SESSIONS_LOCK = threading.Lock()
+
+
+def _shared_session(path: Path, opts: Any, providers: list[str]) -> Any:
+    """One ``InferenceSession`` per model file and settings in the process: its weights are
+    read-only and its ``run`` is thread-safe, so every session's backend shares it (each keeps
+    its own IO bindings). A file changed on disk is loaded again."""
+    import onnxruntime as ort
+
+    try:
+        stat = path.stat()
+    except OSError as e:
+        raise ModelError(f"cannot load ONNX model {path}: {e.strerror}") from None
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, opts.intra_op_num_threads,
+           tuple(providers))  # fmt: skip
+    with _SESSIONS_LOCK:
+        session = _SESSIONS.get(key)
+        if session is None:
+            try:
+                session = ort.InferenceSession(str(path), opts, providers=providers)
+            except Exception as e:  # onnxruntime raises its own untyped exceptions
+                first = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise ModelError(f"cannot load ONNX model {path}: {first}") from None
+            _SESSIONS[key] = session
+    return session
 
 
 def ort_cuda_available() -> bool:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import Executor
 
 from avatar.backends.protocol import InferenceBackend
 from avatar.clock import Clock
-from avatar.config import Config
+from avatar.config import Config, RenderConfig
 from avatar.engine.engine import AvatarEngine
 from avatar.motion.runtime import load_motion_backend
 from avatar.observe import NULL_OBSERVER, Observer
@@ -38,12 +39,37 @@ def build_engine(
     )  # fmt: skip
 
 
+class SharedRenderers:
+    """One warp renderer per avatar for every session: it is built once (its fields are the
+    costly part) and drawing keeps no state, so sessions on several threads can share it. GAN
+    renderers are built per session (their backend keeps IO bindings), sharing the model's
+    weights through :mod:`avatar.backends.onnxruntime`."""
+
+    def __init__(self, cfg: RenderConfig) -> None:
+        self.cfg = cfg
+        self._warp: dict[str, Renderer] = {}
+        self._lock = threading.Lock()
+
+    def get(self, avatar: str) -> Renderer:
+        cfg = self.cfg.model_copy(update={"avatar": avatar})
+        if cfg.renderer != "warp":
+            return load_renderer(cfg)
+        with self._lock:
+            renderer = self._warp.get(avatar)
+            if renderer is None:
+                renderer = self._warp[avatar] = load_renderer(cfg)
+        return renderer
+
+
 def engine_factory(cfg: Config, clock: Clock, executor: Executor | None) -> EngineFactory:
-    """What the server calls (in its executor) to build a session's engine."""
+    """What the server calls (in its executor) to build a session's engine: its own motion
+    state and pipeline, the model weights and warp renderers shared."""
+    renderers = SharedRenderers(cfg.render)
 
     def build(avatar: str, live: bool, observer: Observer) -> AvatarEngine:
         render = cfg.render.model_copy(update={"avatar": avatar})
         session_cfg = cfg.model_copy(update={"render": render})
-        return build_engine(session_cfg, clock, live=live, executor=executor, observer=observer)
+        return build_engine(session_cfg, clock, live=live, executor=executor, observer=observer,
+                            renderer=renderers.get(avatar))  # fmt: skip
 
     return build

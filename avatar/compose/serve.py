@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import signal
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
@@ -11,7 +13,11 @@ from aiohttp import web
 from avatar.clock import Clock, MonotonicClock
 from avatar.compose.engines import engine_factory
 from avatar.config import Config
+from avatar.memory import limit_arenas
 from avatar.server.app import AvatarServer
+from avatar.server.auth import is_loopback
+
+log = logging.getLogger("avatar.server")
 
 
 def make_server(cfg: Config, clock: Clock | None = None) -> AvatarServer:
@@ -23,17 +29,36 @@ def make_server(cfg: Config, clock: Clock | None = None) -> AvatarServer:
 
 
 async def serve(cfg: Config) -> None:
-    """Run until cancelled (Ctrl-C)."""
+    """Run until SIGTERM or SIGINT, then drain: no new sessions, open ones get
+    ``server.drain_s`` to finish (they are told with a ``shutdown`` event)."""
+    limit_arenas()  # before the executor's threads allocate anything
     server = make_server(cfg)
     runner = web.AppRunner(server.app())
     await runner.setup()
     site = web.TCPSite(runner, cfg.server.host, cfg.server.port)
     await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:  # a second signal is not caught: it stops at once
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
     hosts = ", ".join(cfg.server.ice_hosts) or "all non-loopback interfaces"
-    print(
-        f"avatar serve: http://{cfg.server.host}:{cfg.server.port}/  (ICE on {hosts})", flush=True
-    )
+    auth = "tokens required" if server.require_token else "no tokens (loopback)"
+    print(f"avatar serve: http://{cfg.server.host}:{cfg.server.port}/  (ICE on {hosts}; "
+          f"{auth})", flush=True)  # fmt: skip
+    if not is_loopback(cfg.server.host) and not cfg.server.auth.allowed_origins:
+        log.warning("serving on %s: pages on other origins are refused "
+                    "(server.auth.allowed_origins)", cfg.server.host)  # fmt: skip
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
+        log.warning("shutting down: draining %d sessions (up to %.0f s)",
+                    len(server.sessions), cfg.server.drain_s)  # fmt: skip
+        await server.drain(cfg.server.drain_s)
     finally:
         await runner.cleanup()
+        server.executor.shutdown(wait=False, cancel_futures=True)

@@ -27,6 +27,7 @@ An :class:`~avatar.observe.Observer` (profiling) hears every stage; the default 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any, TypeVar
@@ -50,6 +51,7 @@ from avatar.tasks import cancel, spawn
 from avatar.units import ANALYSIS_RATE, OUTPUT_RATE
 
 T = TypeVar("T")
+log = logging.getLogger("avatar.engine")
 MAX_INPUT_RATE = 384_000
 _CLEAR = object()
 _END = object()
@@ -95,6 +97,8 @@ class AvatarEngine:
         self._closed = False
         self._samples_pushed = self._samples_out = 0  # for wait_for_room
         self._frame_out = asyncio.Event()
+        self._faults: list[str] = []
+        self._faults_total = 0
 
     @property
     def stats(self) -> EngineStats:
@@ -173,10 +177,30 @@ class AvatarEngine:
         return frame
 
     async def aclose(self) -> None:
-        """Stop the tasks; frames not yet taken are dropped."""
+        """Stop the tasks; audio and frames not yet taken are dropped (and their memory)."""
         self._closed = True
         await cancel(*self._tasks)
         self._ready.clear()
+        for queue in (self._inbox, self._out):
+            while not queue.empty():
+                queue.get_nowait()
+        self._frame_out.set()  # a producer waiting for room stops waiting
+
+    @property
+    def pending_audio_s(self) -> float:
+        """Pushed audio not yet handed out as frames (seconds)."""
+        return max(self._samples_pushed - self._samples_out, 0) / self.rate
+
+    def take_faults(self) -> list[str]:
+        """Failures of the model or the renderer since the last call (the session reports them
+        as ``error`` events; the avatar went idle meanwhile)."""
+        faults = self.render.faults + self._faults
+        self.render.faults, self._faults = [], []
+        return faults
+
+    @property
+    def faults_total(self) -> int:
+        return self.render.faults_total + self._faults_total
 
     # -- analysis task: front -> gate -> motion -> assembly -------------------------------
 
@@ -186,7 +210,15 @@ class AvatarEngine:
             while not self._inbox.empty():
                 batch.append(self._inbox.get_nowait())
             gen = self._generation
-            jobs, end = await self._call(self._analyze, batch)
+            try:
+                jobs, end = await self._call(self._analyze, batch)
+            except Exception as exc:  # the model failed: report, go idle, take new audio
+                self._fault("motion model", exc)
+                try:
+                    await self._call(self._interrupt)
+                except Exception as again:
+                    log.error("analysis reset failed too: %r", again)
+                continue
             if gen == self._generation:
                 now = self.clock.now_ns()
                 for job in jobs:
@@ -224,6 +256,11 @@ class AvatarEngine:
     def _finish(self) -> list[FrameJob]:
         step = self.gate.flush()
         return self.assembly.finish(self.motion.finish(), step.events)
+
+    def _fault(self, what: str, exc: Exception) -> None:
+        log.error("%s failed: %r (the avatar goes idle)", what, exc, exc_info=exc)
+        self._faults.append(f"{what} failed; the avatar is idle until new speech")
+        self._faults_total += 1
 
     def _interrupt(self) -> None:
         """Drop every stage's pending work; silence pads the timeline to a frame boundary."""

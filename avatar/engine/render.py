@@ -8,6 +8,8 @@ square in the top-left corner marks frames whose own audio is loud (A/V sync che
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from avatar.config import EngineConfig
@@ -17,6 +19,7 @@ from avatar.motion.channels import BLENDSHAPES, VISEMES
 from avatar.motion.idle import IdleAnimator
 from avatar.render.base import Renderer
 
+log = logging.getLogger("avatar.engine")
 MARKER_RMS, MARKER_PX = 0.05, 24
 
 
@@ -30,13 +33,15 @@ class RenderStage:
         self.idle = IdleAnimator(idle_seed)
         self._last: VideoFrame | None = None
         self.rendered = 0  # images drawn (the rest repeat the last one)
+        self.faults: list[str] = []  # renderer failures not yet reported
+        self.faults_total = 0
 
     def render(self, job: FrameJob | None, index: int, pts: int) -> VideoFrame:
         """Output frame ``index`` at ``pts`` showing ``job`` (None: an idle filler)."""
         motion = self.idle.apply(_motion_of(job, index, pts))
         image = self._reused_image(motion, index)
         if image is None:
-            image = self.renderer.render(motion)
+            image = self._draw(motion, index, pts)
             self.rendered += 1
         audio = job.audio if job is not None else _silence(self.rate, self.fps)
         if self.cfg.sync_marker:
@@ -46,6 +51,24 @@ class RenderStage:
         frame = VideoFrame(index, pts, image, audio, motion, events)
         self._last = frame
         return frame
+
+    def _draw(self, motion: MotionFrame, index: int, pts: int) -> np.ndarray:
+        """The renderer's image; if it fails, the idle avatar (or the last image, or grey when
+        the renderer cannot draw at all): a session never dies of a renderer fault."""
+        try:
+            return self.renderer.render(motion)
+        except Exception as exc:
+            log.error("renderer failed: %r (frame %d shows the idle avatar)", exc, index,
+                      exc_info=exc)  # fmt: skip
+            self.faults.append("renderer failed; the avatar shows its idle face")
+            self.faults_total += 1
+        try:
+            return self.renderer.render(_motion_of(None, index, pts))
+        except Exception:
+            if self._last is not None:
+                return self._last.image
+            size = self.renderer.size
+            return np.full((size, size, 3), 128, np.uint8)
 
     def _reused_image(self, motion: MotionFrame, index: int) -> np.ndarray | None:
         """In silence, render every ``idle_render_every``-th frame (blinks always)."""

@@ -12,6 +12,8 @@ fails loudly instead of silently measuring or configuring something else.
   127.0.0.1) and the ``asyncio`` module aioice binds its UDP sockets through (for a port range).
   aiortc builds its ``aioice.Connection`` objects itself, so these are process-wide (one server
   per process).
+- :func:`configure_consent`: ``aioice.ice.CONSENT_INTERVAL`` and ``CONSENT_FAILURES`` (how soon
+  a vanished peer is given up).
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ class HookError(AvatarError):
 
 def check_hooks() -> None:
     """Raise :class:`HookError` if an internal a hook relies on is gone or changed shape."""
-    problems = [p for p in (_check_receiver(), _check_sender(), _check_ice()) if p]
+    problems = [p for p in (_check_receiver(), _check_sender(), _check_ice(), _check_consent())
+                if p]  # fmt: skip
     if problems:
         raise HookError("aiortc/aioice internals changed: " + "; ".join(problems))
 
@@ -80,6 +83,13 @@ def _check_ice() -> str | None:
         return "aioice.ice no longer calls get_host_addresses"
     if "asyncio.get_running_loop()" not in src or "create_datagram_endpoint(" not in src:
         return "aioice.ice no longer binds sockets through asyncio.get_running_loop()"
+    return None
+
+
+def _check_consent() -> str | None:
+    src = inspect.getsource(aioice.ice.Connection.query_consent)
+    if "CONSENT_INTERVAL" not in src or "CONSENT_FAILURES" not in src:
+        return "aioice's consent checks no longer read CONSENT_INTERVAL/CONSENT_FAILURES"
     return None
 
 
@@ -186,3 +196,20 @@ def configure_ice(cfg: ServerConfig) -> None:
         asyncio.get_running_loop(), ports, hi - lo + 1
     )
     aioice.ice.asyncio = shim
+
+
+# -- how fast a vanished peer is noticed ------------------------------------------------------
+
+CONSENT_FAILURES = 4
+
+
+def configure_consent(reap_s: float) -> None:
+    """aioice sends an ICE consent check every ~5 s and gives up after 6 failures (~30 s): a
+    peer that vanished (no close, no FIN) holds its session that long. Check every
+    ``reap_s / 6`` s and give up after 4 failures: ~``0.7 * reap_s`` plus the checks' own
+    timeouts. (Module constants of ``aioice.ice``; process-wide like :func:`configure_ice`.)"""
+    for name in ("CONSENT_FAILURES", "CONSENT_INTERVAL"):
+        if not isinstance(getattr(aioice.ice, name, None), int | float):
+            raise HookError(f"aioice.ice.{name} is gone: cannot shorten ICE consent")
+    aioice.ice.CONSENT_FAILURES = CONSENT_FAILURES
+    setattr(aioice.ice, "CONSENT_INTERVAL", reap_s / 6)  # noqa: B010 (an int there; floats work)

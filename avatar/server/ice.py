@@ -7,16 +7,37 @@ address into the answer's candidates for 1:1 NAT (not tested across a real NAT h
 
 from __future__ import annotations
 
+import os
 import re
+from typing import Any
 
 from aiortc import RTCConfiguration, RTCIceServer
 
-from avatar.config import ServerConfig
+from avatar.config import IceServer, ServerConfig
+
+TURN_SECRET_ENV = "AVATAR_TURN_SECRET"
 
 
-def rtc_configuration(cfg: ServerConfig) -> RTCConfiguration:
+def ice_servers(cfg: ServerConfig, now: float, user: str = "avatar") -> list[IceServer]:
+    """``server.ice_servers``, plus ``server.turn_urls`` with short-lived credentials from the
+    shared secret (``AVATAR_TURN_SECRET``) when both are set."""
+    servers = list(cfg.ice_servers)
+    secret = os.environ.get(TURN_SECRET_ENV, "")
+    if cfg.turn_urls and secret:
+        from avatar.server.turn import turn_credentials
+
+        servers.append(turn_credentials(secret, cfg.turn_urls, cfg.turn_ttl_s, user, now))
+    return servers
+
+
+def ice_servers_for_page(cfg: ServerConfig, now: float) -> list[dict[str, Any]]:
+    """The same, as ``RTCPeerConnection({iceServers})`` takes them in a browser."""
+    return [s.model_dump(exclude_none=True) for s in ice_servers(cfg, now, "page")]
+
+
+def rtc_configuration(cfg: ServerConfig, now: float) -> RTCConfiguration:
     """ICE servers as configured: none by default (aiortc's own default is a public STUN host)."""
-    servers = [RTCIceServer(s.urls, s.username, s.credential) for s in cfg.ice_servers]
+    servers = [RTCIceServer(s.urls, s.username, s.credential) for s in ice_servers(cfg, now)]
     return RTCConfiguration(iceServers=servers)
 
 

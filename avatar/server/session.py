@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
@@ -21,17 +22,20 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from avatar.audio.pcm import to_mono
 from avatar.clock import Clock
+from avatar.config import LimitsConfig
 from avatar.engine.engine import AvatarEngine
 from avatar.engine.render import MARKER_PX
 from avatar.errors import AudioInputError
 from avatar.frames import AudioChunk, VideoFrame
 from avatar.motion.channels import BLENDSHAPES
 from avatar.observe import NULL_OBSERVER, Observer
+from avatar.server.limits import RateLimiter
 from avatar.server.tracks import EngineAudioTrack, EngineVideoTrack
 from avatar.tasks import cancel, spawn
 from avatar.units import NS_PER_S
 
 log = logging.getLogger("avatar.server")
+MAX_SENT_BYTES = 60_000  # under the 64 KiB an SCTP data channel message may carry
 
 
 class Session:
@@ -49,9 +53,18 @@ class Session:
         mic: bool,
         stats_interval_s: float,
         observer: Observer = NULL_OBSERVER,
+        limits: LimitsConfig | None = None,
+        profile: bool = False,
     ) -> None:
         self.sid, self.pc, self.engine, self.clock = sid, pc, engine, clock
-        self.avatar, self.mic, self.observer = avatar, mic, observer
+        self.avatar, self.mic, self.observer, self.profile = avatar, mic, observer, profile
+        self.key = secrets.token_urlsafe(16)  # opens the session's sockets; the id does not
+        self.limits = limits or LimitsConfig()
+        rate = self.limits.messages_per_second
+        self._messages = RateLimiter(clock, 60 * rate, max(int(2 * rate), 1), max_keys=1)
+        self._told_rate = False
+        self.candidates = 0  # trickled ICE candidates so far
+        self.fps = 0.0  # over the last stats interval
         self.video = EngineVideoTrack(executor, observer)
         self.profile_frames = False  # the peer asked for every frame's record
         self.audio = EngineAudioTrack(clock)
@@ -95,6 +108,9 @@ class Session:
         await self.engine.aclose()
         self.video.stop()
         self.audio.stop()
+        for queue in (self.video.queue, self.audio.queue):
+            while not queue.empty():
+                queue.get_nowait()
         for ws in list(self.sockets):
             await ws.close()
         await self.pc.close()
@@ -119,36 +135,60 @@ class Session:
         msg = {
             "type": "ready", "session": self.sid, "avatar": self.avatar,
             "fps": self.engine.fps, "size": self.engine.renderer.size,
-            "blendshapes": list(BLENDSHAPES), "profile": self.observer.enabled,
+            "blendshapes": list(BLENDSHAPES), "profile": self.profile,
         }  # fmt: skip
         if self.engine.cfg.sync_marker:
             msg["marker"] = {"x": 0, "y": 0, "size": MARKER_PX}
         return msg
 
-    def handle_message(self, message: Any) -> None:
+    def admit_message(self, message: Any) -> bool:
+        """Size and rate limits of control messages (both channels): False = dropped, and the
+        peer is told (the rate error once per burst)."""
+        size = len(message) if isinstance(message, str | bytes) else 0
+        if size > self.limits.max_message_kb << 10:
+            self.send_error(f"message of {size} bytes refused (at most "
+                            f"{self.limits.max_message_kb} KiB)")  # fmt: skip
+            return False
+        if self._messages.take("peer") > 0:
+            if not self._told_rate:
+                rate = self.limits.messages_per_second
+                self.send_error(f"too many messages (at most {rate:g} per second): dropped")
+                self._told_rate = True
+            return False
+        self._told_rate = False
+        return True
+
+    def handle_message(self, message: Any, admitted: bool = False) -> None:
         """A control message from the data channel or the events socket."""
-        try:
-            msg = json.loads(message)
-            kind = msg["type"]
-        except (TypeError, ValueError, KeyError):
-            self.send({"type": "error", "message": "messages are JSON objects with a 'type'"})
+        if not admitted and not self.admit_message(message):
             return
-        if kind == "clear":
+        msg = _json_object(message)
+        kind = msg.get("type") if msg is not None else None
+        if msg is None or not isinstance(kind, str):
+            self.send_error("messages are JSON objects with a string 'type'")
+        elif kind == "clear":
             self.clear()
         elif kind == "subscribe":
             self.blendshapes = bool(msg.get("blendshapes", self.blendshapes))
             self.profile_frames = bool(msg.get("profile_frames", self.profile_frames))
         else:
-            self.send({"type": "error", "message": f"unknown message type {kind!r}"})
+            self.send_error(f"unknown message type {kind[:40]!r}")
 
     def clear(self) -> None:
         self.engine.clear_buffer()
         while not self.audio.queue.empty():
             self.audio.queue.get_nowait()
 
+    def send_error(self, message: str) -> None:
+        self.send({"type": "error", "message": message})
+
     def send(self, msg: dict[str, Any]) -> None:
         """To the data channel (if open) and every events socket."""
         text = json.dumps(msg, separators=(",", ":"))
+        if len(text) > MAX_SENT_BYTES:
+            log.warning("session %s: %s message of %d bytes not sent", self.sid,
+                        msg.get("type"), len(text))  # fmt: skip
+            return
         if self.channel is not None and self.channel.readyState == "open":
             self.channel.send(text)
         for ws in list(self.sockets):
@@ -175,6 +215,8 @@ class Session:
         next_stats = self.clock.now_ns() + self.stats_interval_ns
         frames_at_last = 0
         async for frame in self.engine:
+            for fault in self.engine.take_faults():
+                self.send_error(fault)
             self.video.offer(frame)
             if frame.audio is not None:
                 self.audio.offer(frame.audio)
@@ -182,9 +224,9 @@ class Session:
             now = self.clock.now_ns()
             if now >= next_stats:
                 elapsed = (now - next_stats + self.stats_interval_ns) / NS_PER_S
-                fps = (self.engine.stats.frames - frames_at_last) / elapsed
+                self.fps = (self.engine.stats.frames - frames_at_last) / elapsed
                 frames_at_last = self.engine.stats.frames
-                self.send(self.stats_message(fps))
+                self.send(self.stats_message(self.fps))
                 for msg in self.observer.report(self.profile_frames):
                     self.send(msg)
                 next_stats = now + self.stats_interval_ns
@@ -214,6 +256,22 @@ class Session:
             "latency_ms": {"p50": _ms(float(p50)), "p95": _ms(float(p95))},
             "queue": self.engine.backlog,
         }  # fmt: skip
+
+    def queue_depths(self) -> dict[str, float]:
+        """What waits in this session's queues (for metrics)."""
+        return {"backlog": self.engine.backlog, "video_out": self.video.queue.qsize(),
+                "audio_out": self.audio.queue.qsize(),
+                "audio_in_s": self.engine.pending_audio_s}  # fmt: skip
+
+
+def _json_object(message: Any) -> dict[str, Any] | None:
+    if not isinstance(message, str | bytes):
+        return None
+    try:
+        data = json.loads(message)
+    except (ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _ms(v: float) -> float | None:
