@@ -229,8 +229,16 @@ export interface ConnectOptions {
    * Default (or 'auto'): the browser's order.
    */
   codec?: VideoCodec | 'auto';
-  /** ICE servers (STUN/TURN) for the peer connection. Default [] (host candidates only). */
+  /**
+   * ICE servers (STUN/TURN) for the peer connection. Default: the server's own list from
+   * GET api/ice (TURN with short-lived credentials when the server has a TURN secret).
+   */
   iceServers?: RTCIceServer[];
+  /**
+   * Session token for servers that require one (`avatar token` mints it; your backend hands it
+   * to the page). Sent as `Authorization: Bearer <token>` with the offer.
+   */
+  token?: string;
   /** Subscribe to per-frame 'blendshapes' events from the start. Default false. */
   blendshapes?: boolean;
   /** Aborts connecting; connect() then rejects with the signal's reason. No effect afterwards. */
@@ -266,6 +274,8 @@ export interface PcmSenderOptions {
   url?: string | URL;
   /** The session id, {@link AvatarClient.session}. */
   session: string;
+  /** The session's key from the answer (AvatarClient.openPcm passes it); the id alone opens nothing. */
+  key?: string;
   /** Sample rate of what will be sent. Default 16000. */
   sampleRate?: number;
   /** Interleaved channels. Default 1. */

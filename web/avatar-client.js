@@ -73,6 +73,25 @@ function socketUrl(base, path, params) {
   return url;
 }
 
+/** Request headers with `Authorization: Bearer <token>` when there is a token. */
+function authHeaders(token, headers = {}) {
+  return token ? {...headers, Authorization: `Bearer ${token}`} : headers;
+}
+
+/**
+ * The ICE servers the server hands out (GET api/ice: its STUN/TURN servers, TURN with
+ * short-lived credentials). An older server without the route: none.
+ */
+async function serverIceServers(base, token, signal) {
+  try {
+    const body = await fetchJson(new URL('api/ice', base), {headers: authHeaders(token), signal}, 'Asking for ICE servers');
+    return Array.isArray(body.iceServers) ? body.iceServers : [];
+  } catch (err) {
+    if (err instanceof AvatarError && err.status === 404) return [];
+    throw err;
+  }
+}
+
 /** fetch + JSON with the server's `{"error": ...}` message surfaced as the Error's message. */
 async function fetchJson(url, init, what) {
   let res;
@@ -210,6 +229,8 @@ export class AvatarClient extends Emitter {
   #ownsMic;
   #dc = null;
   #ws = null;
+  #token = null; // bearer token for the offer (servers that require one)
+  #key = null; // the session's key from the answer: opens its WebSockets
   #wsQueue = [];
   #trickle = false; // true once the offer has been sent: later candidates go over the WebSocket
   #useSocket = false;
@@ -223,9 +244,10 @@ export class AvatarClient extends Emitter {
   #lastError = {message: '', at: 0};
 
   /** @private Use AvatarClient.connect(). */
-  constructor(token, {base, micTrack, ownsMic}) {
+  constructor(token, {base, micTrack, ownsMic, token: authToken}) {
     super();
     if (token !== FACTORY) throw new TypeError('Use AvatarClient.connect() to create an AvatarClient');
+    this.#token = authToken ? String(authToken) : null;
     this.#base = base;
     this.url = base.href;
     this.#micTrack = micTrack;
@@ -270,7 +292,8 @@ export class AvatarClient extends Emitter {
       audio = 'mic',
       avatar,
       codec,
-      iceServers = [],
+      iceServers,
+      token,
       blendshapes = false,
       signal,
       timeout = 15000,
@@ -303,12 +326,13 @@ export class AvatarClient extends Emitter {
       throw new AvatarError('bad-option', `audio must be 'mic', 'none' or a MediaStream, not ${JSON.stringify(audio)}`);
     }
 
-    const client = new AvatarClient(FACTORY, {base, micTrack, ownsMic});
+    const client = new AvatarClient(FACTORY, {base, micTrack, ownsMic, token});
     if (on) for (const [name, fn] of Object.entries(on)) client.on(name, fn);
     try {
       // The permission prompt may take the user any time; the timeout starts after it.
       signal?.throwIfAborted();
-      await client.#start({avatar, videoCodec, iceServers, blendshapes, signal, timeout, iceGatheringTimeout, websocket});
+      const servers = iceServers ?? (await serverIceServers(base, token, signal));
+      await client.#start({avatar, videoCodec, iceServers: servers, blendshapes, signal, timeout, iceGatheringTimeout, websocket});
     } catch (err) {
       client.#teardown();
       throw err;
@@ -372,7 +396,7 @@ export class AvatarClient extends Emitter {
       if (avatar) body.avatar = String(avatar);
       const answer = await race(fetchJson(new URL('offer', this.#base), {
         method: 'POST',
-        headers: {'Content-Type': 'application/json'},
+        headers: authHeaders(this.#token, {'Content-Type': 'application/json'}),
         body: JSON.stringify(body),
         signal: setup.signal,
       }, 'Sending the offer'));
@@ -380,6 +404,7 @@ export class AvatarClient extends Emitter {
         throw new AvatarError('http', 'The server answered the offer without an SDP answer');
       }
       this.session = typeof answer.session === 'string' ? answer.session : null;
+      this.#key = typeof answer.key === 'string' ? answer.key : null;
       this.#useSocket = websocket && Boolean(this.session);
       if (!this.#useSocket) this.#trickle = false;
 
@@ -454,7 +479,7 @@ export class AvatarClient extends Emitter {
   #openSocket() {
     let ws;
     try {
-      ws = new WebSocket(socketUrl(this.#base, 'ws', {session: this.session}));
+      ws = new WebSocket(socketUrl(this.#base, 'ws', {session: this.session, key: this.#key ?? ''}));
     } catch (err) {
       console.warn('[AvatarClient] event WebSocket unavailable:', err);
       this.#wsQueue = [];
@@ -603,7 +628,7 @@ export class AvatarClient extends Emitter {
    */
   openPcm(options = {}) {
     if (!this.session) return Promise.reject(new AvatarError('closed', 'No session to send audio to'));
-    return PcmSender.open({...options, url: this.url, session: this.session});
+    return PcmSender.open({...options, url: this.url, session: this.session, key: this.#key ?? ''});
   }
 
   /** End the session: closes the connection and the WebSocket, stops the mic if this client opened it. */
@@ -701,16 +726,16 @@ export class PcmSender extends Emitter {
   }
 
   /**
-   * Open `ws/audio?session=...` and announce the format.
-   * @param {{url?: string | URL, session?: string, sampleRate?: number, channels?: number,
+   * Open `ws/audio?session=...&key=...` and announce the format.
+   * @param {{url?: string | URL, session?: string, key?: string, sampleRate?: number, channels?: number,
    *          signal?: AbortSignal, timeout?: number}} options
    */
-  static async open({url, session, sampleRate = 16000, channels = 1, signal, timeout = 10000} = {}) {
+  static async open({url, session, key = '', sampleRate = 16000, channels = 1, signal, timeout = 10000} = {}) {
     signal?.throwIfAborted();
     if (!session) throw new AvatarError('bad-option', 'PcmSender.open() needs the session id (client.session)');
     if (!Number.isInteger(sampleRate) || sampleRate <= 0) throw new AvatarError('bad-option', `Bad sampleRate ${sampleRate}`);
     if (!Number.isInteger(channels) || channels < 1) throw new AvatarError('bad-option', `Bad channels ${channels}`);
-    const target = socketUrl(resolveBase(url), 'ws/audio', {session});
+    const target = socketUrl(resolveBase(url), 'ws/audio', {session, key});
     const ws = new WebSocket(target);
     ws.binaryType = 'arraybuffer';
     await new Promise((resolve, reject) => {

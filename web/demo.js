@@ -423,6 +423,8 @@ async function start() {
       avatar: ui.avatar.value || undefined,
       codec: ui.codec.value || undefined,
       blendshapes: ui.blendToggle.checked,
+      // a server that requires tokens: open the page as ...?token=<avatar token>
+      token: new URLSearchParams(location.search).get('token') || undefined,
       signal: abort.signal,
       on: {connectionstatechange: (state) => (ui.stat.state.textContent = state)},
     });
