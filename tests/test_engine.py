@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from concurrent.futures import Executor, Future
 from typing import Any
 
@@ -233,3 +234,59 @@ def test_tick_phase_moves_ticks_to_just_after_frames_are_ready() -> None:
     assert trims[-1] == (0, True)  # a frame always waiting: one is skipped
     phase.observe(0, None, 0)  # nothing ready at 0 ms, the frame came at 12 ms
     assert phase.observe(40 * MS, 12 * MS, 0)[0] == (12 + 5 - 40) * MS
+
+
+class FlakyBackend:
+    """The real model, except that calls ``fail_from`` to ``fail_to`` raise (a model fault)."""
+
+    def __init__(self, real: OrtBackend, fail_from: int, fail_to: int) -> None:
+        self.real, self.fail_from, self.fail_to, self.calls = real, fail_from, fail_to, 0
+        self.name, self.meta = real.name, real.meta
+        self.input_names, self.output_names = real.input_names, real.output_names
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.calls += 1
+        if self.fail_from <= self.calls <= self.fail_to:
+            raise RuntimeError("model fault (test)")
+        return self.real.run(inputs)
+
+
+class FlakyRenderer(JawRenderer):
+    """Raises on speech frames from the ``fail_from``-th call on (a renderer fault)."""
+
+    def __init__(self, fail_from: int) -> None:
+        super().__init__()
+        self.fail_from = fail_from
+
+    def render(self, motion: MotionFrame) -> np.ndarray:
+        if self.calls >= self.fail_from and motion.is_speech:
+            self.calls += 1
+            raise RuntimeError("renderer fault (test)")
+        return super().render(motion)
+
+
+def test_a_model_fault_gives_the_idle_avatar_and_an_error_then_speech_again(
+    backend, speech  # type: ignore[no-untyped-def]
+) -> None:
+    clean = asyncio.run(run_offline(make_engine(backend, FakeClock()), speech))
+    flaky = FlakyBackend(backend, 3, 6)
+    engine = make_engine(flaky, FakeClock())  # type: ignore[arg-type]
+    frames = asyncio.run(run_offline(engine, speech))
+    # the timeline goes on; only the failed blocks' audio (4 x 20 ms) and the pad are dropped
+    assert len(clean) - 8 <= len(frames) < len(clean)
+    assert all(b.pts_ns - a.pts_ns == 40 * MS for a, b in itertools.pairwise(frames))
+    faults = engine.take_faults()
+    assert faults and "motion model failed" in faults[0] and engine.faults_total == len(faults)
+    jaw = np.array([f.image[0, 0, 0] for f in frames], np.float32)
+    assert jaw.max() > 60  # the model came back: the mouth moves with later speech
+    assert flaky.calls > 6
+
+
+def test_a_renderer_fault_shows_the_idle_face_and_is_reported(backend, speech) -> None:  # type: ignore[no-untyped-def]
+    engine = make_engine(backend, FakeClock(), renderer=FlakyRenderer(fail_from=30))
+    frames = asyncio.run(run_offline(engine, speech))
+    faults = engine.take_faults()
+    assert faults and all("renderer failed" in f for f in faults)
+    assert engine.take_faults() == []  # each fault reported once
+    late = [f.image for f in frames[60:] if f.motion is not None and f.motion.is_speech]
+    assert late and all(int(img[0, 0, 0]) == 0 for img in late)  # the idle (closed) face

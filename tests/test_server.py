@@ -226,17 +226,19 @@ def test_websocket_pcm_drives_a_session_without_microphone() -> None:
             peer = AvatarPeer(url, None, summarize=mouth_summary("default", 512))
             await peer.connect()
             t0 = peer.clock.now_ns()
-            async with aiohttp.ClientSession() as http:
-                async with http.ws_connect(peer.socket_url("/ws/audio")) as ws:
-                    await asyncio.sleep(1.0)
-                    await ws.send_str(json.dumps({"type": "format", "sample_rate": 16000}))
-                    pcm = (tts * 32767).astype("<i2").tobytes()
-                    for i in range(0, len(pcm), 16000):  # 0.5 s blocks: faster than real time
-                        await ws.send_bytes(pcm[i : i + 16000])
-                    await ws.send_bytes(b"\x01")  # half a sample: refused, stream goes on
-                    reply = await ws.receive_json(timeout=5)
-                    assert reply["type"] == "error" and "whole" in reply["message"]
-                    await asyncio.sleep(4.5)
+            async with (
+                aiohttp.ClientSession() as http,
+                http.ws_connect(peer.socket_url("/ws/audio")) as ws,
+            ):
+                await asyncio.sleep(1.0)
+                await ws.send_str(json.dumps({"type": "format", "sample_rate": 16000}))
+                pcm = (tts * 32767).astype("<i2").tobytes()
+                for i in range(0, len(pcm), 16000):  # 0.5 s blocks: faster than real time
+                    await ws.send_bytes(pcm[i : i + 16000])
+                await ws.send_bytes(b"\x01")  # half a sample: refused, stream goes on
+                reply = await ws.receive_json(timeout=5)
+                assert reply["type"] == "error" and "whole" in reply["message"]
+                await asyncio.sleep(4.5)
             peer.received.messages.append({"type": "t0", "ns": t0})
             await peer.close()
             return peer

@@ -16,6 +16,7 @@ from avatar.config import Config
 from avatar.memory import limit_arenas
 from avatar.server.app import AvatarServer
 from avatar.server.auth import is_loopback
+from avatar.server.ice import TURN_SECRET_ENV
 
 log = logging.getLogger("avatar.server")
 
@@ -48,9 +49,12 @@ async def serve(cfg: Config) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
     hosts = ", ".join(cfg.server.ice_hosts) or "all non-loopback interfaces"
-    auth = "tokens required" if server.require_token else "no tokens (loopback)"
+    auth = "tokens required" if server.require_token else "no tokens"
     print(f"avatar serve: http://{cfg.server.host}:{cfg.server.port}/  (ICE on {hosts}; "
           f"{auth})", flush=True)  # fmt: skip
+    if cfg.server.turn_urls and not os.environ.get(TURN_SECRET_ENV):
+        log.warning("server.turn_urls is set but %s is not: no TURN credentials are handed "
+                    "out", TURN_SECRET_ENV)  # fmt: skip
     if not is_loopback(cfg.server.host) and not cfg.server.auth.allowed_origins:
         log.warning("serving on %s: pages on other origins are refused "
                     "(server.auth.allowed_origins)", cfg.server.host)  # fmt: skip

@@ -97,8 +97,9 @@ class AvatarEngine:
         self._closed = False
         self._samples_pushed = self._samples_out = 0  # for wait_for_room
         self._frame_out = asyncio.Event()
-        self._faults: list[str] = []
+        self._faults: list[str] = []  # for the session's error events
         self._faults_total = 0
+        self._failures: list[Exception] = []  # for the log
 
     @property
     def stats(self) -> EngineStats:
@@ -210,15 +211,10 @@ class AvatarEngine:
             while not self._inbox.empty():
                 batch.append(self._inbox.get_nowait())
             gen = self._generation
-            try:
-                jobs, end = await self._call(self._analyze, batch)
-            except Exception as exc:  # the model failed: report, go idle, take new audio
-                self._fault("motion model", exc)
-                try:
-                    await self._call(self._interrupt)
-                except Exception as again:
-                    log.error("analysis reset failed too: %r", again)
-                continue
+            jobs, end = await self._call(self._analyze, batch)
+            for exc in self._failures:  # logged here: the session's context names the session
+                log.error("motion model failed: %r (the avatar goes idle)", exc, exc_info=exc)
+            self._failures.clear()
             if gen == self._generation:
                 now = self.clock.now_ns()
                 for job in jobs:
@@ -237,8 +233,23 @@ class AvatarEngine:
             elif item is _END:
                 return jobs + self._finish(), True
             else:
-                jobs += self.analyze(*item)
+                jobs += self._analyze_safely(item)
         return jobs, False
+
+    def _analyze_safely(self, item: tuple[np.ndarray, int, int]) -> list[FrameJob]:
+        """A block through the stages; if the model fails, the block is dropped, every stage
+        starts over (the avatar goes idle) and the fault is reported."""
+        try:
+            return self.analyze(*item)
+        except Exception as exc:
+            self._failures.append(exc)
+            self._faults.append("motion model failed; the avatar is idle until new speech")
+            self._faults_total += 1
+        try:
+            self._interrupt()
+        except Exception as again:  # the reset runs no model; if it fails, the next block will
+            self._failures.append(again)
+        return []
 
     def analyze(self, samples: np.ndarray, rate: int, arrival_ns: int) -> list[FrameJob]:
         """One pushed block through the analysis stages, synchronously (the analysis task runs
@@ -256,11 +267,6 @@ class AvatarEngine:
     def _finish(self) -> list[FrameJob]:
         step = self.gate.flush()
         return self.assembly.finish(self.motion.finish(), step.events)
-
-    def _fault(self, what: str, exc: Exception) -> None:
-        log.error("%s failed: %r (the avatar goes idle)", what, exc, exc_info=exc)
-        self._faults.append(f"{what} failed; the avatar is idle until new speech")
-        self._faults_total += 1
 
     def _interrupt(self) -> None:
         """Drop every stage's pending work; silence pads the timeline to a frame boundary."""

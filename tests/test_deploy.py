@@ -1,0 +1,399 @@
+"""The deployment files, checked offline: Dockerfile, deploy/docker-compose.yml, deploy/k8s/.
+
+Kubernetes manifests are validated against the official schemas that kubernetes-validate ships
+(strict: an unknown field fails too), the compose file against compose-spec's schema as vendored
+by check-jsonschema, and the Dockerfile by parsing it. Then what the files must agree on is
+compared across them: the HTTP port, the UDP range, probe paths, the autoscaling metric, secret
+names, the drain time, and every `avatar serve` command goes through the real argument parser and
+config loader.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import tomllib
+from argparse import Namespace
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from avatar.cli import build_parser
+from avatar.config import Config, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+K8S = ROOT / "deploy" / "k8s"
+COMPOSE = ROOT / "deploy" / "docker-compose.yml"
+# The oldest Kubernetes the manifests claim, and the newest the pinned kubernetes-validate ships.
+K8S_VERSIONS = ("1.30", "1.37")
+HTTP_PORT = 8080
+UDP_RANGE = (40000, 40099)
+PROBES = {"startupProbe": "/healthz", "livenessProbe": "/healthz", "readinessProbe": "/readyz"}
+METRIC = "avatar_sessions_active"
+SECRET_KEYS = {"AVATAR_SECRET", "AVATAR_TURN_SECRET"}
+# In deploy/k8s but applied another way (each file says how).
+NOT_KUSTOMIZED = {"secret.example.yaml", "prometheus-adapter-rules.yaml"}
+SAMPLE_VALUE = "203.0.113.10"  # stands for ${VAR} (compose) and $(VAR) (Kubernetes)
+
+Doc = dict[str, Any]
+
+
+# -- loading --------------------------------------------------------------------------------------
+
+
+@cache
+def k8s_docs() -> tuple[tuple[str, Doc], ...]:
+    """(file name, document) for every manifest except kustomization.yaml."""
+    return tuple(
+        (path.name, doc)
+        for path in sorted(K8S.glob("*.yaml"))
+        if path.name != "kustomization.yaml"
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    )
+
+
+def k8s(kind: str, name: str) -> Doc:
+    found = [d for _, d in k8s_docs() if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, f"one {kind}/{name} in deploy/k8s"
+    return found[0]
+
+
+def avatar_pod() -> Doc:
+    return k8s("Deployment", "avatar")["spec"]["template"]
+
+
+def avatar_container() -> Doc:
+    (container,) = avatar_pod()["spec"]["containers"]
+    return container
+
+
+@cache
+def compose() -> Doc:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+@cache
+def dockerfile() -> tuple[tuple[str, str], ...]:
+    """(INSTRUCTION, arguments) with comments dropped and continuation lines joined."""
+    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    text = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+    text = re.sub(r"\\\n", " ", text)
+    parts = (line.strip().partition(" ") for line in text.splitlines())
+    return tuple((ins.upper(), rest.strip()) for ins, _, rest in parts if ins)
+
+
+def instructions(name: str) -> list[str]:
+    return [rest for ins, rest in dockerfile() if ins == name]
+
+
+def exec_form(rest: str) -> list[str]:
+    value = json.loads(rest)
+    assert isinstance(value, list), f"exec (JSON) form expected: {rest}"
+    return value
+
+
+def fill(arg: str) -> str:
+    """Replace compose's ${VAR...} and Kubernetes' $(VAR) with a sample value."""
+    return re.sub(r"\$\{\w+[^}]*\}|\$\(\w+\)", SAMPLE_VALUE, arg)
+
+
+def serve(argv: list[str]) -> tuple[Namespace, Config]:
+    """An `avatar serve` command line parsed by the CLI, and the config it gives."""
+    args = build_parser().parse_args([fill(a) for a in argv])
+    assert args.command == "serve"
+    overrides = [*args.set, f"server.host={args.host}", f"server.port={args.port}"]
+    return args, load_config(None, overrides)  # the image's --config is checked separately
+
+
+def commands() -> dict[str, list[str]]:
+    """Every `avatar serve` command line in the deployment files."""
+    return {
+        "Dockerfile CMD": exec_form(instructions("CMD")[-1]),
+        "compose avatar": compose()["services"]["avatar"]["command"],
+        "k8s Deployment": avatar_container()["args"],
+    }
+
+
+# -- schemas --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+@pytest.mark.parametrize("name", sorted({n for n, _ in k8s_docs()}))
+def test_k8s_manifest_matches_the_official_schema(name: str, version: str) -> None:
+    for doc in (d for n, d in k8s_docs() if n == name):
+        kubernetes_validate.validate(doc, version, strict=True)
+
+
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        lambda c: c.update(readinesProbe=c.pop("readinessProbe")),  # unknown field
+        lambda c: c["ports"][0].update(containerPort=str(HTTP_PORT)),  # wrong type
+        lambda c: c["env"][0]["valueFrom"]["secretKeyRef"].pop("key"),  # required field
+    ],
+    ids=["unknown field", "wrong type", "missing field"],
+)
+def test_a_broken_manifest_fails_the_schema(breakage: Any) -> None:
+    deployment = copy.deepcopy(k8s("Deployment", "avatar"))
+    breakage(deployment["spec"]["template"]["spec"]["containers"][0])
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, K8S_VERSIONS[-1], strict=True)
+
+
+def compose_validator() -> jsonschema.protocols.Validator:
+    vendor = resources.files("check_jsonschema.builtin_schemas.vendor")
+    schema = json.loads((vendor / "compose-spec.json").read_text())
+    return jsonschema.validators.validator_for(schema)(schema)
+
+
+def test_compose_file_matches_compose_spec() -> None:
+    errors = [f"{e.json_path}: {e.message}" for e in compose_validator().iter_errors(compose())]
+    assert not errors
+
+
+@pytest.mark.parametrize(
+    ("service", "key", "value"),
+    [
+        ("avatar", "stop_grace_period", 45),  # a duration is a string
+        ("turn", "restart_policy", "always"),  # no such key
+        ("avatar", "command", ["serve", "--port", 8080]),  # arguments are strings
+    ],
+)
+def test_a_broken_compose_file_fails_compose_spec(service: str, key: str, value: Any) -> None:
+    broken = copy.deepcopy(compose())
+    broken["services"][service][key] = value
+    assert not compose_validator().is_valid(broken)
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    listed = set(kustomization["resources"])
+    assert listed == {n for n, _ in k8s_docs()} - NOT_KUSTOMIZED
+    assert {i["name"] for i in kustomization["images"]} == {avatar_container()["image"]}
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+def test_kustomize_output_matches_the_schema() -> None:
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, check=True
+    ).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    assert len(docs) == sum(1 for n, _ in k8s_docs() if n not in NOT_KUSTOMIZED)
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSIONS[-1], strict=True)
+
+
+# -- the image ------------------------------------------------------------------------------------
+
+
+def dockerignore_patterns() -> list[str]:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    return [s for s in (line.strip() for line in lines) if s and not s.startswith("#")]
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    tokens = re.split(r"(\*\*/|\*\*|\*|\?)", pattern.strip("/"))
+    table = {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}
+    return re.compile("".join(table.get(t, re.escape(t)) for t in tokens))
+
+
+def ignored(path: str) -> bool:
+    """Docker's rule: the last pattern matching the path or one of its parents decides."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    verdict = False
+    for pattern in dockerignore_patterns():
+        rx = _glob(pattern.removeprefix("!"))
+        if any(rx.fullmatch(p) for p in prefixes):
+            verdict = not pattern.startswith("!")
+    return verdict
+
+
+def copy_sources() -> list[str]:
+    """Sources of the COPY instructions that read the build context (not --from a stage)."""
+    sources = []
+    for rest in instructions("COPY"):
+        words = shlex.split(rest)
+        if not any(w.startswith("--from") for w in words):
+            sources += [w for w in words if not w.startswith("--")][:-1]
+    return sources
+
+
+def tracked(path: str) -> list[str]:
+    out = subprocess.run(
+        ["git", "ls-files", "--", path], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return out.stdout.split()
+
+
+def test_every_copy_source_is_in_the_build_context() -> None:
+    assert copy_sources()
+    for source in copy_sources():
+        assert (ROOT / source).exists(), source
+        files = tracked(source) or [source]
+        assert [f for f in files if ignored(f)] == [], f"{source}: left out by .dockerignore"
+
+
+@pytest.mark.parametrize(
+    "path", [".venv/bin/python", "data/x", "out/x", ".git/HEAD", "deploy/.env", "runs/x"]
+)
+def test_dockerignore_keeps_local_state_out(path: str) -> None:
+    assert ignored(path)
+
+
+def test_dockerignore_matches_like_docker() -> None:
+    assert not ignored("avatar/weights/motion.onnx")
+    assert ignored("avatar/server/__pycache__/app.cpython-311.pyc")
+    assert ignored("docs/img/x.png")
+
+
+def test_image_runs_the_console_script() -> None:
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["avatar"] == "avatar.cli:main"
+    assert exec_form(instructions("ENTRYPOINT")[-1]) == ["avatar"]
+    assert "command" not in avatar_container(), "Kubernetes must keep the image's ENTRYPOINT"
+
+
+def image_path(path: str) -> Path:
+    """The checkout path a path inside the image was copied from (WORKDIR /app + COPY x ./x)."""
+    workdir = instructions("WORKDIR")[-1].rstrip("/") + "/"
+    assert path.startswith(workdir), path
+    return ROOT / path.removeprefix(workdir)
+
+
+@pytest.mark.parametrize("where", ["Dockerfile CMD", "compose avatar", "k8s Deployment"])
+def test_serve_command_parses_and_its_files_are_in_the_image(where: str) -> None:
+    args, cfg = serve(commands()[where])
+    assert args.host == "0.0.0.0"
+    assert args.config and image_path(str(args.config)).is_file()
+    assert (image_path(cfg.server.web_dir) / "index.html").is_file()
+
+
+def test_image_runs_as_the_pods_user() -> None:
+    user, _, group = instructions("USER")[-1].partition(":")
+    pod = avatar_pod()["spec"]["securityContext"]
+    assert int(user) == pod["runAsUser"] != 0
+    assert int(group) == pod["runAsGroup"]
+
+
+# -- what the files share -------------------------------------------------------------------------
+
+
+def test_one_http_port_everywhere() -> None:
+    assert f"{HTTP_PORT}/tcp" in instructions("EXPOSE")
+    for where, argv in commands().items():
+        assert serve(argv)[1].server.port == HTTP_PORT, where
+    (health_url,) = re.findall(r"http://[^'\"]+", instructions("HEALTHCHECK")[-1])
+    assert urlsplit(health_url).port == HTTP_PORT
+    container_ports = {p["name"]: p["containerPort"] for p in avatar_container()["ports"]}
+    assert container_ports == {"http": HTTP_PORT}
+    assert avatar_pod()["metadata"]["annotations"]["prometheus.io/port"] == str(HTTP_PORT)
+    (http_rule, _) = k8s("NetworkPolicy", "avatar")["spec"]["ingress"]
+    assert http_rule["ports"] == [{"protocol": "TCP", "port": HTTP_PORT}]
+
+
+def test_one_udp_range_everywhere() -> None:
+    low, high = UDP_RANGE
+    assert f"{low}-{high}/udp" in instructions("EXPOSE")
+    for where, argv in commands().items():
+        assert serve(argv)[1].server.udp_ports == UDP_RANGE, where
+    (_, media_rule) = k8s("NetworkPolicy", "avatar")["spec"]["ingress"]
+    assert media_rule["ports"] == [{"protocol": "UDP", "port": low, "endPort": high}]
+    assert (
+        media_rule["from"][0]["podSelector"] == k8s("Deployment", "avatar-turn")["spec"]["selector"]
+    )
+
+
+def test_probes_use_the_server_paths() -> None:
+    container = avatar_container()
+    assert {p: container[p]["httpGet"]["path"] for p in PROBES} == PROBES
+    assert all(container[p]["httpGet"]["port"] == "http" for p in PROBES)
+    (health_url,) = re.findall(r"http://[^'\"]+", instructions("HEALTHCHECK")[-1])
+    assert urlsplit(health_url).path == "/healthz"
+    assert avatar_pod()["metadata"]["annotations"]["prometheus.io/path"] == "/metrics"
+
+
+def test_hpa_scales_on_the_adapter_rule_metric() -> None:
+    spec = k8s("HorizontalPodAutoscaler", "avatar")["spec"]
+    assert spec["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "avatar",
+    }
+    (metric,) = spec["metrics"]
+    assert metric["type"] == "Pods" and metric["pods"]["metric"]["name"] == METRIC
+    adapter = yaml.safe_load(k8s("ConfigMap", "prometheus-adapter")["data"]["config.yaml"])
+    (rule,) = adapter["rules"]
+    assert rule["seriesQuery"].startswith(METRIC + "{") and rule["name"]["as"] == METRIC
+    max_sessions = serve(avatar_container()["args"])[1].server.max_sessions
+    assert 0 < float(metric["pods"]["target"]["averageValue"]) < max_sessions
+
+
+def test_grace_periods_cover_the_drain() -> None:
+    pod = avatar_pod()["spec"]
+    drain_s = serve(avatar_container()["args"])[1].server.drain_s
+    pre_stop = avatar_container()["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    assert pod["terminationGracePeriodSeconds"] > float(pre_stop[1]) + drain_s
+    service = compose()["services"]["avatar"]
+    assert (
+        float(service["stop_grace_period"].removesuffix("s"))
+        > serve(service["command"])[1].server.drain_s
+    )
+
+
+def test_selectors_match_the_pods() -> None:
+    for name in ("avatar", "avatar-turn"):
+        deployment = k8s("Deployment", name)
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        assert k8s("PodDisruptionBudget", name)["spec"]["selector"]["matchLabels"] == labels
+        assert k8s("Service", name)["spec"]["selector"] == labels
+
+
+def env_refs(kind: str) -> set[tuple[str, str]]:
+    key = {"Secret": "secretKeyRef", "ConfigMap": "configMapKeyRef"}[kind]
+    return {
+        (ref["name"], ref["key"])
+        for name in ("avatar", "avatar-turn")
+        for c in k8s("Deployment", name)["spec"]["template"]["spec"]["containers"]
+        for env in c.get("env", [])
+        if (ref := env.get("valueFrom", {}).get(key))
+    }
+
+
+def test_secrets_and_settings_come_from_the_example_secret_and_config() -> None:
+    secret = k8s("Secret", "avatar-secrets")
+    assert {k for _, k in env_refs("Secret")} == set(secret["stringData"]) == SECRET_KEYS
+    assert {n for n, _ in env_refs("Secret")} == {"avatar-secrets"}
+    config = k8s("ConfigMap", "avatar-config")["data"]
+    assert {(n, k) for n, k in env_refs("ConfigMap")} == {("avatar-config", k) for k in config}
+    assert set(compose()["services"]["avatar"]["environment"]) == SECRET_KEYS
+    turn = " ".join(compose()["services"]["turn"]["command"])
+    assert "--use-auth-secret" in turn and "${AVATAR_TURN_SECRET" in turn
+
+
+def test_pods_run_non_root_on_a_read_only_root() -> None:
+    for name in ("avatar", "avatar-turn"):
+        pod = k8s("Deployment", name)["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["automountServiceAccountToken"] is False
+        for container in pod["containers"]:
+            sc = container["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+            assert sc["capabilities"]["drop"] == ["ALL"]
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            volumes = {v["name"]: v for v in pod["volumes"]}
+            assert "emptyDir" in volumes[mounts["/tmp"]]
