@@ -8,6 +8,7 @@ there is no usable ICE candidate on loopback.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import shutil
@@ -15,8 +16,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +71,20 @@ def free_port() -> int:
 @contextlib.contextmanager
 def serve_process(*args: str, timeout_s: float = 60.0) -> Iterator[str]:
     """``avatar serve`` on loopback in a child process; yields its base URL."""
+    with server_process(*args, timeout_s=timeout_s) as server:
+        yield server.url
+
+
+@dataclass
+class ServerProcess:
+    url: str
+    proc: subprocess.Popen[str]
+    log: collections.deque[str]  # its last output lines (read by a thread: it never blocks)
+
+
+@contextlib.contextmanager
+def server_process(*args: str, timeout_s: float = 60.0) -> Iterator[ServerProcess]:
+    """The same, yielding the process and its log too."""
     port = free_port()
     cmd = [sys.executable, "-m", "avatar.cli", "serve", "--host", "127.0.0.1",
            "--port", str(port), "--ice-host", "127.0.0.1", *args]  # fmt: skip
@@ -80,7 +97,9 @@ def serve_process(*args: str, timeout_s: float = 60.0) -> Iterator[str]:
                 break
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError(f"avatar serve did not start: {line.strip()}")
-        yield f"http://127.0.0.1:{port}"
+        log: collections.deque[str] = collections.deque(maxlen=2000)
+        threading.Thread(target=log.extend, args=(proc.stdout,), daemon=True).start()
+        yield ServerProcess(f"http://127.0.0.1:{port}", proc, log)
     finally:
         proc.terminate()
         try:

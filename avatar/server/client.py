@@ -97,6 +97,12 @@ class AvatarPeer:
         self._tasks: list[asyncio.Task[Any]] = []
 
     async def connect(self, timeout_s: float = 20.0) -> None:
+        answer = await self.send_offer()
+        await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
+        await asyncio.wait_for(self.connected.wait(), timeout_s)
+
+    async def send_offer(self) -> dict[str, Any]:
+        """Offer and answer only (the session exists on the server, nothing connects yet)."""
         pc = self.pc
         channel = pc.createDataChannel("avatar")
         channel.on("message", lambda m: self.received.messages.append(_json(m)))
@@ -121,12 +127,11 @@ class AvatarPeer:
             aiohttp.ClientSession() as http,
             http.post(url, json=body, headers=headers) as resp,
         ):
-            answer = await resp.json()
+            answer: dict[str, Any] = await resp.json()
             if resp.status != 200:
                 raise RuntimeError(f"offer refused ({resp.status}): {answer.get('error')}")
         self.session, self.key = answer["session"], answer.get("key", "")
-        await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
-        await asyncio.wait_for(self.connected.wait(), timeout_s)
+        return answer
 
     def _on_state(self) -> None:
         if self.pc.connectionState == "connected":
@@ -162,6 +167,16 @@ class AvatarPeer:
         """The session's ``/ws`` or ``/ws/audio`` address, with its id and key."""
         ws = self.base_url.replace("http", "ws", 1)
         return f"{ws}{path}?session={self.session}&key={self.key}"
+
+    def vanish(self) -> None:
+        """Drop off the network without a word, as a peer whose machine went away: the UDP
+        sockets under ICE close, nothing (no DTLS alert, no SCTP abort) is sent. For tests of
+        how soon the server gives a vanished peer up."""
+        for t in self.pc.getTransceivers():
+            ice = t.receiver.transport.transport
+            for protocol in getattr(ice._connection, "_protocols", []):
+                if protocol.transport is not None:
+                    protocol.transport.abort()
 
     async def close(self) -> None:
         await cancel(*self._tasks)

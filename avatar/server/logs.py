@@ -51,4 +51,3 @@ def setup_logging(fmt: str, verbose: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO if verbose else logging.WARNING)
-    logging.getLogger("avatar").setLevel(logging.INFO)
