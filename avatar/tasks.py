@@ -30,8 +30,10 @@ def _finished(task: asyncio.Task[Any]) -> None:
 
 
 async def cancel(*tasks: asyncio.Task[Any] | None) -> None:
-    """Cancel tasks and wait until they have finished."""
-    live = [t for t in tasks if t is not None and not t.done()]
+    """Cancel tasks and wait until they have finished (the calling task, if among them, is
+    left to finish what it is doing)."""
+    me = asyncio.current_task()
+    live = [t for t in tasks if t is not None and not t.done() and t is not me]
     for t in live:
         t.cancel()
     if live:

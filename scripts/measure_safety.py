@@ -56,6 +56,15 @@ async def sessions_open(url: str) -> int:
         return int((await r.json())["sessions"])
 
 
+async def audio_queued_s(http: aiohttp.ClientSession, url: str) -> float:
+    async with http.get(f"{url}/metrics") as r:
+        text = await r.text()
+    line = next(
+        x for x in text.splitlines() if x.startswith('avatar_queue_depth{queue="audio_in_s"}')
+    )
+    return round(float(line.rsplit(" ", 1)[1]), 2)
+
+
 async def cap(url: str) -> dict[str, Any]:
     peers = [AvatarPeer(url, tone(2.0)) for _ in range(20)]
     results = await asyncio.gather(*(p.connect() for p in peers), return_exceptions=True)
@@ -76,6 +85,7 @@ async def pcm_flood(url: str, server: ServerProcess) -> dict[str, Any]:
     await never.send_offer()
     block = (np.sin(np.arange(30000) / 7) * 8000).astype("<i2").tobytes()  # 60 kB, 0.625 s
     taken: dict[str, int] = {}
+    queued: dict[str, float] = {}  # audio waiting in the server, all sessions (from /metrics)
     async with aiohttp.ClientSession() as http:
         for name, peer in (("connected", connected), ("never_connected", never)):
             async with http.ws_connect(peer.socket_url("/ws/audio")) as ws:
@@ -91,18 +101,20 @@ async def pcm_flood(url: str, server: ServerProcess) -> dict[str, Any]:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(flood(), 10.0)
                 taken[name] = sent
+                queued[name] = await audio_queued_s(http, url)
         async with http.ws_connect(connected.socket_url("/ws/audio")) as ws:
+            refused = True
             try:  # one 4 MiB message: the server closes the socket (1009) while it arrives
                 await ws.send_bytes(b"\0" * (4 << 20))
-                await ws.receive()
+                refused = (await ws.receive()).type != aiohttp.WSMsgType.TEXT
             except (ConnectionError, aiohttp.ClientError):
                 pass
-            taken["4_MiB_message_refused"] = int(ws.closed or ws.close_code is not None)
     during = rss_mb(server)
     await connected.close()
     await never.close()
     await asyncio.sleep(3.0)
-    return {"messages_of_60_kB_sent_in_10_s": taken, "rss_mb_before": round(before, 1),
+    return {"messages_of_60_kB_sent_in_10_s": taken, "server_audio_queued_s": queued,
+            "4_MiB_message_refused": refused, "rss_mb_before": round(before, 1),
             "rss_mb_flooded": round(during, 1),
             "rss_mb_after_close": round(rss_mb(server), 1)}  # fmt: skip
 

@@ -253,7 +253,7 @@ class AvatarServer:
         def on_channel(channel: Any) -> None:
             session.attach_channel(channel)
 
-        spawn(self._expire_unconnected(session), f"expire-{session.sid}")
+        session.add_task(spawn(self._expire_unconnected(session), f"expire-{session.sid}"))
 
     async def _negotiate(self, session: Session, sdp: str) -> str:
         pc = session.pc

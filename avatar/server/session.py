@@ -88,6 +88,10 @@ class Session:
         self.engine.start()
         self._tasks.append(spawn(self._pump(), f"pump-{self.sid}"))
 
+    def add_task(self, task: asyncio.Task[Any]) -> None:
+        """A task that lives no longer than the session (cancelled by :meth:`close`)."""
+        self._tasks.append(task)
+
     def read_microphone(self, track: MediaStreamTrack) -> None:
         self._tasks.append(spawn(self._read_mic(track), f"mic-{self.sid}"))
 
