@@ -334,3 +334,60 @@ def _parse_metrics(text: str) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             out[name] = float(value)
     return out
+
+
+@pytest.mark.slow
+def test_sigterm_drains_and_exits() -> None:
+    import signal
+    import time
+
+    from avatar.server.browser import server_process
+    from avatar.server.client import AvatarPeer
+
+    async def run(server: Any) -> tuple[AvatarPeer, int, float]:
+        peer = AvatarPeer(server.url, speech(2.0))
+        await peer.connect()
+        for _ in range(50):  # the data channel is open once "ready" arrives
+            if any(m.get("type") == "ready" for m in peer.received.messages):
+                break
+            await asyncio.sleep(0.1)
+        t0 = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        rc = await asyncio.get_running_loop().run_in_executor(None, server.proc.wait, 15)
+        took = time.monotonic() - t0
+        await peer.close()
+        return peer, rc, took
+
+    with server_process("--set", "server.drain_s=2") as server:
+        peer, rc, took = asyncio.run(run(server))
+    assert rc == 0
+    assert 2.0 <= took < 10  # waited for the session, then stopped
+    log = "\n".join(server.log)
+    assert "draining 1 sessions" in log and "Traceback" not in log
+    assert any(m.get("type") == "shutdown" for m in peer.received.messages)
+
+
+def test_an_unexpected_error_is_a_bare_500_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from avatar.clock import MonotonicClock
+    from avatar.config import Config
+    from avatar.server.app import AvatarServer
+
+    server = AvatarServer(Config(), engines=None, clock=MonotonicClock())  # type: ignore[arg-type]
+
+    async def broken(request: web.Request) -> web.Response:
+        raise RuntimeError("secret internals /etc/passwd")
+
+    async def run() -> tuple[int, dict[str, Any]]:
+        app = web.Application(middlewares=[server._guard])
+        app.router.add_get("/broken", broken)
+        async with TestClient(TestServer(app)) as client:
+            r = await client.get("/broken")
+            assert (await client.get("/nowhere")).status == 404
+            return r.status, await r.json()
+
+    status, body = asyncio.run(run())
+    assert status == 500 and body == {"error": "internal error"}
+    assert "secret internals" in caplog.text  # the log has it, the client does not

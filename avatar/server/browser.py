@@ -97,6 +97,8 @@ def server_process(*args: str, timeout_s: float = 60.0) -> Iterator[ServerProces
                 break
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError(f"avatar serve did not start: {line.strip()}")
+        else:
+            raise RuntimeError(f"avatar serve exited ({proc.wait()}) before it started")
         log: collections.deque[str] = collections.deque(maxlen=2000)
         threading.Thread(target=log.extend, args=(proc.stdout,), daemon=True).start()
         yield ServerProcess(f"http://127.0.0.1:{port}", proc, log)
