@@ -266,7 +266,8 @@ class FlakyRenderer(JawRenderer):
 
 
 def test_a_model_fault_gives_the_idle_avatar_and_an_error_then_speech_again(
-    backend, speech  # type: ignore[no-untyped-def]
+    backend,
+    speech,  # type: ignore[no-untyped-def]
 ) -> None:
     clean = asyncio.run(run_offline(make_engine(backend, FakeClock()), speech))
     flaky = FlakyBackend(backend, 3, 6)

@@ -12,8 +12,8 @@ fails loudly instead of silently measuring or configuring something else.
   127.0.0.1) and the ``asyncio`` module aioice binds its UDP sockets through (for a port range).
   aiortc builds its ``aioice.Connection`` objects itself, so these are process-wide (one server
   per process).
-- :func:`configure_consent`: ``aioice.ice.CONSENT_INTERVAL`` and ``CONSENT_FAILURES`` (how soon
-  a vanished peer is given up).
+- :func:`watch_inbound`: ``RTCIceTransport._connection`` (the ``aioice.Connection``) and its
+  ``data_received(data, component)``, which aioice's protocol calls for every non-STUN datagram.
 """
 
 from __future__ import annotations
@@ -23,20 +23,24 @@ import errno
 import inspect
 import itertools
 import types
+from collections.abc import Callable
 from typing import Any
 
 import aioice.ice
 from aiortc import MediaStreamTrack
 from aiortc.jitterbuffer import JitterBuffer
+from aiortc.rtcicetransport import RTCIceTransport
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
 
+from avatar.clock import Clock
 from avatar.config import ServerConfig
 from avatar.errors import AvatarError, ConfigError
 from avatar.frames import VideoFrame
 from avatar.observe import Observer
 
 JITTER_BUFFER_ATTR = "_RTCRtpReceiver__jitter_buffer"
+ICE_CONNECTION_ATTR = "_connection"
 SENDER_NEXT_FRAME = "_next_encoded_frame"
 _stock_get_host_addresses = aioice.ice.get_host_addresses
 
@@ -47,7 +51,7 @@ class HookError(AvatarError):
 
 def check_hooks() -> None:
     """Raise :class:`HookError` if an internal a hook relies on is gone or changed shape."""
-    problems = [p for p in (_check_receiver(), _check_sender(), _check_ice(), _check_consent())
+    problems = [p for p in (_check_receiver(), _check_sender(), _check_ice(), _check_inbound())
                 if p]  # fmt: skip
     if problems:
         raise HookError("aiortc/aioice internals changed: " + "; ".join(problems))
@@ -86,10 +90,11 @@ def _check_ice() -> str | None:
     return None
 
 
-def _check_consent() -> str | None:
-    src = inspect.getsource(aioice.ice.Connection.query_consent)
-    if "CONSENT_INTERVAL" not in src or "CONSENT_FAILURES" not in src:
-        return "aioice's consent checks no longer read CONSENT_INTERVAL/CONSENT_FAILURES"
+def _check_inbound() -> str | None:
+    if f"self.{ICE_CONNECTION_ATTR} = " not in inspect.getsource(RTCIceTransport.__init__):
+        return f"RTCIceTransport no longer keeps its aioice Connection as {ICE_CONNECTION_ATTR}"
+    if "self.receiver.data_received(" not in inspect.getsource(aioice.ice.StunProtocol):
+        return "aioice's StunProtocol no longer calls receiver.data_received"
     return None
 
 
@@ -200,16 +205,36 @@ def configure_ice(cfg: ServerConfig) -> None:
 
 # -- how fast a vanished peer is noticed ------------------------------------------------------
 
-CONSENT_FAILURES = 4
+
+def watch_inbound(pc: Any, clock: Clock) -> Callable[[], int]:
+    """A function giving the clock time the peer last sent anything (RTP, RTCP, DTLS, SCTP).
+
+    aioice notices a vanished peer through failed consent checks, one unretried request every
+    ~5 s, 6 failures (~30 s). Faster consent settings also drop live peers whose replies are
+    late on a loaded server (seen with 4 sessions on 2 busy cores). A live peer sends many
+    packets a second (RTCP receiver reports for our video at least), so silence is the better
+    signal: the session closes when it has lasted ``server.reap_s``. Each ``aioice.Connection``
+    of ``pc`` gets its ``data_received`` wrapped (``RTCIceTransport._connection``)."""
+    last = [clock.now_ns()]
+    for conn in _ice_connections(pc):
+        original = conn.data_received
+
+        def received(data: bytes, component: int, original: Any = original) -> None:
+            last[0] = clock.now_ns()
+            original(data, component)
+
+        conn.data_received = received
+    return lambda: last[0]
 
 
-def configure_consent(reap_s: float) -> None:
-    """aioice sends an ICE consent check every ~5 s and gives up after 6 failures (~30 s): a
-    peer that vanished (no close, no FIN) holds its session that long. Check every
-    ``reap_s / 6`` s and give up after 4 failures: ~``0.7 * reap_s`` plus the checks' own
-    timeouts. (Module constants of ``aioice.ice``; process-wide like :func:`configure_ice`.)"""
-    for name in ("CONSENT_FAILURES", "CONSENT_INTERVAL"):
-        if not isinstance(getattr(aioice.ice, name, None), int | float):
-            raise HookError(f"aioice.ice.{name} is gone: cannot shorten ICE consent")
-    aioice.ice.CONSENT_FAILURES = CONSENT_FAILURES
-    setattr(aioice.ice, "CONSENT_INTERVAL", reap_s / 6)  # noqa: B010 (an int there; floats work)
+def _ice_connections(pc: Any) -> list[Any]:
+    transports = [t.receiver.transport for t in pc.getTransceivers()]
+    if pc.sctp is not None:
+        transports.append(pc.sctp.transport)
+    found: dict[int, Any] = {}
+    for dtls in transports:
+        conn = getattr(getattr(dtls, "transport", None), ICE_CONNECTION_ATTR, None)
+        if conn is None:
+            raise HookError(f"RTCIceTransport has no {ICE_CONNECTION_ATTR}")
+        found[id(conn)] = conn
+    return list(found.values())

@@ -52,7 +52,6 @@ from avatar.observe import Observer, combine
 from avatar.profile.profiler import Profiler
 from avatar.server.aiortc_hooks import (
     check_hooks,
-    configure_consent,
     configure_ice,
     shorten_audio_jitter_buffer,
     time_sender,
@@ -115,7 +114,6 @@ class AvatarServer:
         self.draining = False
         check_hooks()
         configure_ice(sc)
-        configure_consent(sc.reap_s)
 
     def app(self) -> web.Application:
         app = web.Application(
@@ -225,7 +223,7 @@ class AvatarServer:
         session = Session(
             sid, pc, engine, self.clock, self.executor, avatar=avatar, mic=mic,
             stats_interval_s=cfg.server.stats_interval_s, observer=observer,
-            limits=cfg.server.limits, profile=profiler is not None,
+            limits=cfg.server.limits, profile=profiler is not None, reap_s=cfg.server.reap_s,
         )  # fmt: skip
         self.sessions[sid] = session
         session.on_closed = self._forget

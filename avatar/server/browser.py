@@ -105,7 +105,7 @@ def server_process(*args: str, timeout_s: float = 60.0) -> Iterator[ServerProces
     finally:
         proc.terminate()
         try:
-            proc.wait(10)
+            proc.wait(40)  # the server lets open sessions drain on SIGTERM (drain_s)
         except subprocess.TimeoutExpired:
             proc.kill()
 

@@ -29,6 +29,7 @@ from avatar.errors import AudioInputError
 from avatar.frames import AudioChunk, VideoFrame
 from avatar.motion.channels import BLENDSHAPES
 from avatar.observe import NULL_OBSERVER, Observer
+from avatar.server.aiortc_hooks import watch_inbound
 from avatar.server.limits import RateLimiter
 from avatar.server.tracks import EngineAudioTrack, EngineVideoTrack
 from avatar.tasks import cancel, spawn
@@ -55,6 +56,7 @@ class Session:
         observer: Observer = NULL_OBSERVER,
         limits: LimitsConfig | None = None,
         profile: bool = False,
+        reap_s: float = 10.0,
     ) -> None:
         self.sid, self.pc, self.engine, self.clock = sid, pc, engine, clock
         self.avatar, self.mic, self.observer, self.profile = avatar, mic, observer, profile
@@ -65,6 +67,7 @@ class Session:
         self._told_rate = False
         self.candidates = 0  # trickled ICE candidates so far
         self.fps = 0.0  # over the last stats interval
+        self.reap_ns = round(reap_s * NS_PER_S)  # a connected peer silent this long is gone
         self.video = EngineVideoTrack(executor, observer)
         self.profile_frames = False  # the peer asked for every frame's record
         self.audio = EngineAudioTrack(clock)
@@ -87,6 +90,8 @@ class Session:
         self._started = True
         self.engine.start()
         self._tasks.append(spawn(self._pump(), f"pump-{self.sid}"))
+        last_inbound = watch_inbound(self.pc, self.clock)
+        self._tasks.append(spawn(self._reap_when_silent(last_inbound), f"reap-{self.sid}"))
 
     def add_task(self, task: asyncio.Task[Any]) -> None:
         """A task that lives no longer than the session (cancelled by :meth:`close`)."""
@@ -95,9 +100,17 @@ class Session:
     def read_microphone(self, track: MediaStreamTrack) -> None:
         self._tasks.append(spawn(self._read_mic(track), f"mic-{self.sid}"))
 
+    async def _reap_when_silent(self, last_inbound: Callable[[], int]) -> None:
+        while not self.closed.is_set():
+            silent = self.clock.now_ns() - last_inbound()
+            if silent >= self.reap_ns:
+                await self.on_gone(f"peer silent for {silent / NS_PER_S:.1f} s")
+                return
+            await self.clock.sleep_until(last_inbound() + self.reap_ns)
+
     async def on_gone(self, why: str) -> None:
         """The page went away (its data channel or events socket closed): free everything now
-        rather than when ICE consent times out (~30 s)."""
+        rather than when ICE consent times out (~30 s); or it went silent (``reap_s``)."""
         if not self.closed.is_set():
             log.info("session %s: %s", self.sid, why)
             await self.close()
