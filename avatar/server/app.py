@@ -25,6 +25,7 @@ running sessions. See :mod:`avatar.server.auth` for tokens and origins.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import os
@@ -403,6 +404,8 @@ class AvatarServer:
         await ws.prepare(request)
         reader = PcmReader()
         async for msg in ws:
+            if session.closed.is_set():
+                break
             try:
                 if msg.type == WSMsgType.TEXT:
                     if reader.control(msg.data, session) == "end":
@@ -411,9 +414,8 @@ class AvatarServer:
                     session.engine.push_audio(reader.chunk(msg.data))
                     await session.engine.wait_for_room(lim.max_audio_ahead_s)
             except AudioInputError as exc:
-                await ws.send_json({"type": "error", "message": str(exc)})
-            if session.closed.is_set():
-                break
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await ws.send_json({"type": "error", "message": str(exc)})
         return ws
 
 

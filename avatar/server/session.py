@@ -7,6 +7,7 @@ peer disconnects or fails, when it never connects, and when the server stops.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
@@ -212,7 +213,7 @@ class Session:
             if ws.closed:
                 self.sockets.discard(ws)
             else:
-                spawn(ws.send_str(text), f"ws-send-{self.sid}")
+                spawn(_send_quietly(ws, text), f"ws-send-{self.sid}")
 
     # -- media ----------------------------------------------------------------------------
 
@@ -279,6 +280,12 @@ class Session:
         return {"backlog": self.engine.backlog, "video_out": self.video.queue.qsize(),
                 "audio_out": self.audio.queue.qsize(),
                 "audio_in_s": self.engine.pending_audio_s}  # fmt: skip
+
+
+async def _send_quietly(ws: web.WebSocketResponse, text: str) -> None:
+    """A socket may close while a message to it waits: that is not an error."""
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        await ws.send_str(text)
 
 
 def _json_object(message: Any) -> dict[str, Any] | None:
