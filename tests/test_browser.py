@@ -74,3 +74,22 @@ def test_profile_overlay_and_in_browser_latency_probe() -> None:
     assert profile is not None and profile["stages"]["encode"]["p50"] > 0
     # the server's share is smaller than what the browser measured end to end
     assert profile["latency_ms"]["p50"] < float(np.median(e2e))
+
+
+def test_the_page_passes_its_token_to_a_server_that_requires_one(
+    mic_wav: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from avatar.server.auth import mint_token
+
+    secret = "browser-test-secret-0123456789"
+    monkeypatch.setenv("AVATAR_SECRET", secret)
+    token = mint_token(secret.encode(), 120, time.time(), "browser-test")
+    with (
+        browser.serve_process("--set", "server.auth.require_token=always") as url,
+        browser.chromium_page(mic_wav) as page,
+    ):
+        page.goto(f"{url}/?autostart=1")  # no token: refused, and the page says why
+        page.wait_for_function("document.body.innerText.includes('needs a token')", timeout=30_000)
+        browser.start_demo(page, url, token=token)
+        time.sleep(2.0)
+        assert len(browser.frames(page)) >= 25

@@ -138,11 +138,14 @@ def chromium_page(mic_wav: Path | None) -> Iterator[Any]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def start_demo(page: Any, url: str, codec: str = "VP8", avatar: str = "default") -> None:
+def start_demo(
+    page: Any, url: str, codec: str = "VP8", avatar: str = "default", token: str = ""
+) -> None:
     """Open the demo page, let it connect, and start collecting per-frame mouth changes."""
     from avatar.face.store import load_avatar
 
-    page.goto(f"{url}/?autostart=1&avatar={avatar}&codec={codec}")
+    query = f"autostart=1&avatar={avatar}&codec={codec}" + (f"&token={token}" if token else "")
+    page.goto(f"{url}/?{query}")
     page.wait_for_function("window.avatarClient && window.avatarDemo", timeout=30_000)
     page.wait_for_function("document.getElementById('avatar-video').videoWidth > 0", timeout=30_000)
     assets = load_avatar(avatar)
