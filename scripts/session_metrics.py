@@ -17,15 +17,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
-from aiortc.mediastreams import MediaStreamError
 
 from avatar.audio.io import iter_audio
 from avatar.engine.render import MARKER_PX
-from avatar.server.client import SpeechTrack
-from avatar.server.tracks import pcm16_frame
-from avatar.units import NS_PER_S, OUTPUT_RATE, PACKET_SAMPLES
+from avatar.units import OUTPUT_RATE
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = OUTPUT_RATE
@@ -39,24 +35,6 @@ def mic_loop() -> np.ndarray:
     gap = np.zeros(round(0.96 * RATE), np.float32)  # bursts start on the 40 ms frame grid
     loop = np.concatenate([speech[: 6 * RATE], gap, burst, gap, burst, gap])
     return np.concatenate([loop, np.zeros(LOOP_S * RATE - len(loop), np.float32)])
-
-
-class LoopingMic(SpeechTrack):
-    """A ``SpeechTrack`` that repeats its samples forever: a 30-minute tile of the loop would
-    hold ~170 MB of PCM per session."""
-
-    async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self._start is None:
-            self._start = self.clock.now_ns()
-        await self.clock.sleep_until(self._start + self.sent * NS_PER_S // OUTPUT_RATE)
-        i = np.arange(self.sent, self.sent + PACKET_SAMPLES) % len(self.pcm)
-        frame = pcm16_frame(self.pcm[i], self.sent)
-        self.sent += PACKET_SAMPLES
-        if len(self.send_times) < 1:  # only the first is used; a long run must not grow
-            self.send_times.append(self.clock.now_ns())
-        return frame
 
 
 def marker(rgb: np.ndarray) -> bool:

@@ -38,7 +38,6 @@ from typing import Any
 import numpy as np
 from session_metrics import (
     AudioOnsets,
-    LoopingMic,
     VideoOnsets,
     marker,
     mic_loop,
@@ -110,8 +109,7 @@ class SoakSession:
 
     def __init__(self, index: int, url: str, loop: np.ndarray, token: str | None) -> None:
         self.index = index
-        self.peer = AvatarPeer(url, loop, summarize=marker, token=token)
-        self.peer.speech = LoopingMic(loop, self.peer.clock)  # the loop, forever
+        self.peer = AvatarPeer(url, loop, summarize=marker, token=token, loop=True)
         self.audio_on, self.video_on = AudioOnsets(), VideoOnsets()
         self.offsets: list[tuple[float, float]] = []  # (audio onset s, video - audio s)
         self.p50: list[float] = []  # every stats message's latency, for the summary

@@ -29,13 +29,14 @@ from avatar.units import NS_PER_S, OUTPUT_RATE, PACKET_SAMPLES
 
 class SpeechTrack(MediaStreamTrack):
     """Mono float32 48 kHz samples as a live microphone: 20 ms frames on the clock, then
-    silence (a real microphone never stops sending)."""
+    silence (a real microphone never stops sending); with ``loop``, the samples again and again
+    (long runs: only the first packet's send time is kept)."""
 
     kind = "audio"
 
-    def __init__(self, samples: np.ndarray, clock: Clock) -> None:
+    def __init__(self, samples: np.ndarray, clock: Clock, loop: bool = False) -> None:
         super().__init__()
-        self.pcm, self.clock = to_pcm16(samples), clock
+        self.pcm, self.clock, self.loop = to_pcm16(samples), clock, loop
         self.sent = 0  # samples sent
         self._start: int | None = None
         self.send_times: list[int] = []  # clock time each packet left, by packet number
@@ -46,13 +47,19 @@ class SpeechTrack(MediaStreamTrack):
         if self._start is None:
             self._start = self.clock.now_ns()
         await self.clock.sleep_until(self._start + self.sent * NS_PER_S // OUTPUT_RATE)
+        frame = pcm16_frame(self._piece(), self.sent)
+        self.sent += PACKET_SAMPLES
+        if not self.loop or not self.send_times:
+            self.send_times.append(self.clock.now_ns())
+        return frame
+
+    def _piece(self) -> np.ndarray:
+        if self.loop:
+            return self.pcm[np.arange(self.sent, self.sent + PACKET_SAMPLES) % len(self.pcm)]
         piece = self.pcm[self.sent : self.sent + PACKET_SAMPLES]
         if len(piece) < PACKET_SAMPLES:
             piece = np.concatenate([piece, np.zeros(PACKET_SAMPLES - len(piece), np.int16)])
-        frame = pcm16_frame(piece, self.sent)
-        self.sent += PACKET_SAMPLES
-        self.send_times.append(self.clock.now_ns())
-        return frame
+        return piece
 
 
 @dataclass(slots=True)
@@ -81,11 +88,12 @@ class AvatarPeer:
         subscribe: dict[str, bool] | None = None,
         token: str | None = None,
         rtc_config: RTCConfiguration | None = None,
+        loop: bool = False,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.clock = clock or MonotonicClock()
         self.avatar = avatar
-        self.speech = SpeechTrack(speech, self.clock) if speech is not None else None
+        self.speech = SpeechTrack(speech, self.clock, loop) if speech is not None else None
         self.summarize = summarize or (lambda img: float(img.mean()))
         self.token = token  # sent as ``Authorization: Bearer`` with the offer
         self.pc = RTCPeerConnection(rtc_config or RTCConfiguration(iceServers=[]))
