@@ -98,6 +98,8 @@ def _mutations(sdp: str) -> dict[str, str]:
         "candidate port": sdp.replace("a=mid:0", "a=mid:0\r\n" + cand.replace("4000", "70000")),
         "candidate garbage": sdp.replace("a=mid:0", "a=mid:0\r\na=candidate:x y z"),
         "no ice-pwd": "\r\n".join(x for x in lines if not x.startswith("a=ice-pwd")),
+        "no direction": sdp.replace("a=sendrecv\r\n", "", 1),
+        "BUNDLE names a missing mid": sdp.replace("a=mid:0", "a=mid:x"),
         "not SDP": "hello",
     }
 

@@ -60,7 +60,7 @@ from avatar.server.aiortc_hooks import (
 from avatar.server.auth import OriginPolicy, bearer, load_secret, tokens_required, verify_token
 from avatar.server.ice import ice_servers_for_page, rewrite_candidates, rtc_configuration
 from avatar.server.limits import RateLimiter, SessionSlots
-from avatar.server.logs import SESSION
+from avatar.server.logs import SESSION, quiet_bad_requests, quiet_peer_task_errors
 from avatar.server.metrics import CONTENT_TYPE, ServerMetrics
 from avatar.server.offer import (
     RequestError,
@@ -115,6 +115,7 @@ class AvatarServer:
         self.draining = False
         check_hooks()
         configure_ice(sc)
+        quiet_bad_requests()
 
     def app(self) -> web.Application:
         app = web.Application(
@@ -131,10 +132,13 @@ class AvatarServer:
         app.router.add_route("OPTIONS", "/offer", self.preflight)
         app.router.add_get("/ws", self.ws_events)
         app.router.add_get("/ws/audio", self.ws_audio)
-        if self.web_dir.is_dir():
-            app.router.add_static("/", self.web_dir)
+        app.router.add_get("/{path:.+}", self.static)
+        app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._shutdown)
         return app
+
+    async def _on_startup(self, app: web.Application) -> None:
+        quiet_peer_task_errors(asyncio.get_running_loop())
 
     # -- HTTP -----------------------------------------------------------------------------
 
@@ -143,6 +147,18 @@ class AvatarServer:
         if not page.is_file():
             raise RequestError(f"no demo page at {page} (set server.web_dir)", 404)
         return web.FileResponse(page)
+
+    async def static(self, request: web.Request) -> web.StreamResponse:
+        """A file of ``web/`` (the JS client, pages); anything else is a JSON 404."""
+        root = self.web_dir.resolve()
+        try:
+            path = (root / request.match_info["path"]).resolve()
+            found = path.is_relative_to(root) and path.is_file()
+        except (ValueError, OSError):  # NUL bytes, names too long
+            found = False
+        if not found:
+            raise RequestError(f"not found: {request.path[:100]!r}", 404)
+        return web.FileResponse(path)
 
     async def avatars(self, request: web.Request) -> web.Response:
         names = builtin_names()
@@ -268,7 +284,10 @@ class AvatarServer:
         video_sender = pc.addTrack(session.video)
         pc.addTrack(session.audio)
         time_sender(video_sender, session.video, session.observer)
-        await pc.setLocalDescription(await pc.createAnswer())
+        try:
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as exc:  # an offer aiortc took but cannot answer
+            raise RequestError(f"SDP offer cannot be answered: {str(exc)[:160]}") from None
         return rewrite_candidates(pc.localDescription.sdp, self.cfg.server.ice_public_ip)
 
     async def _expire_unconnected(self, session: Session) -> None:
@@ -288,8 +307,10 @@ class AvatarServer:
         await asyncio.get_running_loop().run_in_executor(self.executor, give_back_memory)
 
     async def _close(self, session: Session) -> None:
-        await session.close()
-        self._forget(session)
+        try:
+            await session.close()
+        finally:
+            self._forget(session)
 
     async def drain(self, timeout_s: float) -> None:
         """Graceful shutdown: no new sessions; the open ones are told and get ``timeout_s`` to
@@ -402,6 +423,7 @@ class AvatarServer:
         lim = self.cfg.server.limits
         ws = web.WebSocketResponse(max_msg_size=lim.max_audio_message_kb << 10)
         await ws.prepare(request)
+        session.audio_sockets.add(ws)
         reader = PcmReader()
         async for msg in ws:
             if session.closed.is_set():
@@ -416,6 +438,7 @@ class AvatarServer:
             except AudioInputError as exc:
                 with contextlib.suppress(ConnectionError, RuntimeError):
                     await ws.send_json({"type": "error", "message": str(exc)})
+        session.audio_sockets.discard(ws)
         return ws
 
 

@@ -8,10 +8,15 @@ becomes one field of its line.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
+import traceback
 from contextvars import ContextVar
+from typing import Any
+
+from aiohttp.http_exceptions import HttpProcessingError
 
 SESSION: ContextVar[str] = ContextVar("avatar_session", default="-")
 
@@ -51,3 +56,43 @@ def setup_logging(fmt: str, verbose: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+class _BadRequestFilter(logging.Filter):
+    """aiohttp logs a malformed request line (bad characters, ``*``, too long) at ERROR with a
+    traceback: a client's mistake, not the server's. One warning line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 400) < 500:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = "bad HTTP request: %s", (str(exc)[:200],)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_bad_requests() -> None:
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _BadRequestFilter) for f in server_log.filters):
+        server_log.addFilter(_BadRequestFilter())
+
+
+def quiet_peer_task_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """Errors in aiortc's/aioice's own background tasks (a peer's half-negotiated transports
+    failing after a refused offer) become one warning line: a peer's doing, the server goes on.
+    Any other unhandled task error keeps asyncio's report with its traceback."""
+    default = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        tb = traceback.extract_tb(exc.__traceback__) if exc is not None else []
+        if tb and any(part in tb[-1].filename for part in ("/aiortc/", "/aioice/")):
+            logging.getLogger("avatar.server").warning(
+                "peer connection task failed: %r (%s)", exc, context.get("message", "")
+            )
+        elif default is not None:
+            default(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)

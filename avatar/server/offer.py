@@ -49,6 +49,7 @@ _MID = re.compile(r"^[\x21-\x7e]{1,32}$")
 _MEDIA = re.compile(r"^m=(audio|video|application) (\d{1,5}) (\S+)( \S+)+$")
 _FINGERPRINT = re.compile(r"^a=fingerprint:(sha-1|sha-224|sha-256|sha-384|sha-512) [0-9A-Fa-f:]+$")
 _LINE = re.compile(r"^[a-z]=")
+_DIRECTIONS = {"a=sendrecv", "a=sendonly", "a=recvonly", "a=inactive"}
 
 
 def parse_offer(raw: bytes) -> Offer:
@@ -131,6 +132,14 @@ def _check_sections(session: list[str], sections: list[list[str]]) -> None:
         ice = shared_ice | {line.split(":", 1)[0] for line in section if line.startswith("a=ice-")}
         if not {"a=ice-ufrag", "a=ice-pwd"} <= ice:
             raise RequestError(f"SDP media section {i} has no ICE credentials (a=ice-ufrag/pwd)")
+        if m.group(1) != "application" and not _DIRECTIONS & set(section):
+            raise RequestError(f"SDP media section {i} has no direction (a=sendrecv, ...)")
+    for line in session:
+        if line.startswith("a=group:BUNDLE"):
+            missing = set(line.split()[1:]) - mids
+            if missing:
+                raise RequestError(f"SDP BUNDLE group names no media section: "
+                                   f"{sorted(missing)[0][:32]!r}")  # fmt: skip
 
 
 def _check_candidates(lines: list[str], limit: int) -> None:

@@ -73,7 +73,8 @@ class Session:
         self.profile_frames = False  # the peer asked for every frame's record
         self.audio = EngineAudioTrack(clock)
         self.channel: RTCDataChannel | None = None
-        self.sockets: set[web.WebSocketResponse] = set()
+        self.sockets: set[web.WebSocketResponse] = set()  # events sockets
+        self.audio_sockets: set[web.WebSocketResponse] = set()  # PCM sockets
         self.blendshapes = False
         self.stats_interval_ns = round(stats_interval_s * NS_PER_S)
         self.closed = asyncio.Event()
@@ -129,9 +130,12 @@ class Session:
         for queue in (self.video.queue, self.audio.queue):
             while not queue.empty():
                 queue.get_nowait()
-        for ws in list(self.sockets):
+        for ws in [*self.sockets, *self.audio_sockets]:
             await ws.close()
-        await self.pc.close()
+        try:
+            await self.pc.close()
+        except Exception as exc:  # aiortc, on offers it half took: the rest is freed anyway
+            log.warning("session %s: closing its peer connection: %r", self.sid, exc)
         log.info("session %s closed", self.sid)
 
     # -- messages -------------------------------------------------------------------------

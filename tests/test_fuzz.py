@@ -1,0 +1,60 @@
+"""Property-based fuzzing of every input surface of ``avatar serve`` while a real session streams.
+
+One server for the module (:mod:`tests.fuzz_harness` explains the driver). Each surface gets its
+budget of hypothesis inputs; any 5xx fails the input and hypothesis shrinks it. After each
+surface: no traceback was logged while it ran, and the healthy session is still connected. The
+last test checks the healthy session's video over the whole fuzz. ``scripts/fuzz_server.py`` runs
+the same surfaces with a bigger budget and prints the counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.fuzz_harness import FuzzHarness, describe, running_harness
+from tests.fuzz_surfaces import SURFACES, fuzz
+
+pytestmark = pytest.mark.slow
+EXAMPLES = {  # about 50 s of fuzzing on two cores when the server passes every input
+    "offer_body": 600,
+    "offer_sdp": 600,
+    "offer_avatar": 200,
+    "ws_events": 400,
+    "ws_audio": 400,
+    "datachannel": 300,
+    "ws_query": 600,
+    "http": 600,
+}
+
+
+@pytest.fixture(scope="module")
+def harness() -> Iterator[FuzzHarness]:
+    with running_harness(healthy_s=240.0) as h:
+        yield h
+
+
+@pytest.mark.parametrize("surface", list(SURFACES))
+def test_fuzzed_surface_answers_4xx_and_logs_no_traceback(
+    harness: FuzzHarness, surface: str
+) -> None:
+    fuzz(harness, surface, EXAMPLES[surface], strict=True)
+    tally = harness.tally
+    assert tally.examples[surface] >= EXAMPLES[surface] // 2  # hypothesis ran the inputs
+    errors = [f for f in tally.server_errors if f.surface == surface]
+    assert not errors, describe(errors)
+    tracebacks = harness.faults.tracebacks(surface)
+    assert not tracebacks, describe(tracebacks)
+    lost = [f for f in tally.lost if f.surface == surface]  # died, left open, stopped answering
+    assert not lost, describe(lost)
+    assert harness.healthy_alive()
+
+
+def test_the_healthy_session_streamed_through_the_fuzz(harness: FuzzHarness) -> None:
+    stream = harness.healthy_stream()
+    assert stream.connected
+    assert stream.frames > 5 * stream.seconds, stream  # frames kept coming (not an fps target)
+    assert stream.max_gap_s < 1.0, stream
+    assert not harness.tally.server_errors, describe(harness.tally.server_errors)
+    assert not harness.faults.tracebacks(), describe(harness.faults.tracebacks())
