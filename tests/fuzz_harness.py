@@ -272,19 +272,13 @@ class FuzzHarness:
 
     async def _open_target(self) -> Target:
         peer = AvatarPeer(self.url, None, summarize=lambda _: None)
-        channels: list[RTCDataChannel] = []
-        create = peer.pc.createDataChannel
-
-        def keep(*args: Any, **kwargs: Any) -> RTCDataChannel:  # AvatarPeer keeps it to itself
-            channels.append(create(*args, **kwargs))
-            return channels[-1]
-
-        peer.pc.createDataChannel = keep  # type: ignore[method-assign]
         await peer.connect()
         keeper = await self.http.ws_connect(peer.socket_url("/ws"))
         reader = asyncio.get_running_loop().create_task(_drain(keeper), name="fuzz-keeper")
-        await until(lambda: channels[0].readyState == "open", 10.0)
-        return Target(peer, channels[0], keeper, reader)
+        channel = peer.channel
+        assert channel is not None
+        await until(lambda: channel.readyState == "open", 10.0)
+        return Target(peer, channel, keeper, reader)
 
     async def _close_target(self, target: Target) -> None:
         await target.keeper.close()

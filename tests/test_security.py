@@ -13,7 +13,6 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
-from aiortc import RTCPeerConnection
 
 from avatar.clock import FakeClock
 from avatar.config import LimitsConfig
@@ -23,20 +22,10 @@ from avatar.server.auth import OriginPolicy, mint_token, verify_token
 from avatar.server.limits import RateLimiter, SessionSlots
 from avatar.server.logs import SESSION, JsonFormatter, SessionFilter
 from avatar.server.offer import RequestError, check_sdp, parse_offer
+from tests.fuzz_harness import real_offer
 from tests.test_server import running_server, speech
 
 SECRET = b"0123456789abcdef-test-secret"
-
-
-async def real_offer() -> str:
-    pc = RTCPeerConnection()
-    pc.createDataChannel("avatar")
-    pc.addTransceiver("audio", direction="sendrecv")
-    pc.addTransceiver("video", direction="recvonly")
-    await pc.setLocalDescription(await pc.createOffer())
-    sdp: str = pc.localDescription.sdp
-    await pc.close()
-    return sdp
 
 
 @pytest.fixture(scope="module")

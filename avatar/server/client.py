@@ -16,7 +16,13 @@ from typing import Any
 import aiohttp
 import av
 import numpy as np
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import MediaStreamError
 
 from avatar.audio.pcm import to_mono, to_pcm16
@@ -101,6 +107,7 @@ class AvatarPeer:
         self.subscribe = subscribe  # e.g. {"profile_frames": True}, sent when the channel opens
         self.session = ""
         self.key = ""  # the session's secret for /ws and /ws/audio (from the answer)
+        self.channel: RTCDataChannel | None = None  # the control channel (once offered)
         self.connected = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -112,7 +119,7 @@ class AvatarPeer:
     async def send_offer(self) -> dict[str, Any]:
         """Offer and answer only (the session exists on the server, nothing connects yet)."""
         pc = self.pc
-        channel = pc.createDataChannel("avatar")
+        channel = self.channel = pc.createDataChannel("avatar")
         channel.on("message", lambda m: self.received.messages.append(_json(m)))
         if self.subscribe:
             text = json.dumps({"type": "subscribe", **self.subscribe})
