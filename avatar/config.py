@@ -143,7 +143,7 @@ class ServerConfig(_Section):
     # from GET /api/ice; the secret is read from the AVATAR_TURN_SECRET environment variable
     turn_urls: list[str] = []  # e.g. ["turn:turn.example.com:3478?transport=udp"]
     turn_ttl_s: int = Field(default=3600, ge=60)
-    reap_s: float = Field(default=10.0, ge=2)  # a connected peer silent this long is gone
+    reap_s: float = Field(default=8.0, ge=2)  # a connected peer silent this long is gone
     drain_s: float = Field(default=30.0, ge=0)  # on SIGTERM: sessions may finish this long
     log_format: Literal["text", "json"] = "text"
     auth: AuthConfig = AuthConfig()

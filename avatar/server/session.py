@@ -57,7 +57,7 @@ class Session:
         observer: Observer = NULL_OBSERVER,
         limits: LimitsConfig | None = None,
         profile: bool = False,
-        reap_s: float = 10.0,
+        reap_s: float = 8.0,
     ) -> None:
         self.sid, self.pc, self.engine, self.clock = sid, pc, engine, clock
         self.avatar, self.mic, self.observer, self.profile = avatar, mic, observer, profile
