@@ -382,3 +382,51 @@ def test_an_unexpected_error_is_a_bare_500_and_logged(caplog: pytest.LogCaptureF
     status, body = asyncio.run(run())
     assert status == 500 and body == {"error": "internal error"}
     assert "secret internals" in caplog.text  # the log has it, the client does not
+
+
+@pytest.mark.slow
+def test_a_model_fault_mid_session_is_an_error_event_and_the_stream_goes_on() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aiohttp import web
+
+    from avatar.clock import MonotonicClock
+    from avatar.compose.engines import build_engine
+    from avatar.config import load_config
+    from avatar.motion.runtime import load_motion_backend
+    from avatar.server.app import AvatarServer
+    from avatar.server.client import AvatarPeer
+    from tests.test_engine import FlakyBackend
+
+    cfg = load_config(overrides=["server.ice_hosts=['127.0.0.1']"])
+    clock, executor = MonotonicClock(), ThreadPoolExecutor(2)
+
+    def engines(avatar: str, live: bool, observer: Any) -> Any:
+        flaky = FlakyBackend(load_motion_backend(cfg.motion), 40, 70)  # type: ignore[arg-type]
+        return build_engine(cfg, clock, live=live, executor=executor, observer=observer,
+                            backend=flaky)  # fmt: skip
+
+    async def run() -> AvatarPeer:
+        server = AvatarServer(cfg, engines, clock, executor)
+        runner = web.AppRunner(server.app())
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            peer = AvatarPeer(f"http://127.0.0.1:{port}", speech(4.0))
+            await peer.connect()
+            await asyncio.sleep(3.0)
+            before = len(peer.received.video)
+            await asyncio.sleep(1.0)
+            assert len(peer.received.video) - before >= 20  # still streaming after the fault
+            assert len(server.sessions) == 1
+            await peer.close()
+            return peer
+        finally:
+            await runner.cleanup()
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    peer = asyncio.run(run())
+    errors = [m["message"] for m in peer.received.messages if m.get("type") == "error"]
+    assert errors and all("motion model failed" in e for e in errors)
