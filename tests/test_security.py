@@ -388,33 +388,27 @@ def test_an_unexpected_error_is_a_bare_500_and_logged(caplog: pytest.LogCaptureF
 def test_a_model_fault_mid_session_is_an_error_event_and_the_stream_goes_on() -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from aiohttp import web
-
     from avatar.clock import MonotonicClock
     from avatar.compose.engines import build_engine
-    from avatar.config import load_config
+    from avatar.config import Config
     from avatar.motion.runtime import load_motion_backend
     from avatar.server.app import AvatarServer
     from avatar.server.client import AvatarPeer
     from tests.test_engine import FlakyBackend
 
-    cfg = load_config(overrides=["server.ice_hosts=['127.0.0.1']"])
-    clock, executor = MonotonicClock(), ThreadPoolExecutor(2)
+    def flaky_server(cfg: Config) -> AvatarServer:
+        clock, executor = MonotonicClock(), ThreadPoolExecutor(2)
 
-    def engines(avatar: str, live: bool, observer: Any) -> Any:
-        flaky = FlakyBackend(load_motion_backend(cfg.motion), 40, 70)  # type: ignore[arg-type]
-        return build_engine(cfg, clock, live=live, executor=executor, observer=observer,
-                            backend=flaky)  # fmt: skip
+        def engines(avatar: str, live: bool, observer: Any) -> Any:
+            flaky = FlakyBackend(load_motion_backend(cfg.motion), 40, 70)  # type: ignore[arg-type]
+            return build_engine(cfg, clock, live=live, executor=executor, observer=observer,
+                                backend=flaky)  # fmt: skip
+
+        return AvatarServer(cfg, engines, clock, executor)
 
     async def run() -> AvatarPeer:
-        server = AvatarServer(cfg, engines, clock, executor)
-        runner = web.AppRunner(server.app())
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        try:
-            peer = AvatarPeer(f"http://127.0.0.1:{port}", speech(4.0))
+        async with running_server(make=flaky_server) as (url, server):
+            peer = AvatarPeer(url, speech(4.0))
             await peer.connect()
             await asyncio.sleep(3.0)
             before = len(peer.received.video)
@@ -423,9 +417,6 @@ def test_a_model_fault_mid_session_is_an_error_event_and_the_stream_goes_on() ->
             assert len(server.sessions) == 1
             await peer.close()
             return peer
-        finally:
-            await runner.cleanup()
-            executor.shutdown(wait=False, cancel_futures=True)
 
     peer = asyncio.run(run())
     errors = [m["message"] for m in peer.received.messages if m.get("type") == "error"]

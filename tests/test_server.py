@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -35,9 +35,11 @@ def silence(seconds: float) -> np.ndarray:
 
 
 @asynccontextmanager
-async def running_server(*overrides: str) -> AsyncIterator[tuple[str, AvatarServer]]:
+async def running_server(
+    *overrides: str, make: Callable[[Config], AvatarServer] = make_server
+) -> AsyncIterator[tuple[str, AvatarServer]]:
     cfg: Config = load_config(overrides=["server.ice_hosts=['127.0.0.1']", *overrides])
-    server = make_server(cfg)
+    server = make(cfg)
     runner = web.AppRunner(server.app())
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
