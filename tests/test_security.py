@@ -418,6 +418,16 @@ def test_a_model_fault_mid_session_is_an_error_event_and_the_stream_goes_on() ->
             await peer.close()
             return peer
 
-    peer = asyncio.run(run())
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.addFilter(SessionFilter())
+    handler.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger("avatar.engine").addHandler(handler)
+    try:
+        peer = asyncio.run(run())
+    finally:
+        logging.getLogger("avatar.engine").removeHandler(handler)
     errors = [m["message"] for m in peer.received.messages if m.get("type") == "error"]
     assert errors and all("motion model failed" in e for e in errors)
+    failed = [r for r in records if "motion model failed" in r.getMessage()]
+    assert failed and {getattr(r, "session", None) for r in failed} == {peer.session}

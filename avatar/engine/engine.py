@@ -27,6 +27,7 @@ An :class:`~avatar.observe.Observer` (profiling) hears every stage; the default 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -99,7 +100,6 @@ class AvatarEngine:
         self._frame_out = asyncio.Event()
         self._faults: list[str] = []  # for the session's error events
         self._faults_total = 0
-        self._failures: list[Exception] = []  # for the log
 
     @property
     def stats(self) -> EngineStats:
@@ -212,9 +212,6 @@ class AvatarEngine:
                 batch.append(self._inbox.get_nowait())
             gen = self._generation
             jobs, end = await self._call(self._analyze, batch)
-            for exc in self._failures:  # logged here: the session's context names the session
-                log.error("motion model failed: %r (the avatar goes idle)", exc, exc_info=exc)
-            self._failures.clear()
             if gen == self._generation:
                 now = self.clock.now_ns()
                 for job in jobs:
@@ -242,13 +239,13 @@ class AvatarEngine:
         try:
             return self.analyze(*item)
         except Exception as exc:
-            self._failures.append(exc)
+            log.error("motion model failed: %r (the avatar goes idle)", exc, exc_info=exc)
             self._faults.append("motion model failed; the avatar is idle until new speech")
             self._faults_total += 1
         try:
             self._interrupt()
         except Exception as again:  # the reset runs no model; if it fails, the next block will
-            self._failures.append(again)
+            log.error("resetting the analysis failed too: %r", again)
         return []
 
     def analyze(self, samples: np.ndarray, rate: int, arrival_ns: int) -> list[FrameJob]:
@@ -342,7 +339,9 @@ class AvatarEngine:
         await self._out.put(frame)
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        """``fn`` in the executor, in this task's context (log lines name the session)."""
+        run = contextvars.copy_context().run
+        return await asyncio.get_running_loop().run_in_executor(self.executor, run, fn, *args)
 
 
 def _end_job() -> FrameJob:
