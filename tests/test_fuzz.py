@@ -55,6 +55,8 @@ def test_the_healthy_session_streamed_through_the_fuzz(harness: FuzzHarness) -> 
     stream = harness.healthy_stream()
     assert stream.connected
     assert stream.frames > 5 * stream.seconds, stream  # frames kept coming (not an fps target)
-    assert stream.max_gap_s < 1.0, stream
+    # never stalled: a gap this long would mean the server stopped serving it (the fuzzing client
+    # shares its process and GIL, so sub-second gaps say little; the script reports the real one)
+    assert stream.max_gap_s < 3.0, stream
     assert not harness.tally.server_errors, describe(harness.tally.server_errors)
     assert not harness.faults.tracebacks(), describe(harness.faults.tracebacks())
