@@ -95,3 +95,15 @@ def test_head_pose_moves_the_image(renderer) -> None:  # type: ignore[no-untyped
     m.head_pose = np.array([0.03, 0, 0.02, 0, 0, 0], np.float32)
     moved = renderer.render(m)
     assert np.abs(moved.astype(int) - still).mean() > 2
+
+
+def test_one_renderer_draws_for_several_sessions_at_once(renderer) -> None:  # type: ignore[no-untyped-def]
+    """The server shares one warp renderer per avatar between sessions on executor threads:
+    drawing keeps no state, so concurrent frames equal the same frames drawn one by one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    frames = [motion_frame(i, jawOpen=(i % 7) / 7, mouthFunnel=(i % 3) / 4) for i in range(24)]
+    alone = [renderer.render(m) for m in frames]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(renderer.render, frames * 4))
+    assert all(np.array_equal(a, b) for a, b in zip(alone * 4, together, strict=True))
