@@ -156,8 +156,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    import time
-
+    from avatar.clock import unix_time
     from avatar.server.auth import SECRET_ENV, load_secret, mint_token
 
     cfg = _config(args)
@@ -166,7 +165,7 @@ def cmd_token(args: argparse.Namespace) -> int:
         raise AvatarError(f"no secret: set {SECRET_ENV} (or server.auth.secret_file) to the "
                           "server's token secret")  # fmt: skip
     ttl = args.ttl if args.ttl is not None else cfg.server.auth.token_ttl_s
-    print(mint_token(secret, ttl, time.time(), args.subject))
+    print(mint_token(secret, ttl, unix_time(), args.subject))
     return 0
 
 

@@ -85,3 +85,9 @@ class SteppedClock:
     async def sleep_until(self, t_ns: int) -> None:
         async with self._moved:
             await self._moved.wait_for(lambda: self._now >= t_ns)
+
+
+def unix_time() -> float:
+    """Seconds since 1970: the package's one wall-clock read, for times that leave the process
+    (token expiry, TURN credentials). Servers take it injected; everything else uses a Clock."""
+    return time.time()

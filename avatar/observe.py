@@ -20,6 +20,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from avatar.clock import Clock
     from avatar.frames import VideoFrame
 
 
@@ -47,6 +50,22 @@ class Observer(Protocol):
     def done(self, frame: VideoFrame) -> None: ...
 
     def report(self, frames: bool = False) -> list[dict[str, Any]]: ...
+
+
+class TimedSpan:
+    """A span read on ``clock``; on exit its duration goes to ``add(name, ns)``."""
+
+    __slots__ = ("add", "clock", "name", "start")
+
+    def __init__(self, clock: Clock, name: str, add: Callable[[str, int], None]) -> None:
+        self.clock, self.name, self.add, self.start = clock, name, add, 0
+
+    def __enter__(self) -> object:
+        self.start = self.clock.now_ns()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.add(self.name, self.clock.now_ns() - self.start)
 
 
 class _NullSpan:

@@ -26,13 +26,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import cv2
 import numpy as np
 
+from avatar.compose.renderers import load_gan_backend
 from avatar.config import RenderConfig
 from avatar.face.store import load_avatar
 from avatar.frames import MotionFrame
 from avatar.motion.channels import BLENDSHAPE_INDEX as BI
 from avatar.motion.idle import IdleAnimator
 from avatar.render.base import Renderer
-from avatar.render.factory import load_gan_backend
 from avatar.render.gan import GanRenderer
 from avatar.render.warp import WarpRenderer
 

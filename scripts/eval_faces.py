@@ -27,6 +27,7 @@ from avatar.compose import contact
 from avatar.compose.faces import hopper_avatar
 from avatar.compose.offline import speech_frames
 from avatar.compose.render_eval import RenderEval, face_measures, summarise, trace_utterance
+from avatar.compose.renderers import load_renderer
 from avatar.config import Config, load_config
 from avatar.data.types import AlignedUtterance
 from avatar.face import mesh
@@ -35,7 +36,6 @@ from avatar.face.store import load_avatar
 from avatar.frames import MotionFrame, VideoFrame
 from avatar.motion.channels import BLENDSHAPE_INDEX, BLENDSHAPES, VISEMES
 from avatar.motion.runtime import load_motion_backend
-from avatar.render.factory import load_renderer
 from avatar.train.pipeline import human_sets
 
 SET = "human-opus"

@@ -18,9 +18,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from avatar.compose.render_eval import UtteranceTrace, summarise, trace_utterance
+from avatar.compose.renderers import load_renderer
 from avatar.config import load_config
 from avatar.motion.runtime import load_motion_backend
-from avatar.render.factory import load_renderer
 from avatar.train.corpus_build import load_utterances
 from avatar.train.pipeline import human_sets
 

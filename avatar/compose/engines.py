@@ -7,12 +7,12 @@ from concurrent.futures import Executor
 
 from avatar.backends.protocol import InferenceBackend
 from avatar.clock import Clock
+from avatar.compose.renderers import load_renderer
 from avatar.config import Config, RenderConfig
 from avatar.engine.engine import AvatarEngine
 from avatar.motion.runtime import load_motion_backend
 from avatar.observe import NULL_OBSERVER, Observer
 from avatar.render.base import Renderer
-from avatar.render.factory import load_renderer
 from avatar.server.app import EngineFactory
 
 

@@ -14,22 +14,8 @@ from typing import Any
 
 from avatar.clock import Clock
 from avatar.frames import VideoFrame
-from avatar.observe import Span
+from avatar.observe import Span, TimedSpan
 from avatar.profile.log import FrameRecord, ProfileLog, as_dict, record_from, summarize
-
-
-class _TimedSpan:
-    __slots__ = ("name", "profiler", "start")
-
-    def __init__(self, profiler: Profiler, name: str) -> None:
-        self.profiler, self.name, self.start = profiler, name, 0
-
-    def __enter__(self) -> object:
-        self.start = self.profiler.clock.now_ns()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.profiler.add(self.name, self.profiler.clock.now_ns() - self.start)
 
 
 class Profiler:
@@ -53,7 +39,7 @@ class Profiler:
         return self.clock.now_ns()
 
     def stage(self, name: str) -> Span:
-        return _TimedSpan(self, name)
+        return TimedSpan(self.clock, name, self.add)
 
     def add(self, name: str, ns: int) -> None:
         self._totals[name] = self._totals.get(name, 0) + ns

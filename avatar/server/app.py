@@ -30,7 +30,6 @@ import hmac
 import logging
 import os
 import secrets
-import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
@@ -42,7 +41,7 @@ from aiortc import RTCIceCandidate, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
 from avatar.audio.pcm import from_pcm16
-from avatar.clock import Clock
+from avatar.clock import Clock, unix_time
 from avatar.config import Config
 from avatar.engine.engine import AvatarEngine
 from avatar.errors import AudioInputError, AvatarError
@@ -71,6 +70,7 @@ from avatar.server.offer import (
 )
 from avatar.server.session import Session
 from avatar.tasks import spawn
+from avatar.units import NS_PER_S
 
 log = logging.getLogger("avatar.server")
 CONNECT_TIMEOUT_S = 30.0
@@ -91,9 +91,15 @@ class AvatarServer:
     ``engines`` (the composition root, ``avatar.compose.serve``, passes the real one)."""
 
     def __init__(
-        self, cfg: Config, engines: EngineFactory, clock: Clock, executor: Executor | None = None
+        self,
+        cfg: Config,
+        engines: EngineFactory,
+        clock: Clock,
+        executor: Executor | None = None,
+        wall: Callable[[], float] = unix_time,
     ) -> None:
         self.cfg, self.engines, self.clock = cfg, engines, clock
+        self.wall = wall  # Unix seconds: token expiry, TURN credentials
         sc, lim = cfg.server, cfg.server.limits
         workers = cfg.engine.workers or os.cpu_count() or 2
         self.executor = executor or ThreadPoolExecutor(workers, thread_name_prefix="engine")
@@ -167,7 +173,7 @@ class AvatarServer:
     async def ice(self, request: web.Request) -> web.Response:
         """ICE servers for the page (TURN credentials are worth a token)."""
         self._authenticate(request)
-        servers = ice_servers_for_page(self.cfg.server, time.time())
+        servers = ice_servers_for_page(self.cfg.server, self.wall())
         return web.json_response({"iceServers": servers})
 
     async def health(self, request: web.Request) -> web.Response:
@@ -236,7 +242,7 @@ class AvatarServer:
                 )
         finally:
             self.metrics.collector.building -= 1
-        pc = RTCPeerConnection(rtc_configuration(cfg.server, time.time()))
+        pc = RTCPeerConnection(rtc_configuration(cfg.server, self.wall()))
         session = Session(
             sid, pc, engine, self.clock, self.executor, avatar=avatar, mic=mic,
             stats_interval_s=cfg.server.stats_interval_s, observer=observer,
@@ -318,9 +324,10 @@ class AvatarServer:
         self.draining = self.metrics.collector.draining = True
         for s in list(self.sessions.values()):
             s.send({"type": "shutdown", "within_s": timeout_s})
-        deadline = time.monotonic() + timeout_s
-        while self.sessions and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
+        step = NS_PER_S // 5
+        deadline = self.clock.now_ns() + round(timeout_s * NS_PER_S)
+        while self.sessions and self.clock.now_ns() < deadline:
+            await self.clock.sleep_until(self.clock.now_ns() + step)
         await self._shutdown(None)
 
     async def _shutdown(self, app: web.Application | None) -> None:
@@ -369,7 +376,7 @@ class AvatarServer:
             raise RequestError("this server needs a token: Authorization: Bearer <token> "
                                "(mint one with `avatar token`)", 401)  # fmt: skip
         assert self.secret is not None
-        verify_token(self.secret, token, time.time())
+        verify_token(self.secret, token, self.wall())
 
     # -- WebSockets -----------------------------------------------------------------------
 

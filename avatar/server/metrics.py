@@ -26,12 +26,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from avatar.clock import Clock
-from avatar.observe import Span
+from avatar.observe import Span, TimedSpan
 from avatar.units import NS_PER_S
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from avatar.frames import VideoFrame
     from avatar.server.session import Session
 
@@ -134,22 +132,6 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return g
 
 
-class _StageSpan:
-    __slots__ = ("_metrics", "_name", "_start")
-
-    def __init__(self, metrics: StageMetrics, name: str) -> None:
-        self._metrics, self._name, self._start = metrics, name, 0
-
-    def __enter__(self) -> object:
-        self._start = self._metrics.clock.now_ns()
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._metrics.observe(self._name, self._metrics.clock.now_ns() - self._start)
-
-
 class StageMetrics:
     """An observer (see :mod:`avatar.observe`) that feeds per-stage latency histograms and the
     end-to-end latency (an audio sample in -> its frame sent). Shared by every session."""
@@ -178,7 +160,7 @@ class StageMetrics:
         return self.clock.now_ns()
 
     def stage(self, name: str) -> Span:
-        return _StageSpan(self, name)
+        return TimedSpan(self.clock, name, self.observe)
 
     def take(self) -> dict[str, int]:
         return {}
