@@ -126,7 +126,7 @@ def cmd_eval_motion(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
 
-    from avatar.compose.serve import serve
+    from avatar.compose.serve import serve, serve_worker
 
     overrides = list(args.set)
     if args.host:
@@ -144,10 +144,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.udp_ports:
         lo, _, hi = args.udp_ports.partition("-")
         overrides.append(f"server.udp_ports=[{lo}, {hi or lo}]")
+    if args.workers:
+        overrides.append(f"server.workers={args.workers}")
     cfg = load_config(args.config, overrides)
     from avatar.server.logs import setup_logging
 
     setup_logging(cfg.server.log_format, args.verbose)
+    if args.worker_of is not None:  # started by a front (avatar.server.workers)
+        asyncio.run(serve_worker(cfg, args.worker_index, args.worker_socket, args.worker_of))
+        return 0
     try:
         asyncio.run(serve(cfg))
     except OSError as e:  # port in use, address not available
@@ -235,6 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     sv.add_argument("--ice-public-ip", help="public address written into candidates (1:1 NAT)")
     sv.add_argument("--udp-ports", metavar="LOW-HIGH", help="UDP port range for ICE sockets")
+    sv.add_argument(
+        "--workers", metavar="N|auto",
+        help="session processes behind one front (default 1: this process; auto = one per CPU)",
+    )  # fmt: skip
+    for flag, kind in (("--worker-of", int), ("--worker-index", int), ("--worker-socket", Path)):
+        sv.add_argument(flag, type=kind, help=argparse.SUPPRESS)  # a front starts its workers
     sv.add_argument(
         "--profile", action="store_true",
         help="latency profiling: per-frame stage times to the page (overlay), sync marker on",

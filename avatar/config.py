@@ -5,6 +5,7 @@ Overrides use dotted keys: ``load_config(overrides=["motion.fps=30", "vad.aggres
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -75,6 +76,15 @@ class RenderConfig(_Section):
     idle_seed: int = 0  # blinks and head sway are reproducible from this
 
 
+class BatchConfig(_Section):
+    """Cross-session batching: one worker per model runs the due calls of all sessions as one
+    batch (:mod:`avatar.backends.batching`), for the motion model and the GAN renderer."""
+
+    enabled: bool = False
+    max_batch: int = Field(default=8, ge=1, le=32)  # rows per call; 32 = the TensorRT profiles'
+    max_wait_ms: float = Field(default=2.0, ge=0, le=40)  # oldest call waits this long at most
+
+
 class EngineConfig(_Section):
     """The real-time loop: queue bounds, the late-frame policy and the silence gate."""
 
@@ -87,6 +97,7 @@ class EngineConfig(_Section):
     workers: int = Field(default=0, ge=0)  # executor threads for all sessions; 0 = CPU count
     tick_phase: bool = True  # live: move the ticks to just after frames become ready
     sync_marker: bool = False  # white corner square on frames whose audio is loud (sync checks)
+    batch: BatchConfig = BatchConfig()
 
 
 class IceServer(_Section):
@@ -95,6 +106,15 @@ class IceServer(_Section):
     urls: list[str]
     username: str | None = None
     credential: str | None = None
+
+
+class EncoderConfig(_Section):
+    """Options over aiortc's for the video encoders (libvpx / libx264 names). aiortc's are for
+    camera video: the rendered face has no noise to remove, and x264's default preset costs
+    ~6x superfast (``scripts/bench_encoders.py``)."""
+
+    vp8: dict[str, str] = {"noise-sensitivity": "0", "cpu-used": "-12"}
+    h264: dict[str, str] = {"preset": "superfast"}
 
 
 class AuthConfig(_Section):
@@ -135,7 +155,13 @@ class ServerConfig(_Section):
     ice_public_ip: str | None = None  # replaces the host address in offered candidates (1:1 NAT)
     udp_ports: tuple[int, int] | None = None  # ICE sockets bind inside this range
     audio_jitter_packets: int = Field(default=0, ge=0, le=15)  # aiortc's stock buffer holds 4
-    max_sessions: int = Field(default=8, ge=1)
+    # the playout-delay RTP header extension on our video (min, max ms; Chrome honours it):
+    # (0, 0) = render each frame as soon as it is decoded; None = do not negotiate it
+    playout_delay_ms: tuple[int, int] | None = (0, 0)
+    max_sessions: int = Field(default=8, ge=1)  # per process (per worker with ``workers`` > 1)
+    # processes holding sessions: 1 = this process alone; N or "auto" (one per CPU) = a front
+    # process (HTTP, routing) and N worker processes (docs/deploy.md)
+    workers: int | Literal["auto"] = 1
     stats_interval_s: float = Field(default=1.0, gt=0)
     web_dir: str = ""  # the JS client and pages; "" = web/ next to the package
     profile: bool = False  # per-frame stage timing; live numbers and overlay on the page
@@ -146,8 +172,16 @@ class ServerConfig(_Section):
     reap_s: float = Field(default=8.0, ge=2)  # a connected peer silent this long is gone
     drain_s: float = Field(default=30.0, ge=0)  # on SIGTERM: sessions may finish this long
     log_format: Literal["text", "json"] = "text"
+    encoder: EncoderConfig = EncoderConfig()
     auth: AuthConfig = AuthConfig()
     limits: LimitsConfig = LimitsConfig()
+
+    @field_validator("workers")
+    @classmethod
+    def _workers_ok(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError('workers must be at least 1, or "auto" (one per CPU)')
+        return v
 
 
 class Config(_Section):
@@ -174,7 +208,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     tree: dict[str, Any] = {}
     src = Path(path) if path else DEFAULT_CONFIG
     if src.exists():
-        loaded = yaml.safe_load(src.read_text()) or {}
+        text = src.read_text()  # JSON: what a front writes for its workers (exact floats)
+        loaded = (json.loads(text) if src.suffix == ".json" else yaml.safe_load(text)) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{src}: expected a mapping at the top level")
         tree = loaded

@@ -1,11 +1,14 @@
 """Largest number of concurrent live sessions this machine holds, against an encode-only baseline.
 
-    python scripts/bench_sessions.py [--seconds 10] [--max 12] [--size 512]
+    python scripts/bench_sessions.py [--seconds 10] [--max 12] [--size 512] [--processes 1,2]
+                                     [--batch]
 
 Each session is the server's per-peer work in real time (avatar.compose.capacity: engine +
-colour conversion + aiortc's VP8 encoder, no network). Prints, for N = 1, 2, ... until more than
-1 % of frames are late: late share, CPU per session (share of one core) and, for the avatar
-sessions, per-stage p50 ms; then both capacities and their ratio.
+colour conversion + aiortc's VP8 encoder with the server's settings, no network). For each
+process count (``avatar serve --workers K`` spreads sessions over K processes the same way) it
+prints, for N = 1, 2, ... until more than 1 % of frames are late: late share, CPU per session
+(share of one core) and, for the avatar sessions, per-stage p50 ms; then the capacities and their
+ratios. ``--batch`` adds avatar runs with cross-session batching (``engine.batch.enabled``).
 """
 
 from __future__ import annotations
@@ -14,11 +17,30 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
-from avatar.compose.capacity import find_capacity
+from avatar.compose.capacity import RunResult, find_capacity
 from avatar.compose.profile import machine
 from avatar.config import load_config
 from avatar.profile.log import STAGES
+
+
+def show(kind: str, best: int, runs: list[RunResult], static: bool) -> None:
+    print(f"\n{kind} sessions")
+    print("  N  late %  CPU/session" + ("".join(f"{s:>9}" for s in STAGES) if not static else ""))
+    for r in runs:
+        stages = "".join(
+            f"{(r.stages.get(s) or {}).get('p50', float('nan')):9.2f}" for s in STAGES
+        ) if not static else ""  # fmt: skip
+        print(
+            f"{r.sessions:3d} {100 * r.late_share:7.2f} {100 * r.cpu_per_session:10.1f} %{stages}"
+        )
+    print(f"=> {kind}: {best} sessions with <= 1 % late frames")
+
+
+def as_json(r: RunResult) -> dict[str, Any]:
+    return {"sessions": r.sessions, "late_share": r.late_share,
+            "cpu_per_session": r.cpu_per_session, "stages": r.stages}  # fmt: skip
 
 
 def main() -> int:
@@ -26,37 +48,33 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--max", type=int, default=12)
     ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--processes", default="1", help="process counts to try, e.g. 1,2")
+    ap.add_argument("--batch", action="store_true", help="also run avatar sessions batched")
     ap.add_argument("--out", type=Path, help="also write the numbers as JSON")
     args = ap.parse_args()
     cfg = load_config(overrides=[f"render.size={args.size}"])
+    batched = load_config(overrides=[f"render.size={args.size}", "engine.batch.enabled=true"])
     print(f"machine: {machine()}; {args.size}x{args.size} at {cfg.motion.fps:g} fps, "
           f"{args.seconds:g} s per run")  # fmt: skip
-    result = {}
-    for kind, static in (("avatar", False), ("encode-only", True)):
-        best, runs = find_capacity(cfg, args.seconds, args.max, static=static)
-        print(f"\n{kind} sessions")
-        head = "  N  late %  CPU/session" + (
-            "".join(f"{s:>9}" for s in STAGES) if not static else ""
-        )
-        print(head)
-        for r in runs:
-            stages = "".join(
-                f"{(r.stages.get(s) or {}).get('p50', float('nan')):9.2f}" for s in STAGES
-            ) if not static else ""  # fmt: skip
-            print(f"{r.sessions:3d} {100 * r.late_share:7.2f} {100 * r.cpu_per_session:10.1f} %"
-                  f"{stages}")  # fmt: skip
-        print(f"=> {kind}: {best} sessions with <= 1 % late frames")
-        result[kind] = {"capacity": best, "runs": [
-            {"sessions": r.sessions, "late_share": r.late_share,
-             "cpu_per_session": r.cpu_per_session, "stages": r.stages} for r in runs]}  # fmt: skip
-    a, e = result["avatar"]["capacity"], result["encode-only"]["capacity"]
-    cpu_a = result["avatar"]["runs"][0]["cpu_per_session"]
-    cpu_e = result["encode-only"]["runs"][0]["cpu_per_session"]
-    print(
-        f"\ncapacity avatar / encode-only: {a} / {e} = {a / max(e, 1):.2f}; "
-        f"CPU per session at N=1: {100 * cpu_a:.1f} % vs {100 * cpu_e:.1f} % of a core "
-        f"(x{cpu_a / max(cpu_e, 1e-9):.2f})"
-    )
+    result: dict[str, Any] = {}
+    for k in [int(x) for x in args.processes.split(",")]:
+        variants = [("avatar", cfg, False)] + ([("avatar batched", batched, False)] if args.batch
+                                               else []) + [("encode-only", cfg, True)]  # fmt: skip
+        for kind, conf, static in variants:
+            name = f"{kind}, {k} process{'es' if k > 1 else ''}"
+            best, runs = find_capacity(conf, args.seconds, args.max, static=static, processes=k)
+            show(name, best, runs, static)
+            result[name] = {"capacity": best, "processes": k, "runs": [as_json(r) for r in runs]}
+    print()
+    for name, r in result.items():
+        if name.startswith("encode-only"):
+            continue
+        base = result[f"encode-only, {name.split(', ')[1]}"]
+        cpu_a, cpu_e = r["runs"][0]["cpu_per_session"], base["runs"][0]["cpu_per_session"]
+        print(f"capacity {name} / encode-only: {r['capacity']} / {base['capacity']} = "
+              f"{r['capacity'] / max(base['capacity'], 1):.2f}; CPU per session at N=1: "
+              f"{100 * cpu_a:.1f} % vs {100 * cpu_e:.1f} % of a core "
+              f"(x{cpu_a / max(cpu_e, 1e-9):.2f})")  # fmt: skip
     if args.out:
         args.out.write_text(json.dumps({"machine": machine(), **result}, indent=1))
     return 0

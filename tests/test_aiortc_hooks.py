@@ -12,20 +12,25 @@ from typing import Any
 
 import numpy as np
 import pytest
-from aiortc import RTCPeerConnection, RTCRtpCodecParameters
+from aiortc import RTCPeerConnection, RTCRtpCodecParameters, RTCSessionDescription
 from aiortc.rtcrtpsender import RTCRtpSender
 
 from avatar.clock import MonotonicClock
+from avatar.errors import ConfigError
 from avatar.frames import FrameTiming, VideoFrame
 from avatar.profile.profiler import Profiler
 from avatar.server import aiortc_hooks
 from avatar.server.aiortc_hooks import (
     JITTER_BUFFER_ATTR,
+    PLAYOUT_DELAY_URI,
     HookError,
     check_hooks,
+    playout_delay_bytes,
+    read_playout_delay,
     shorten_audio_jitter_buffer,
     time_sender,
 )
+from avatar.server.client import AvatarPeer
 from avatar.server.tracks import EngineVideoTrack
 
 
@@ -89,3 +94,114 @@ def test_the_sender_hook_times_encode_and_send_of_real_frames() -> None:
     for r in done:
         assert {"colour", "encode", "send"} <= set(r.stages) and "out" in r.waits
         assert all(v >= 0 for v in r.stages.values())
+
+
+def test_playout_delay_bytes_round_trip() -> None:
+    from aiortc.rtp import RtpPacket
+
+    for lo, hi in [(0, 0), (0, 100), (40, 40950)]:
+        packet = RtpPacket(payload_type=96, sequence_number=1, timestamp=2)
+        table = aiortc_hooks._PlayoutDelayMap(playout_delay_bytes(lo, hi))
+        table.configure(_params_with(PLAYOUT_DELAY_URI, 6))
+        assert read_playout_delay(packet.serialize(table), 6) == (lo, hi)
+    with pytest.raises(ConfigError):
+        playout_delay_bytes(50, 10)
+
+
+def _params_with(uri: str, ext_id: int) -> Any:
+    from aiortc import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+
+    return RTCRtpParameters(headerExtensions=[RTCRtpHeaderExtensionParameters(ext_id, uri)])
+
+
+@pytest.mark.slow
+def test_playout_delay_is_negotiated_and_on_every_video_packet() -> None:
+    """A real server and aiortc peer: the answer accepts the offer's playout-delay extension
+    for video only, and every video packet the peer receives carries min = max = 0."""
+    from tests.test_server import running_server, speech
+
+    async def run(*overrides: str) -> tuple[str, list[tuple[int, Any]]]:
+        async with running_server("render.size=256", *overrides) as (url, _):
+            peer = AvatarPeer(url, speech(3.0), summarize=lambda _: None)
+            answer = await peer.send_offer()
+            seen: list[tuple[int, Any]] = []  # (payload type, playout delay) per packet
+            ext_id = _extmap_id(answer["sdp"], PLAYOUT_DELAY_URI) or 6
+            dtls = peer.pc.getTransceivers()[0].receiver.transport
+            original = dtls._handle_rtp_data
+
+            async def record(data: bytes, arrival_time_ms: int) -> None:
+                seen.append((data[1] & 0x7F, read_playout_delay(data, ext_id)))
+                await original(data, arrival_time_ms)
+
+            dtls._handle_rtp_data = record
+            await peer.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+            await asyncio.wait_for(peer.connected.wait(), 20)
+            await asyncio.sleep(2.0)
+            await peer.close()
+            return answer["sdp"], seen
+
+    sdp, seen = asyncio.run(run())
+    video_pt, audio_pt = _payload_type(sdp, "video"), _payload_type(sdp, "audio")
+    video = [d for pt, d in seen if pt == video_pt]
+    audio = [d for pt, d in seen if pt == audio_pt]
+    assert _extmap_id(sdp.split("m=video")[1], PLAYOUT_DELAY_URI)
+    assert PLAYOUT_DELAY_URI not in sdp.split("m=video")[0]  # not on audio
+    assert len(video) > 25 and set(video) == {(0, 0)}
+    assert audio and set(audio) == {None}
+
+    sdp, seen = asyncio.run(run("server.playout_delay_ms=null"))
+    assert PLAYOUT_DELAY_URI not in sdp and seen and {d for _, d in seen} == {None}
+
+
+def _extmap_id(sdp: str, uri: str) -> int | None:
+    for line in sdp.splitlines():
+        if line.startswith("a=extmap:") and line.endswith(" " + uri):
+            return int(line[len("a=extmap:") :].split()[0].split("/")[0])
+    return None
+
+
+def _payload_type(sdp: str, kind: str) -> int:
+    media = sdp.split(f"m={kind}")[1].splitlines()[0]
+    return int(media.split()[2])
+
+
+@pytest.mark.parametrize("mime", ["video/VP8", "video/H264"])
+def test_tuned_encoders_give_the_codec_our_options_over_aiortcs(mime: str) -> None:
+    import aiortc.rtcrtpsender
+
+    from avatar.config import EncoderConfig
+    from avatar.server.aiortc_hooks import make_encoder, tune_encoders
+    from avatar.server.tracks import rgb_to_video_frame
+
+    cfg = EncoderConfig()
+    tune_encoders(cfg)
+    assert aiortc.rtcrtpsender.get_encoder is make_encoder  # what every sender now calls
+    codec = RTCRtpCodecParameters(mimeType=mime, clockRate=90000, payloadType=96)
+    encoder = make_encoder(codec)
+    given: list[dict[str, str]] = []
+    ctx_class = type(encoder).codec  # the property aiortc's `self.codec = ...` goes through
+    yy, xx = np.mgrid[:128, :128]
+    for i in range(5):
+        image = np.stack([(xx + 9 * i) % 256, yy, (xx + yy) % 256], -1).astype(np.uint8)
+        payloads, _ = encoder.encode(rgb_to_video_frame(image, i * 40_000_000))
+        if i == 0:
+            given.append(dict(encoder.codec._tuning))  # type: ignore[attr-defined]
+        assert payloads
+    ours = cfg.vp8 if mime == "video/VP8" else cfg.h264
+    assert isinstance(ctx_class, property) and given == [ours]
+    # the codec opened and took every option we gave (what it did not take stays listed)
+    left = encoder.codec.options  # type: ignore[attr-defined]
+    assert encoder.codec.is_open and not set(ours) & set(left)  # type: ignore[attr-defined]
+
+
+def test_a_tuned_context_merges_our_options_over_the_ones_aiortc_sets() -> None:
+    class Ctx:
+        def __init__(self) -> None:
+            self.options: dict[str, str] = {}
+            self.width = 0
+
+    ctx = Ctx()
+    tuned = aiortc_hooks._TunedContext(ctx, {"cpu-used": "-12"})
+    tuned.options = {"cpu-used": "-6", "deadline": "realtime"}
+    tuned.width = 64
+    assert ctx.options == {"cpu-used": "-12", "deadline": "realtime"} and ctx.width == 64

@@ -98,6 +98,17 @@ def test_onnx_export_matches_torch(tmp_path: Path) -> None:
         for name, r in zip(ort.output_names, ref, strict=True):
             # two runtimes' kernels (MLAS vs torch's BLAS, fused Gelu): ~1e-6 typical
             np.testing.assert_allclose(got[name], r.numpy(), atol=1e-4, rtol=1e-3)
+    # the batch axis is dynamic too (axis 1 of the caches): three streams of different ages
+    mel = torch.randn(3, 4, SMALL.n_mels)
+    state = model.initial_state(3)
+    state["cache_valid"][1, -5:] = 1.0
+    state["cache_valid"][2] = 1.0
+    state["k_cache"].normal_()
+    with torch.no_grad():
+        ref = model(mel, **state)
+    got = ort.run({"mel": mel.numpy(), **{k: v.numpy() for k, v in state.items()}})
+    for name, r in zip(ort.output_names, ref, strict=True):
+        np.testing.assert_allclose(got[name], r.numpy(), atol=1e-4, rtol=1e-3)
 
 
 @pytest.mark.skipif(not (WEIGHTS / "motion.onnx").exists(), reason="no committed weights yet")

@@ -241,6 +241,13 @@ export interface ConnectOptions {
   token?: string;
   /** Subscribe to per-frame 'blendshapes' events from the start. Default false. */
   blendshapes?: boolean;
+  /**
+   * Jitter-buffer targets for the received audio and video in milliseconds, set on the receivers
+   * (`jitterBufferTarget`, or `playoutDelayHint` where only that exists); null leaves the browser's
+   * own choice. Default `{audio: null, video: 0}`: video is shown as soon as it is decoded (the
+   * server also sends the playout-delay RTP extension), audio keeps the browser's adaptive buffer.
+   */
+  jitterBuffer?: {audio?: number | null; video?: number | null};
   /** Aborts connecting; connect() then rejects with the signal's reason. No effect afterwards. */
   signal?: AbortSignal;
   /**
@@ -324,6 +331,11 @@ export class AvatarClient {
   readonly videoTrack: MediaStreamTrack;
   /** The received speech audio track (the speech, delayed to match the video). */
   readonly audioTrack: MediaStreamTrack;
+  /** Which receiver property took each jitter-buffer target (null: none set or none supported). */
+  readonly jitterBuffer: {
+    audio: 'jitterBufferTarget' | 'playoutDelayHint' | null;
+    video: 'jitterBufferTarget' | 'playoutDelayHint' | null;
+  };
   /** The server base URL (a directory URL). */
   readonly url: string;
   /** True between 'speech_start' and 'speech_end'. */

@@ -28,6 +28,8 @@ const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /** Module-private: constructors are reached only through the static factories. */
 const FACTORY = Symbol('factory');
+// Receiver jitter-buffer targets (ms; null = the browser's choice): see `jitterBuffer` in connect().
+const DEFAULT_JITTER_BUFFER = Object.freeze({audio: null, video: 0});
 
 /**
  * An Error with a machine-readable `code`, so callers can react to, say, a denied microphone
@@ -174,6 +176,30 @@ function preferVideoCodec(transceiver, codec) {
  * does not answer can stall gathering for many seconds; after the timeout the offer goes out with
  * what is there, and later candidates follow over the WebSocket.
  */
+/**
+ * Ask a receiver to hold `ms` milliseconds in its jitter buffer (null: leave the browser's own
+ * choice). `jitterBufferTarget` (ms) is the standard; older Chromium has `playoutDelayHint`
+ * (seconds). Returns the property used, or null when the browser has neither.
+ */
+function setReceiverDelay(receiver, ms) {
+  if (ms === null || ms === undefined) return null;
+  const value = Math.max(0, Number(ms));
+  if (!Number.isFinite(value)) throw new AvatarError('bad-option', `jitterBuffer wants milliseconds, not ${JSON.stringify(ms)}`);
+  try {
+    if ('jitterBufferTarget' in receiver) {
+      receiver.jitterBufferTarget = value;
+      return 'jitterBufferTarget';
+    }
+    if ('playoutDelayHint' in receiver) {
+      receiver.playoutDelayHint = value / 1000;
+      return 'playoutDelayHint';
+    }
+  } catch {
+    // a browser that has the property but refuses the value keeps its own choice
+  }
+  return null;
+}
+
 function waitForIceGathering(pc, ms) {
   if (pc.iceGatheringState === 'complete') return Promise.resolve(true);
   return new Promise((resolve) => {
@@ -295,6 +321,7 @@ export class AvatarClient extends Emitter {
       iceServers,
       token,
       blendshapes = false,
+      jitterBuffer = DEFAULT_JITTER_BUFFER,
       signal,
       timeout = 15000,
       iceGatheringTimeout = 2000,
@@ -332,7 +359,7 @@ export class AvatarClient extends Emitter {
       // The permission prompt may take the user any time; the timeout starts after it.
       signal?.throwIfAborted();
       const servers = iceServers ?? (await serverIceServers(base, token, signal));
-      await client.#start({avatar, videoCodec, iceServers: servers, blendshapes, signal, timeout, iceGatheringTimeout, websocket});
+      await client.#start({avatar, videoCodec, iceServers: servers, blendshapes, jitterBuffer, signal, timeout, iceGatheringTimeout, websocket});
     } catch (err) {
       client.#teardown();
       throw err;
@@ -340,7 +367,7 @@ export class AvatarClient extends Emitter {
     return client;
   }
 
-  async #start({avatar, videoCodec, iceServers, blendshapes, signal, timeout, iceGatheringTimeout, websocket}) {
+  async #start({avatar, videoCodec, iceServers, blendshapes, jitterBuffer, signal, timeout, iceGatheringTimeout, websocket}) {
     // Everything that can end the setup early (user abort, timeout, connection failure, a server
     // error message, the channel closing) aborts this controller; every wait races against it.
     const setup = (this.#setupAbort = new AbortController());
@@ -382,6 +409,10 @@ export class AvatarClient extends Emitter {
       this.videoTrack = videoTransceiver.receiver.track;
       this.audioTrack = audioTransceiver.receiver.track;
       this.stream = new MediaStream([this.videoTrack, this.audioTrack]);
+      this.jitterBuffer = {
+        audio: setReceiverDelay(audioTransceiver.receiver, jitterBuffer?.audio),
+        video: setReceiverDelay(videoTransceiver.receiver, jitterBuffer?.video),
+      };
 
       await race(pc.setLocalDescription(await race(pc.createOffer())));
       await race(waitForIceGathering(pc, iceGatheringTimeout));

@@ -423,6 +423,7 @@ async function start() {
       avatar: ui.avatar.value || undefined,
       codec: ui.codec.value || undefined,
       blendshapes: ui.blendToggle.checked,
+      jitterBuffer: jitterBufferParams(new URLSearchParams(location.search)),
       // a server that requires tokens: open the page as ...?token=<avatar token>
       token: new URLSearchParams(location.search).get('token') || undefined,
       signal: abort.signal,
@@ -472,7 +473,7 @@ async function start() {
     profileOn = true;
     updateProfileVisibility();
   }
-  if (probe) startProbe(probe, session.info);
+  if (probe) startProbe(probe, session);
   stopSession = () => {
     stopCounting?.();
     stopStats();
@@ -487,7 +488,8 @@ async function start() {
 }
 
 /** Time the beeps on screen: needs the marker square a server in profile mode paints. */
-function startProbe(probe, info) {
+function startProbe(probe, client) {
+  const info = client.info;
   const marker = info?.marker;
   if (!marker) {
     const why = 'The server paints no marker (start it with avatar serve --profile): the probe beeps but cannot time anything.';
@@ -498,6 +500,7 @@ function startProbe(probe, info) {
   probe.on('sample', showE2E);
   probe.on('missed', showE2E);
   probe.watch(ui.video, marker, info.size || 512);
+  probe.listen(client.audioTrack);
   showE2E();
 }
 
@@ -532,6 +535,16 @@ async function loadAvatars() {
   } catch (err) {
     showError(`Could not list avatars: ${err.message}`);
   }
+}
+
+/** `?jb_audio=ms&jb_video=ms` (`off`: the browser's choice); absent: the client's default. */
+function jitterBufferParams(params) {
+  if (!params.has('jb_audio') && !params.has('jb_video')) return undefined;
+  const read = (name) => {
+    const v = params.get(name);
+    return v === null || v === '' || v === 'off' ? null : Number(v);
+  };
+  return {audio: read('jb_audio'), video: read('jb_video')};
 }
 
 async function init() {

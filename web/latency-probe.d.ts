@@ -63,6 +63,11 @@ export interface LatencyStats {
    * about 0.05-0.1; far more means the corner is light for other reasons and samples are unreliable.
    */
   markedShare: number | null;
+  /**
+   * After {@link LatencyProbe.listen}: received audio minus displayed frame for each beep, ms
+   * (positive: the sound trails the picture; the AudioContext's output latency included).
+   */
+  avOffset: {count: number; p50: number | null; mean: number | null};
 }
 
 /** Event names of {@link LatencyProbe} and what their listeners receive. */
@@ -116,6 +121,11 @@ export class LatencyProbe {
   watch(video: HTMLVideoElement, marker: ProfileMarker, videoSize?: number): void;
   /** Stop reading the video; beeping goes on. */
   unwatch(): void;
+  /**
+   * Detect the beeps coming back in the avatar's received audio (`avatar.audioTrack`, playing in a
+   * media element) for `stats().avOffset`.
+   */
+  listen(track: MediaStreamTrack): void;
 
   /** Percentiles and counts of the samples so far. */
   stats(): LatencyStats;

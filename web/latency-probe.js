@@ -27,6 +27,9 @@
  *   `expectedDisplayTime` minus the onset time is one end-to-end sample.
  *
  * Both ends are on the page's performance.now() clock; no server number is involved.
+ * - A/V offset (optional, `listen(avatar.audioTrack)`): a second onset detector on the received
+ *   audio finds each beep coming back; its time plus the context's output latency, minus the
+ *   marked frame's display time, is how far the sound trails (positive) or leads the picture.
  *
  * Exports: LatencyProbe (see latency-probe.d.ts).
  */
@@ -141,6 +144,9 @@ export class LatencyProbe extends Emitter {
   #nextBeep = 0;
   #pending = []; // onset times (performance.now() ms) waiting for their marked frame
   #watch = null; // {video, cancel}
+  #marks = []; // {onsetTime, frameTime} of each sample, for the A/V offset
+  #echoes = []; // times the beeps came back in the received audio (listen())
+  #listener = null; // {source, detector, mute}
   #recent = []; // marked or not, for the last RECENT_FRAMES presented frames
   #closed = false;
 
@@ -380,7 +386,53 @@ export class LatencyProbe extends Emitter {
       return;
     }
     this.samples.push(ms);
+    this.#marks.push({onsetTime, frameTime});
+    if (this.#marks.length > 1000) this.#marks.shift();
     this[EMIT]('sample', {ms, onsetTime, frameTime, count: this.samples.length, skippedFrames});
+  }
+
+  /**
+   * Detect the beeps in the avatar's received audio (`avatar.audioTrack`, which must also play in
+   * a media element), for `stats().avOffset`.
+   * @param {MediaStreamTrack} track
+   */
+  listen(track) {
+    if (this.#closed) throw new Error('This LatencyProbe is closed');
+    this.#unlisten();
+    const {gain} = this.#options;
+    const source = new MediaStreamAudioSourceNode(this.context, {mediaStream: new MediaStream([track])});
+    const detector = new AudioWorkletNode(this.context, WORKLET_NAME, {
+      numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [1],
+      processorOptions: {threshold: gain * 0.1, quietMs: QUIET_MS},
+    });
+    const mute = new GainNode(this.context, {gain: 0}); // pulled by the graph, heard by nobody
+    source.connect(detector).connect(mute).connect(this.context.destination);
+    detector.port.onmessage = (event) => {
+      const rate = event.data.sampleRate || this.context.sampleRate;
+      const out = (this.context.baseLatency || 0) + (this.context.outputLatency || 0);
+      this.#echoes.push(performance.now() + (event.data.offset / rate + out) * 1000);
+      if (this.#echoes.length > 1000) this.#echoes.shift();
+    };
+    this.#listener = {source, detector, mute};
+  }
+
+  #unlisten() {
+    if (!this.#listener) return;
+    const {source, detector, mute} = this.#listener;
+    detector.port.postMessage('stop');
+    detector.port.onmessage = null;
+    for (const node of [source, detector, mute]) node.disconnect();
+    this.#listener = null;
+  }
+
+  /** Received-audio beep minus displayed frame, ms, for each sample whose beep came back. */
+  #avOffsets() {
+    const out = [];
+    for (const {onsetTime, frameTime} of this.#marks) {
+      const echo = this.#echoes.find((t) => t > onsetTime && t < onsetTime + this.#options.windowMs);
+      if (echo !== undefined) out.push(echo - frameTime);
+    }
+    return out.sort((a, b) => a - b);
   }
 
   /** Stop reading the video (beeps go on; onsets are no longer counted). */
@@ -396,12 +448,16 @@ export class LatencyProbe extends Emitter {
    * beeps and `markedShare`: the share of the last 100 frames with a white marker (null before 25
    * frames). Beeps light 2-3 frames in 30-45; a share far above 0.1 means the corner is white for
    * other reasons (a light avatar image there, or speech from an included microphone), and the
-   * samples cannot be trusted.
+   * samples cannot be trusted. `avOffset` (after `listen()`): `{count, p50, mean}` of received
+   * audio minus displayed frame per beep, ms (positive: the sound trails the picture).
    */
   stats() {
     const sorted = [...this.samples].sort((a, b) => a - b);
     const count = sorted.length;
+    const av = this.#avOffsets();
     return {
+      avOffset: {count: av.length, p50: percentile(av, 0.5),
+        mean: av.length ? av.reduce((a, b) => a + b, 0) / av.length : null},
       count,
       p50: percentile(sorted, 0.5),
       p95: percentile(sorted, 0.95),
@@ -417,6 +473,7 @@ export class LatencyProbe extends Emitter {
   close() {
     if (this.#closed) return;
     this.unwatch();
+    this.#unlisten();
     this.#closed = true;
     clearTimeout(this.#scheduler);
     const {oscillator, envelope, detector, destination, mic} = this.#nodes;

@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 
 Loader = Callable[[], InferenceBackend]
 TorchFactory = Callable[[], TorchBackend]
+# a TensorRT profile, or what computes it (only when TensorRT is tried: it may read the model)
+ShapeProfile = Mapping[str, ShapeRange] | Callable[[], Mapping[str, ShapeRange]]
 
 
 def backend_loaders(
@@ -24,14 +26,14 @@ def backend_loaders(
     torch_factory: TorchFactory | None = None,
     threads: int = 1,
     engine_cache_dir: Path | None = None,
-    trt_input_shapes: Mapping[str, ShapeRange] | None = None,
+    trt_input_shapes: ShapeProfile | None = None,
 ) -> dict[str, Loader]:
     """The real loader of every backend, for :func:`choose_backend`.
 
     ``onnx_path`` feeds TensorRT and onnxruntime; ``torch_factory`` (e.g. ``load_torch_backend``
     bound to a checkpoint) feeds both torch backends; ``trt_input_shapes`` is the TensorRT
-    profile, needed when the model has dynamic dimensions. A loader whose input is missing
-    raises :class:`BackendUnavailable`, so ``auto`` moves on.
+    profile, needed when the model has dynamic dimensions (or a function that returns it). A
+    loader whose input is missing raises :class:`BackendUnavailable`, so ``auto`` moves on.
     """
     return {
         "tensorrt": lambda: _load_tensorrt(onnx_path, engine_cache_dir, trt_input_shapes),
@@ -106,9 +108,11 @@ def _load_torch_cuda(factory: TorchFactory | None) -> TorchCudaBackend:
 def _load_tensorrt(
     onnx_path: Path | None,
     cache_dir: Path | None,
-    input_shapes: Mapping[str, ShapeRange] | None,
+    input_shapes: ShapeProfile | None,
 ) -> InferenceBackend:
     trt.import_tensorrt()  # fail fast, before hashing the model
     cache_dir = cache_dir or trt.default_engine_cache_dir()
+    if callable(input_shapes):
+        input_shapes = input_shapes()
     engine = trt.build_tensorrt_engine(_need_onnx(onnx_path), cache_dir, input_shapes=input_shapes)
     return trt.TensorRTBackend(engine)

@@ -12,23 +12,25 @@ client side are not included.
 from __future__ import annotations
 
 import asyncio
-import os
+import multiprocessing
 import resource
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from avatar.clock import MonotonicClock
-from avatar.compose.engines import build_engine
+from avatar.compose.engines import Batchers, build_engine, executor_workers
 from avatar.compose.profile import feed_realtime, session_speech
 from avatar.config import Config
 from avatar.engine.engine import AvatarEngine
 from avatar.frames import FrameTiming, VideoFrame
 from avatar.profile.log import FrameRecord, summarize
 from avatar.profile.profiler import Profiler
+from avatar.server.aiortc_hooks import tune_encoders
 from avatar.server.tracks import FrameEncoder
 from avatar.tasks import cancel, spawn
 from avatar.units import NS_PER_S
@@ -106,25 +108,35 @@ async def _static_session(
     return sent + late, late
 
 
-def run_sessions(cfg: Config, n: int, seconds: float, static: bool = False) -> RunResult:
-    """N sessions at once for ``seconds``; CPU of this process over the run."""
+def run_sessions(
+    cfg: Config, n: int, seconds: float, static: bool = False, ready: Callable[[], Any] = list
+) -> RunResult:
+    """N sessions at once for ``seconds``; CPU of this process over the run. With
+    ``engine.batch.enabled`` the sessions' model calls are batched as the server batches them.
+    ``ready()`` is called once the models are loaded, right before streaming starts."""
+    tune_encoders(cfg.server.encoder)  # the encoder settings a server uses
     clock = MonotonicClock()
-    pool = ThreadPoolExecutor(cfg.engine.workers or os.cpu_count() or 2)
+    pool = ThreadPoolExecutor(executor_workers(cfg.engine))
+    batchers = Batchers(cfg.engine.batch, clock)
     profilers = [] if static else [Profiler(clock, cfg.motion.fps, f"s{k}") for k in range(n)]
     started: list[float] = []
 
     def build(profiler: Profiler) -> AvatarEngine:
-        return build_engine(cfg, clock, live=True, executor=pool, observer=profiler)
+        return build_engine(cfg, clock, live=True, executor=pool, observer=profiler,
+                            backend=batchers.motion(cfg.motion),
+                            renderer=batchers.renderer(cfg.render))  # fmt: skip
 
     async def main() -> list[tuple[int, int]]:
         loop = asyncio.get_running_loop()
         if static:
+            await loop.run_in_executor(None, ready)
             started.extend([_cpu_s(), time.monotonic()])
             return await asyncio.gather(*(
                 _static_session(cfg.render.size, cfg.motion.fps, pool, clock, seconds)
                 for _ in range(n)
             ))  # fmt: skip
         engines = [await loop.run_in_executor(pool, build, p) for p in profilers]
+        await loop.run_in_executor(None, ready)
         started.extend([_cpu_s(), time.monotonic()])  # loading models is not streaming
         return await asyncio.gather(*(
             _avatar_session(e, FrameEncoder(p), pool, clock, seconds, k)
@@ -135,6 +147,7 @@ def run_sessions(cfg: Config, n: int, seconds: float, static: bool = False) -> R
         results = asyncio.run(main())
     finally:
         pool.shutdown(wait=True)
+        batchers.close()
     cpu, wall = _cpu_s() - started[0], time.monotonic() - started[1]
     ticks = sum(t for t, _ in results)
     late = sum(x for _, x in results)
@@ -144,14 +157,43 @@ def run_sessions(cfg: Config, n: int, seconds: float, static: bool = False) -> R
     return RunResult(n, min(wall, seconds), ticks, late, cpu, stages)
 
 
+def _run_part(cfg: Config, n: int, seconds: float, static: bool, barrier: Any) -> RunResult:
+    return run_sessions(cfg, n, seconds, static, ready=barrier.wait)
+
+
+def run_spread(
+    cfg: Config, n: int, seconds: float, static: bool = False, processes: int = 1
+) -> RunResult:
+    """N sessions spread over ``processes`` processes as evenly as ``avatar serve --workers``
+    spreads them (fewest sessions first), streaming over the same seconds (a barrier after the models load).
+    Late frames, ticks and CPU are summed; stage p50s are the processes' mean."""
+    if processes <= 1 or n <= 1:
+        return run_sessions(cfg, n, seconds, static)
+    parts = [n // processes + (k < n % processes) for k in range(min(processes, n))]
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Manager() as manager, ProcessPoolExecutor(len(parts), mp_context=ctx) as pool:
+        barrier = manager.Barrier(len(parts))
+        futures = [pool.submit(_run_part, cfg, k, seconds, static, barrier) for k in parts]
+        results = [f.result() for f in futures]
+    stages: dict[str, Any] = {}
+    for name in {s for r in results for s in r.stages}:
+        p50 = [r.stages[name]["p50"] for r in results if (r.stages.get(name) or {}).get("p50")]
+        stages[name] = {"p50": sum(p50) / len(p50)} if p50 else {}
+    return RunResult(
+        n, min(r.seconds for r in results), sum(r.ticks for r in results),
+        sum(r.late for r in results), sum(r.cpu_s for r in results), stages,
+    )  # fmt: skip
+
+
 def find_capacity(
-    cfg: Config, seconds: float, max_sessions: int, static: bool = False, limit: float = 0.01
-) -> tuple[int, list[RunResult]]:
+    cfg: Config, seconds: float, max_sessions: int, static: bool = False, limit: float = 0.01,
+    processes: int = 1,
+) -> tuple[int, list[RunResult]]:  # fmt: skip
     """Largest N (1..max) whose late share stays <= ``limit``; stops at the first failure."""
     runs: list[RunResult] = []
     best = 0
     for n in range(1, max_sessions + 1):
-        r = run_sessions(cfg, n, seconds, static)
+        r = run_spread(cfg, n, seconds, static, processes)
         runs.append(r)
         if r.late_share > limit:
             break

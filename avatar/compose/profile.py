@@ -31,7 +31,7 @@ from avatar.frames import AudioChunk
 from avatar.profile.log import FrameRecord, from_dict
 from avatar.profile.profiler import Profiler
 from avatar.profile.report import write_report
-from avatar.server.aiortc_hooks import configure_ice
+from avatar.server.aiortc_hooks import configure_ice, tune_encoders
 from avatar.server.browser import serve_process
 from avatar.server.client import AvatarPeer
 from avatar.server.tracks import FrameEncoder
@@ -76,6 +76,7 @@ async def _profile_file(speech: np.ndarray, cfg: Config) -> list[FrameRecord]:
     engine = await loop.run_in_executor(
         pool, lambda: build_engine(cfg, clock, live=True, executor=pool, observer=profiler)
     )
+    tune_encoders(cfg.server.encoder)
     encoder = FrameEncoder(profiler)
     feeder = spawn(feed_realtime(engine, speech, clock), "profile-feed")
     engine.start()

@@ -1,4 +1,9 @@
-"""``avatar serve``: the server, given the engines the configuration names."""
+"""``avatar serve``: the server, given the engines the configuration names.
+
+With ``server.workers`` > 1 (or ``auto``) this process is the front (:mod:`avatar.server.front`)
+and the sessions live in worker processes, each ``avatar serve --worker-of FRONT_PID``
+(:func:`serve_worker`).
+"""
 
 from __future__ import annotations
 
@@ -7,16 +12,20 @@ import logging
 import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from aiohttp import web
 
 from avatar.clock import Clock, MonotonicClock
-from avatar.compose.engines import engine_factory
+from avatar.compose.engines import engine_factory, executor_workers
 from avatar.config import Config
 from avatar.memory import limit_arenas
 from avatar.server.app import AvatarServer
 from avatar.server.auth import is_loopback
+from avatar.server.front import FrontServer
 from avatar.server.ice import TURN_SECRET_ENV
+from avatar.server.workers import WorkerPool, watch_parent, worker_count
+from avatar.tasks import cancel, spawn
 
 log = logging.getLogger("avatar.server")
 
@@ -24,33 +33,92 @@ log = logging.getLogger("avatar.server")
 def make_server(cfg: Config, clock: Clock | None = None) -> AvatarServer:
     """The server with real engines and one executor shared by every session's work."""
     clock = clock or MonotonicClock()
-    workers = cfg.engine.workers or os.cpu_count() or 2
-    executor = ThreadPoolExecutor(workers, thread_name_prefix="engine")
+    executor = ThreadPoolExecutor(executor_workers(cfg.engine), thread_name_prefix="engine")
     return AvatarServer(cfg, engine_factory(cfg, clock, executor), clock, executor)
 
 
 async def serve(cfg: Config) -> None:
     """Run until SIGTERM or SIGINT, then drain: no new sessions, open ones get
     ``server.drain_s`` to finish (they are told with a ``shutdown`` event)."""
+    workers = worker_count(cfg.server)
+    if workers > 1:
+        await _serve_front(cfg, workers)
+        return
     limit_arenas()  # before the executor's threads allocate anything
     server = make_server(cfg)
     runner = web.AppRunner(server.app())
     await runner.setup()
     site = web.TCPSite(runner, cfg.server.host, cfg.server.port)
     await site.start()
+    _announce(cfg, server, "")
+    try:
+        await _until_signal()
+        log.warning("shutting down: draining %d sessions (up to %.0f s)",
+                    len(server.sessions), cfg.server.drain_s)  # fmt: skip
+        await server.drain(cfg.server.drain_s)
+    finally:
+        await runner.cleanup()
+        server.executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def _serve_front(cfg: Config, n: int) -> None:
+    """The public address and ``n`` worker processes; SIGTERM drains them all."""
+    pool = WorkerPool(cfg, n)
+    server = FrontServer(cfg, pool, MonotonicClock())
+    runner = web.AppRunner(server.app())
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, cfg.server.host, cfg.server.port).start()
+        await pool.start()
+        _announce(cfg, server, f"{n} worker processes; ")
+        await _until_signal()
+        log.warning("shutting down: draining %d workers (up to %.0f s)", n, cfg.server.drain_s)
+        await server.drain(cfg.server.drain_s)
+    finally:
+        await pool.stop(timeout_s=5.0)  # at once if they were not drained
+        await runner.cleanup()
+        server.executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def serve_worker(cfg: Config, index: int, socket: Path, front_pid: int) -> None:
+    """One worker of a front: sessions on a unix socket, ids ``w<index>.``; drains on SIGTERM,
+    stops at once when the front is gone."""
+    limit_arenas()
+    server = make_server(cfg)
+    server.sid_prefix = f"w{index}."
+    runner = web.AppRunner(server.app())
+    await runner.setup()
+    await web.UnixSite(runner, str(socket)).start()
+    signalled = spawn(_until_signal(), f"signals-{index}")
+    front_gone = spawn(watch_parent(front_pid), f"watch-front-{index}")
+    try:
+        done, _ = await asyncio.wait([signalled, front_gone], return_when=asyncio.FIRST_COMPLETED)
+        await server.drain(0.0 if front_gone in done else cfg.server.drain_s)
+    finally:
+        await cancel(signalled, front_gone)
+        await runner.cleanup()
+        server.executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def _until_signal() -> None:
+    """Until SIGTERM or SIGINT (a second one is not caught: it stops the process at once)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
-    def on_signal() -> None:  # a second signal is not caught: it stops at once
+    def on_signal() -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         stop.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
+    await stop.wait()
+
+
+def _announce(cfg: Config, server: AvatarServer, what: str) -> None:
     hosts = ", ".join(cfg.server.ice_hosts) or "all non-loopback interfaces"
     auth = "tokens required" if server.require_token else "no tokens"
-    print(f"avatar serve: http://{cfg.server.host}:{cfg.server.port}/  (ICE on {hosts}; "
+    print(f"avatar serve: http://{cfg.server.host}:{cfg.server.port}/  ({what}ICE on {hosts}; "
           f"{auth})", flush=True)  # fmt: skip
     if cfg.server.turn_urls and not os.environ.get(TURN_SECRET_ENV):
         log.warning("server.turn_urls is set but %s is not: no TURN credentials are handed "
@@ -58,11 +126,3 @@ async def serve(cfg: Config) -> None:
     if not is_loopback(cfg.server.host) and not cfg.server.auth.allowed_origins:
         log.warning("serving on %s: pages on other origins are refused "
                     "(server.auth.allowed_origins)", cfg.server.host)  # fmt: skip
-    try:
-        await stop.wait()
-        log.warning("shutting down: draining %d sessions (up to %.0f s)",
-                    len(server.sessions), cfg.server.drain_s)  # fmt: skip
-        await server.drain(cfg.server.drain_s)
-    finally:
-        await runner.cleanup()
-        server.executor.shutdown(wait=False, cancel_futures=True)

@@ -44,6 +44,9 @@ VISEMES: tuple[str, ...] = (
 # Tensor names of the motion network (torch, ONNX and TensorRT share them).
 STATE_NAMES: tuple[str, ...] = ("conv1_state", "conv2_state", "k_cache", "v_cache", "cache_valid")
 OUTPUT_NAMES: tuple[str, ...] = ("blendshapes", "visemes")
+# Where the batch (stream) axis is, for tensors where it is not axis 0: the attention caches are
+# (n_layers, B, n_heads, past, d_head); state outputs ``<name>_out`` share their input's axis.
+BATCH_AXES: dict[str, int] = {"k_cache": 1, "v_cache": 1, "k_cache_out": 1, "v_cache_out": 1}
 
 BLENDSHAPE_INDEX = {n: i for i, n in enumerate(BLENDSHAPES)}
 VISEME_INDEX = {n: i for i, n in enumerate(VISEMES)}

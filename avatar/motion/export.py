@@ -1,9 +1,11 @@
 """Export the audio-to-motion transformer to ONNX with its streaming state as inputs/outputs.
 
-Inputs: ``mel`` (1, frames, n_mels) with a dynamic frame count (a multiple of
+Inputs: ``mel`` (B, frames, n_mels) with a dynamic frame count (a multiple of
 ``frames_per_token``) and the state tensors of :data:`avatar.motion.model.STATE_NAMES`; outputs:
-``blendshapes``, ``visemes`` and ``<state>_out`` for each state tensor. The model's description
-(dims, feature config, state shapes, channel names) travels inside the file as metadata.
+``blendshapes``, ``visemes`` and ``<state>_out`` for each state tensor. The batch ``B`` (independent
+streams, each with its own state and age) is dynamic on every input and output: axis 0, except the
+attention caches' axis 1 (:data:`avatar.motion.channels.BATCH_AXES`). The model's description
+(dims, feature config, batch-1 state shapes, channel names) travels inside the file as metadata.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 
 from avatar.backends.protocol import META_KEY
 from avatar.config import FeatureConfig
-from avatar.motion.channels import BLENDSHAPES, VISEMES
+from avatar.motion.channels import BATCH_AXES, BLENDSHAPES, VISEMES
 from avatar.motion.model import OUTPUT_NAMES, STATE_NAMES, MotionTransformer
 
 
@@ -40,15 +42,20 @@ def export_onnx(model: MotionTransformer, features: FeatureConfig, path: Path) -
     """Write ``model`` to ``path`` as ONNX (opset 20, dynamo exporter) with metadata.
 
     Opset 20 has a native ``Gelu``: onnxruntime runs the streaming step ~1.8x faster than with
-    opset 18's Erf decomposition (measured, one thread).
+    opset 18's Erf decomposition (measured, one thread). The example inputs have a batch of 2:
+    ``torch.export`` specializes a dimension whose example size is 1 to a constant.
     """
     import onnx
 
     model = model.eval()
-    state = model.initial_state(1)
-    mel = torch.zeros(1, 2 * model.dims.frames_per_token, model.dims.n_mels)
+    state = model.initial_state(2)
+    mel = torch.zeros(2, 2 * model.dims.frames_per_token, model.dims.n_mels)
     frames = torch.export.Dim("frames", min=model.dims.frames_per_token, max=1 << 20)
-    dynamic: dict[str, Any] = {"mel": {1: frames}, **{k: None for k in STATE_NAMES}}
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    dynamic: dict[str, Any] = {
+        "mel": {0: batch, 1: frames},
+        **{k: {BATCH_AXES.get(k, 0): batch} for k in STATE_NAMES},
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

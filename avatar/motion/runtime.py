@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from avatar.backends.protocol import InferenceBackend
+from avatar.backends.onnxruntime import read_onnx_meta
+from avatar.backends.protocol import InferenceBackend, ShapeRange
 from avatar.backends.select import backend_loaders, choose_backend
 from avatar.backends.torch import TorchBackend
 from avatar.config import PACKAGE_DIR, MotionConfig
 from avatar.errors import BackendUnavailable, ModelError
-from avatar.motion.channels import OUTPUT_NAMES, STATE_NAMES
+from avatar.motion.channels import BATCH_AXES, OUTPUT_NAMES, STATE_NAMES
 
 BUILTIN_DIR = PACKAGE_DIR / "weights"
-N_MELS = 80  # the shipped model's feature size (its metadata has the authoritative value)
+MAX_BATCH = 32  # TensorRT profile: streams one call may carry (avatar.backends.batching)
 
 
 def resolve_weights(spec: str, suffix: str) -> Path:
@@ -55,10 +56,24 @@ def load_motion_backend(cfg: MotionConfig) -> InferenceBackend:
         onnx,
         torch_factory=(lambda: load_torch_backend(pt, cfg.threads)) if pt else None,
         threads=cfg.threads,
-        # TensorRT profile: a streaming step is 2-4 mel frames, a file block up to ~10 s
-        trt_input_shapes={"mel": ((1, 2, N_MELS), (1, 4, N_MELS), (1, 1024, N_MELS))},
+        trt_input_shapes=(lambda: trt_profile(onnx)) if onnx else None,
     )
     return choose_backend(cfg.backend, loaders)
+
+
+def trt_profile(onnx: Path, max_batch: int = MAX_BATCH) -> dict[str, ShapeRange]:
+    """TensorRT profile: a streaming step is 2-4 mel frames, a file block up to ~10 s; one
+    stream, or up to ``max_batch`` batched. State shapes come from the model's metadata."""
+    meta = read_onnx_meta(onnx)
+    n_mels = int(meta["dims"]["n_mels"])
+    shapes: dict[str, ShapeRange] = {
+        "mel": ((1, 2, n_mels), (1, 4, n_mels), (max_batch, 1024, n_mels))
+    }
+    for name, shape in meta["state_shapes"].items():
+        one = tuple(int(x) for x in shape)
+        axis = BATCH_AXES.get(name, 0)
+        shapes[name] = (one, one, (*one[:axis], max_batch, *one[axis + 1 :]))
+    return shapes
 
 
 def _existing(spec: str, suffix: str) -> Path | None:

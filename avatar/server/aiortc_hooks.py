@@ -14,6 +14,13 @@ fails loudly instead of silently measuring or configuring something else.
   per process).
 - :func:`watch_inbound`: ``RTCIceTransport._connection`` (the ``aioice.Connection``) and its
   ``data_received(data, component)``, which aioice's protocol calls for every non-STUN datagram.
+- :func:`tune_encoders` / :func:`make_encoder`: ``aiortc.rtcrtpsender.get_encoder`` (how a sender
+  makes its encoder) and the ``codec`` context aiortc's VP8 and H264 encoders create on their
+  first frame and give their ``options`` to before it opens.
+- :func:`negotiate_playout_delay` / :func:`send_playout_delay`: ``aiortc.codecs.HEADER_EXTENSIONS``
+  (the extensions aiortc offers and accepts, process-wide) and ``RTCRtpSender``'s
+  ``__rtp_header_extensions_map`` (name-mangled), whose ``set(values)`` packs every packet's
+  header extensions.
 """
 
 from __future__ import annotations
@@ -27,14 +34,26 @@ from collections.abc import Callable
 from typing import Any
 
 import aioice.ice
-from aiortc import MediaStreamTrack
+import aiortc.codecs
+import aiortc.rtcrtpsender
+from aiortc import MediaStreamTrack, RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters
+from aiortc.codecs.base import Encoder
+from aiortc.codecs.h264 import H264Encoder
+from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtcicetransport import RTCIceTransport
+from aiortc.rtcrtpparameters import RTCRtpParameters
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtp import (
+    HeaderExtensions,
+    HeaderExtensionsMap,
+    pack_header_extensions,
+    unpack_header_extensions,
+)
 
 from avatar.clock import Clock
-from avatar.config import ServerConfig
+from avatar.config import EncoderConfig, ServerConfig
 from avatar.errors import AvatarError, ConfigError
 from avatar.frames import VideoFrame
 from avatar.observe import Observer
@@ -42,7 +61,11 @@ from avatar.observe import Observer
 JITTER_BUFFER_ATTR = "_RTCRtpReceiver__jitter_buffer"
 ICE_CONNECTION_ATTR = "_connection"
 SENDER_NEXT_FRAME = "_next_encoded_frame"
+SENDER_EXTENSIONS_ATTR = "_RTCRtpSender__rtp_header_extensions_map"
+PLAYOUT_DELAY_URI = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay"
+PLAYOUT_DELAY_ID = 6  # the id we offer (aiortc's own use 1-3); an answer keeps the offer's
 _stock_get_host_addresses = aioice.ice.get_host_addresses
+_stock_get_encoder = aiortc.codecs.get_encoder
 
 
 class HookError(AvatarError):
@@ -51,8 +74,9 @@ class HookError(AvatarError):
 
 def check_hooks() -> None:
     """Raise :class:`HookError` if an internal a hook relies on is gone or changed shape."""
-    problems = [p for p in (_check_receiver(), _check_sender(), _check_ice(), _check_inbound())
-                if p]  # fmt: skip
+    checks = (_check_receiver, _check_sender, _check_ice, _check_inbound, _check_extensions,
+              _check_encoders)  # fmt: skip
+    problems = [p for p in (check() for check in checks) if p]
     if problems:
         raise HookError("aiortc/aioice internals changed: " + "; ".join(problems))
 
@@ -95,6 +119,30 @@ def _check_inbound() -> str | None:
         return f"RTCIceTransport no longer keeps its aioice Connection as {ICE_CONNECTION_ATTR}"
     if "self.receiver.data_received(" not in inspect.getsource(aioice.ice.StunProtocol):
         return "aioice's StunProtocol no longer calls receiver.data_received"
+    return None
+
+
+def _check_extensions() -> str | None:
+    table = getattr(aiortc.codecs, "HEADER_EXTENSIONS", None)
+    if not isinstance(table, dict) or "video" not in table:
+        return "aiortc.codecs.HEADER_EXTENSIONS is gone"
+    src = inspect.getsource(RTCRtpSender)
+    if "self.__rtp_header_extensions_map.configure(" not in src:
+        return f"RTCRtpSender no longer configures {SENDER_EXTENSIONS_ATTR}"
+    if "packet.serialize(self.__rtp_header_extensions_map)" not in src:
+        return "RTCRtpSender no longer packs its packets' extensions through its map"
+    if list(inspect.signature(HeaderExtensionsMap.set).parameters) != ["self", "values"]:
+        return "HeaderExtensionsMap.set(values) changed"
+    return None
+
+
+def _check_encoders() -> str | None:
+    if getattr(aiortc.rtcrtpsender, "get_encoder", None) not in (_stock_get_encoder, make_encoder):
+        return "aiortc.rtcrtpsender no longer makes encoders with codecs.get_encoder"
+    for cls, call in ((Vp8Encoder, "encode"), (H264Encoder, "_encode_frame")):
+        src = inspect.getsource(getattr(cls, call))
+        if "self.codec = av.CodecContext.create(" not in src or "self.codec.options = {" not in src:
+            return f"{cls.__name__} no longer sets its codec context's options when it opens"
     return None
 
 
@@ -145,6 +193,69 @@ def time_sender(sender: RTCRtpSender, track: Any, observer: Observer) -> None:
         return result
 
     setattr(sender, SENDER_NEXT_FRAME, timed)
+
+
+# -- encoder settings ------------------------------------------------------------------------
+
+_tuning: dict[str, dict[str, str]] = {}  # mime type (lower case) -> options over aiortc's
+
+
+class _TunedContext:
+    """A codec context whose ``options`` always include ``tuning`` (aiortc sets them once,
+    before the context opens); everything else goes to the context itself."""
+
+    __slots__ = ("_ctx", "_tuning")
+
+    def __init__(self, ctx: Any, tuning: dict[str, str]) -> None:
+        object.__setattr__(self, "_ctx", ctx)
+        object.__setattr__(self, "_tuning", tuning)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ctx, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "options":
+            value = {**value, **self._tuning}
+        setattr(self._ctx, name, value)
+
+
+def _tuned_class(base: type[Encoder]) -> type[Encoder]:
+    class Tuned(base):  # type: ignore[valid-type,misc]
+        def __init__(self, tuning: dict[str, str]) -> None:
+            self.tuning = tuning
+            super().__init__()
+
+        @property
+        def codec(self) -> Any:
+            return self.__dict__.get("_tuned_codec")
+
+        @codec.setter
+        def codec(self, ctx: Any) -> None:
+            tuned = ctx if ctx is None else _TunedContext(ctx, self.tuning)
+            self.__dict__["_tuned_codec"] = tuned
+
+    Tuned.__name__ = f"Tuned{base.__name__}"
+    return Tuned
+
+
+_TUNED = {"video/vp8": _tuned_class(Vp8Encoder), "video/h264": _tuned_class(H264Encoder)}
+
+
+def make_encoder(codec: RTCRtpCodecParameters) -> Encoder:
+    """aiortc's encoder for ``codec``, with the options :func:`tune_encoders` set."""
+    mime = codec.mimeType.lower()
+    tuning = _tuning.get(mime)
+    if not tuning or mime not in _TUNED:
+        return _stock_get_encoder(codec)
+    return _TUNED[mime](dict(tuning))  # type: ignore[call-arg]
+
+
+def tune_encoders(cfg: EncoderConfig) -> None:
+    """Encoders made from now on (process-wide) take these libvpx / libx264 options over
+    aiortc's (which are tuned for camera video: a denoiser, x264's default preset)."""
+    _tuning.clear()
+    _tuning.update({"video/vp8": dict(cfg.vp8), "video/h264": dict(cfg.h264)})
+    aiortc.rtcrtpsender.get_encoder = make_encoder
 
 
 # -- ICE: host addresses and a UDP port range -------------------------------------------------
@@ -238,3 +349,70 @@ def _ice_connections(pc: Any) -> list[Any]:
             raise HookError(f"RTCIceTransport has no {ICE_CONNECTION_ATTR}")
         found[id(conn)] = conn
     return list(found.values())
+
+
+# -- render as soon as possible: the playout-delay header extension ---------------------------
+
+
+def negotiate_playout_delay(enabled: bool) -> None:
+    """Offer and accept the playout-delay extension on video from now on (process-wide).
+
+    aiortc answers only with the extensions in its own table; Chrome offers this one on video
+    and honours it: ``min = max = 0`` renders each frame as soon as it is decoded instead of
+    smoothing playout with a jitter-buffer delay."""
+    video = aiortc.codecs.HEADER_EXTENSIONS["video"]
+    video[:] = [x for x in video if x.uri != PLAYOUT_DELAY_URI]
+    if enabled:
+        video.append(RTCRtpHeaderExtensionParameters(id=PLAYOUT_DELAY_ID, uri=PLAYOUT_DELAY_URI))
+
+
+def playout_delay_bytes(min_ms: int, max_ms: int) -> bytes:
+    """The extension's 3 bytes: 12-bit minimum and maximum delay, in 10 ms units."""
+    lo, hi = min_ms // 10, max_ms // 10
+    if not 0 <= lo <= hi <= 0xFFF:
+        raise ConfigError(f"playout delay {min_ms}-{max_ms} ms: need 0 <= min <= max <= 40950")
+    return bytes([lo >> 4, ((lo & 0xF) << 4) | (hi >> 8), hi & 0xFF])
+
+
+class _PlayoutDelayMap(HeaderExtensionsMap):
+    """aiortc's extension map plus the playout delay, on every packet once negotiated."""
+
+    def __init__(self, value: bytes) -> None:
+        super().__init__()
+        self.value, self.id = value, 0
+
+    def configure(self, parameters: RTCRtpParameters) -> None:
+        super().configure(parameters)
+        for ext in parameters.headerExtensions:
+            if ext.uri == PLAYOUT_DELAY_URI:
+                self.id = ext.id
+
+    def set(self, values: HeaderExtensions) -> tuple[int, bytes]:
+        profile, packed = super().set(values)
+        if not self.id:
+            return profile, packed
+        return pack_header_extensions(
+            [*unpack_header_extensions(profile, packed), (self.id, self.value)]
+        )
+
+
+def send_playout_delay(sender: RTCRtpSender, min_ms: int, max_ms: int) -> None:
+    """Put the playout delay ``min_ms``-``max_ms`` on ``sender``'s packets when the peer
+    negotiated it (call before the session's description is applied)."""
+    if not hasattr(sender, SENDER_EXTENSIONS_ATTR):
+        raise HookError(f"RTCRtpSender has no {SENDER_EXTENSIONS_ATTR}")
+    setattr(sender, SENDER_EXTENSIONS_ATTR, _PlayoutDelayMap(playout_delay_bytes(min_ms, max_ms)))
+
+
+def read_playout_delay(packet: bytes, ext_id: int) -> tuple[int, int] | None:
+    """The (min, max) ms a raw RTP packet carries in extension ``ext_id``, if any (tests)."""
+    if not packet[0] & 0x10:
+        return None
+    at = 12 + 4 * (packet[0] & 0x0F)
+    profile, words = int.from_bytes(packet[at : at + 2]), int.from_bytes(packet[at + 2 : at + 4])
+    for x_id, value in unpack_header_extensions(profile, packet[at + 4 : at + 4 + 4 * words]):
+        if x_id == ext_id and len(value) == 3:
+            return 10 * ((value[0] << 4) | (value[1] >> 4)), 10 * (
+                ((value[1] & 0xF) << 8) | value[2]
+            )
+    return None

@@ -53,8 +53,11 @@ from avatar.profile.profiler import Profiler
 from avatar.server.aiortc_hooks import (
     check_hooks,
     configure_ice,
+    negotiate_playout_delay,
+    send_playout_delay,
     shorten_audio_jitter_buffer,
     time_sender,
+    tune_encoders,
 )
 from avatar.server.auth import OriginPolicy, bearer, load_secret, tokens_required, verify_token
 from avatar.server.ice import ice_servers_for_page, rewrite_candidates, rtc_configuration
@@ -119,8 +122,11 @@ class AvatarServer:
         self.builds = asyncio.Semaphore(lim.engine_builds)
         self.metrics = ServerMetrics(clock, lambda: self.sessions.values(), sc.max_sessions)
         self.draining = False
+        self.sid_prefix = ""  # "w1." in worker 1 of `avatar serve --workers N` (the front routes)
         check_hooks()
         configure_ice(sc)
+        negotiate_playout_delay(sc.playout_delay_ms is not None)
+        tune_encoders(sc.encoder)
         quiet_bad_requests()
 
     def app(self) -> web.Application:
@@ -227,7 +233,7 @@ class AvatarServer:
 
     async def _open_session(self, avatar: str, mic: bool) -> Session:
         cfg = self.cfg
-        sid = secrets.token_urlsafe(9)
+        sid = self.sid_prefix + secrets.token_urlsafe(9)
         SESSION.set(sid)  # this handler's task and every task it starts log with the id
         profiler = (
             Profiler(self.clock, cfg.motion.fps, sid, keep=3000) if cfg.server.profile else None
@@ -290,6 +296,8 @@ class AvatarServer:
         video_sender = pc.addTrack(session.video)
         pc.addTrack(session.audio)
         time_sender(video_sender, session.video, session.observer)
+        if self.cfg.server.playout_delay_ms is not None:
+            send_playout_delay(video_sender, *self.cfg.server.playout_delay_ms)
         try:
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:  # an offer aiortc took but cannot answer

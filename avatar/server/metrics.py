@@ -175,3 +175,32 @@ class StageMetrics:
 
     def report(self, frames: bool = False) -> list[dict[str, Any]]:
         return []
+
+
+def merge_expositions(parts: Iterable[tuple[str | None, str]], label: str = "worker") -> bytes:
+    """Several processes' ``/metrics`` texts as one exposition: every sample of a part gets
+    ``label="<its value>"`` (a part whose value is None keeps its labels), and families of the
+    same name are merged (the text format allows one ``# TYPE`` line per family)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families: dict[str, Metric] = {}
+    for value, text in parts:
+        for family in text_string_to_metric_families(text):
+            merged = families.get(family.name)
+            if merged is None:
+                merged = families[family.name] = Metric(
+                    family.name, family.documentation, family.type
+                )
+            extra = {} if value is None else {label: value}
+            merged.samples += [s._replace(labels={**s.labels, **extra}) for s in family.samples]
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(list(families.values())))
+    return generate_latest(registry)
+
+
+class _Families(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)

@@ -19,7 +19,6 @@ import av
 import cv2
 import numpy as np
 from aiortc import MediaStreamTrack
-from aiortc.codecs import get_encoder
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
@@ -27,6 +26,7 @@ from avatar.audio.pcm import to_pcm16
 from avatar.clock import Clock
 from avatar.frames import AudioChunk, VideoFrame
 from avatar.observe import NULL_OBSERVER, Observer
+from avatar.server.aiortc_hooks import make_encoder
 from avatar.units import NS_PER_S, OUTPUT_RATE, PACKET_SAMPLES, VIDEO_CLOCK
 
 
@@ -132,12 +132,13 @@ def pcm16_frame(pcm: np.ndarray, pts: int, rate: int = OUTPUT_RATE) -> av.AudioF
 
 class FrameEncoder:
     """What the video sender does to a frame, without a network: colour conversion and aiortc's
-    own encoder (VP8 by default), timed for the observer; the frame is then done. The profile
-    and capacity drivers use it in place of a peer connection."""
+    own encoder (VP8 by default, with the options of :func:`~avatar.server.aiortc_hooks.
+    tune_encoders`), timed for the observer; the frame is then done. The profile and capacity
+    drivers use it in place of a peer connection."""
 
     def __init__(self, observer: Observer = NULL_OBSERVER, mime: str = "video/VP8") -> None:
         self.observer = observer
-        self._encoder = get_encoder(RTCRtpCodecParameters(mimeType=mime, clockRate=VIDEO_CLOCK))
+        self._encoder = make_encoder(RTCRtpCodecParameters(mimeType=mime, clockRate=VIDEO_CLOCK))
 
     def encode(self, frame: VideoFrame) -> None:
         obs = self.observer
