@@ -2,7 +2,7 @@
 
     python scripts/bench_browser_latency.py [--seconds 30] [--codec VP8] [--overlay PNG]
     python scripts/bench_browser_latency.py --seconds 30 --rounds 2 \\
-        --variant "stock:server.playout_delay_ms=null:jb_audio=off&jb_video=off" \\
+        --variant "stock:server.playout_delay_ms=null;server.encoder.vp8={}:jb_video=off" \\
         --variant "shipped::"
 
 Starts ``avatar serve --profile`` on loopback and opens the demo page with ``?probe=1``: the page
@@ -12,7 +12,7 @@ audio is loud) with requestVideoFrameCallback. Prints p50/p95 of those end-to-en
 server's own latency and the time Chromium held audio and video in its jitter buffers.
 
 Each ``--variant NAME:SETS:QUERY`` is one configuration (``SETS``: server overrides joined by
-``,``; ``QUERY``: extra demo-page parameters, e.g. ``jb_video=0``); ``--rounds`` runs all variants
+``;``; ``QUERY``: extra demo-page parameters, e.g. ``jb_video=0``); ``--rounds`` runs all variants
 that many times, interleaved, and the summary pools each variant's beeps.
 """
 
@@ -61,7 +61,7 @@ class Variant:
 
 def parse_variant(text: str) -> Variant:
     name, sets, query = [*text.split(":", 2), "", ""][:3]
-    return Variant(name, [s for s in sets.split(",") if s], query)
+    return Variant(name, [s for s in sets.split(";") if s], query)
 
 
 def measure(v: Variant, seconds: float, codec: str, overlay: Path | None) -> dict[str, Any]:

@@ -165,8 +165,8 @@ def run_spread(
     cfg: Config, n: int, seconds: float, static: bool = False, processes: int = 1
 ) -> RunResult:
     """N sessions spread over ``processes`` processes as evenly as ``avatar serve --workers``
-    spreads them (fewest sessions first), streaming over the same seconds (a barrier after the models load).
-    Late frames, ticks and CPU are summed; stage p50s are the processes' mean."""
+    spreads them (fewest sessions first), streaming over the same seconds (a barrier after the
+    models load). Late frames, ticks and CPU are summed; stage p50s are the processes' mean."""
     if processes <= 1 or n <= 1:
         return run_sessions(cfg, n, seconds, static)
     parts = [n // processes + (k < n % processes) for k in range(min(processes, n))]
