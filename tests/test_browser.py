@@ -68,6 +68,14 @@ def test_profile_overlay_and_in_browser_latency_probe() -> None:
         e2e = page.evaluate("window.avatarDemo.e2e")
         stats = page.evaluate("window.avatarDemo.probe.stats()")
         profile = page.evaluate("window.avatarDemo.lastProfile")
+        hints = page.evaluate("window.avatarClient.jitterBuffer")
+        sdp = page.evaluate("window.avatarClient.pc.remoteDescription.sdp")
+    # Chromium accepted the playout-delay extension on video and the video receiver's hint
+    video_sdp = sdp.split("m=video")[1].split("m=")[0]
+    assert "rtp-hdrext/playout-delay" in video_sdp
+    assert hints["video"] in ("jitterBufferTarget", "playoutDelayHint") and hints["audio"] is None
+    # the probe also heard its beeps come back in the received audio (the A/V offset)
+    assert stats["avOffset"]["count"] >= 3, stats
     # beeps every 1.2-1.8 s: each found in a displayed frame, timed on the browser's clock
     assert len(e2e) >= 5 and stats["missed"] <= 1, stats
     assert all(40 < x < 1000 for x in e2e), e2e
@@ -93,3 +101,18 @@ def test_the_page_passes_its_token_to_a_server_that_requires_one(
         browser.start_demo(page, url, token=token)
         time.sleep(2.0)
         assert len(browser.frames(page)) >= 25
+
+
+def test_the_page_talks_to_a_session_on_a_worker_through_the_front(mic_wav: Path) -> None:
+    """``--workers 2``: the page's offer, ICE and socket go through the front; media flows
+    straight between Chromium and the worker that holds the session."""
+    with browser.serve_process("--workers", "2") as url:
+        with browser.chromium_page(mic_wav) as page:
+            browser.start_demo(page, url)
+            time.sleep(3.0)
+            samples = browser.frames(page)
+            session = page.evaluate("window.avatarClient.session")
+        freed = browser.wait_for_sessions(url, 0, timeout_s=10.0)
+    assert session.startswith(("w0.", "w1.")), session
+    assert len(samples) >= 50 and {(s["width"], s["height"]) for s in samples} == {(512, 512)}
+    assert freed, "the session was not freed on its worker after the tab closed"
