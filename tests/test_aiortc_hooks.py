@@ -106,6 +106,8 @@ def test_playout_delay_bytes_round_trip() -> None:
         assert read_playout_delay(packet.serialize(table), 6) == (lo, hi)
     with pytest.raises(ConfigError):
         playout_delay_bytes(50, 10)
+    with pytest.raises(ConfigError, match="playout delay"):  # at start, not at an offer
+        aiortc_hooks.negotiate_playout_delay((0, 50_000))
 
 
 def _params_with(uri: str, ext_id: int) -> Any:

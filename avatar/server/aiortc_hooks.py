@@ -354,15 +354,18 @@ def _ice_connections(pc: Any) -> list[Any]:
 # -- render as soon as possible: the playout-delay header extension ---------------------------
 
 
-def negotiate_playout_delay(enabled: bool) -> None:
-    """Offer and accept the playout-delay extension on video from now on (process-wide).
+def negotiate_playout_delay(delay_ms: tuple[int, int] | None) -> None:
+    """Offer and accept the playout-delay extension on video from now on (process-wide), unless
+    ``delay_ms`` is None; a (min, max) the extension cannot carry is a :class:`ConfigError`.
 
     aiortc answers only with the extensions in its own table; Chrome offers this one on video
     and honours it: ``min = max = 0`` renders each frame as soon as it is decoded instead of
     smoothing playout with a jitter-buffer delay."""
+    if delay_ms is not None:
+        playout_delay_bytes(*delay_ms)
     video = aiortc.codecs.HEADER_EXTENSIONS["video"]
     video[:] = [x for x in video if x.uri != PLAYOUT_DELAY_URI]
-    if enabled:
+    if delay_ms is not None:
         video.append(RTCRtpHeaderExtensionParameters(id=PLAYOUT_DELAY_ID, uri=PLAYOUT_DELAY_URI))
 
 
@@ -410,9 +413,8 @@ def read_playout_delay(packet: bytes, ext_id: int) -> tuple[int, int] | None:
         return None
     at = 12 + 4 * (packet[0] & 0x0F)
     profile, words = int.from_bytes(packet[at : at + 2]), int.from_bytes(packet[at + 2 : at + 4])
-    for x_id, value in unpack_header_extensions(profile, packet[at + 4 : at + 4 + 4 * words]):
-        if x_id == ext_id and len(value) == 3:
-            return 10 * ((value[0] << 4) | (value[1] >> 4)), 10 * (
-                ((value[1] & 0xF) << 8) | value[2]
-            )
+    for x_id, v in unpack_header_extensions(profile, packet[at + 4 : at + 4 + 4 * words]):
+        if x_id == ext_id and len(v) == 3:
+            lo, hi = (v[0] << 4) | (v[1] >> 4), ((v[1] & 0xF) << 8) | v[2]
+            return 10 * lo, 10 * hi
     return None

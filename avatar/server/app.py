@@ -125,7 +125,7 @@ class AvatarServer:
         self.sid_prefix = ""  # "w1." in worker 1 of `avatar serve --workers N` (the front routes)
         check_hooks()
         configure_ice(sc)
-        negotiate_playout_delay(sc.playout_delay_ms is not None)
+        negotiate_playout_delay(sc.playout_delay_ms)
         tune_encoders(sc.encoder)
         quiet_bad_requests()
 
