@@ -117,21 +117,6 @@ def _shared_session(path: Path, opts: Any, providers: list[str]) -> Any:
     return session
 
 
-def read_onnx_meta(path: Path) -> dict[str, Any]:
-    """The JSON description inside an ONNX model file (without keeping a session of it)."""
-    import onnxruntime as ort
-
-    try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own untyped exceptions
-        raise ModelError(f"cannot load ONNX model {path}: {str(e).splitlines()[0]}") from None
-    raw = session.get_modelmeta().custom_metadata_map.get(META_KEY)
-    if raw is None:
-        raise ModelError(f"{path} carries no '{META_KEY}' metadata; re-export it")
-    meta: dict[str, Any] = json.loads(raw)
-    return meta
-
-
 def ort_cuda_available() -> bool:
     """Whether the installed onnxruntime has the CUDA execution provider (onnxruntime-gpu)."""
     try:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from avatar.backends.onnxruntime import read_onnx_meta
 from avatar.backends.protocol import InferenceBackend, ShapeRange
 from avatar.backends.select import backend_loaders, choose_backend
+from avatar.backends.tensorrt import read_onnx_meta
 from avatar.backends.torch import TorchBackend
 from avatar.config import PACKAGE_DIR, MotionConfig
 from avatar.errors import BackendUnavailable, ModelError
