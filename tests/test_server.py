@@ -19,6 +19,7 @@ from avatar.config import Config, load_config
 from avatar.face.store import load_avatar
 from avatar.server.app import AvatarServer
 from avatar.server.client import AvatarPeer
+from avatar.units import VIDEO_CLOCK
 from tests.conftest import WEIGHTS
 
 SAMPLE = WEIGHTS.parent / "assets" / "sample.ogg"
@@ -93,6 +94,27 @@ def received_fps(video: list[tuple[int, int, Any]], skip_s: float = 1.0) -> floa
     return (len(t) - 1) / (t[-1] - t[0])
 
 
+def assert_steady_25fps(video: list[tuple[int, int, Any]], skip_s: float = 1.0) -> None:
+    """The stream keeps the 25 fps media timeline and keeps up with it.
+
+    Judged on the frames' own timestamps, not on this machine's speed: every frame sits on
+    the 40 ms grid; at least 90 % of the grid's frames arrive (the server's queues drop the
+    oldest frame when a loaded machine falls behind, by design); and the delay does not
+    build up (arrival minus media time, last second against the first, under 250 ms).
+    """
+    arrival = np.array([a for a, _, _ in video]) / 1e9
+    pts = np.array([p for _, p, _ in video])
+    keep = arrival >= arrival[0] + skip_s
+    arrival, pts = arrival[keep], pts[keep]
+    tick = VIDEO_CLOCK // 25
+    expected = (pts[-1] - pts[0]) // tick + 1
+    lag = (arrival - arrival[0]) - (pts - pts[0]) / VIDEO_CLOCK
+    growth = float(np.median(lag[-25:]) - np.median(lag[:25]))
+    seen = f"{len(pts)} of {expected} frames, delay grew {growth * 1e3:.0f} ms"
+    assert np.all(np.diff(pts) % tick == 0) and np.all(np.diff(pts) > 0), seen
+    assert len(pts) >= 0.9 * expected and growth < 0.25, seen
+
+
 async def stream(peer: AvatarPeer, seconds: float) -> int:
     """Connect, stream for ``seconds``; returns when the first microphone packet left."""
     await peer.connect()
@@ -118,7 +140,7 @@ def test_two_peers_speech_in_lip_synced_avatar_out() -> None:
 
     peer, t0, messages = asyncio.run(run())
     video, audio_in = peer.received.video, peer.received.audio
-    assert received_fps(video) >= 24.0
+    assert_steady_25fps(video)
     assert {v[2][1].shape for v in video} == {(64, 64, 3)}  # 512x512 frames
     times, mouth = mouth_activity(video, t0)
     speaking, resting = window(times, mouth, 2.3, 5.3), window(times, mouth, 7.3, 9.0)
@@ -250,7 +272,7 @@ def test_websocket_pcm_drives_a_session_without_microphone() -> None:
     times, mouth = mouth_activity(peer.received.video, t0)
     speaking, after = window(times, mouth, 1.5, 3.8), window(times, mouth, 4.8, 5.6)
     assert speaking > 5 * max(after, 0.05), (speaking, after)
-    assert received_fps(peer.received.video) >= 24.0
+    assert_steady_25fps(peer.received.video)
 
 
 def test_profile_mode_times_every_stage_up_to_the_wire() -> None:
