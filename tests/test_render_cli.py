@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import av
@@ -75,3 +77,17 @@ def test_train_renderer_rejects_a_non_video(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.startswith("error:") and "cannot read video" in proc.stderr
     assert proc.stderr.strip().count("\n") == 0
+
+
+def test_face_mesh_leaves_nothing_on_stderr_after_it_is_built() -> None:
+    """MediaPipe opens its models on its own threads after the constructor returns: what they
+    log must not land between our calls (the race once put three lines above a one-line error)."""
+    code = (
+        "import time\n"
+        "from avatar.face.mesh import FaceMesh\n"
+        "mesh = FaceMesh()\n"
+        "time.sleep(1.0)\n"
+        "mesh.close()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr

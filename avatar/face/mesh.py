@@ -124,6 +124,9 @@ class FaceMesh:
                 refine_landmarks=True,
                 min_detection_confidence=0.5,
             )
+            # MediaPipe opens its models on graph threads after the constructor returns and
+            # they log as they open: wait for them here, while fd 2 is still quiet.
+            self._mesh._graph.wait_until_idle()
 
     def detect(self, rgb: np.ndarray) -> list[np.ndarray]:
         h, w = rgb.shape[:2]
