@@ -337,6 +337,8 @@ def test_hpa_scales_on_the_adapter_rule_metric() -> None:
     adapter = yaml.safe_load(k8s("ConfigMap", "prometheus-adapter")["data"]["config.yaml"])
     (rule,) = adapter["rules"]
     assert rule["seriesQuery"].startswith(METRIC + "{") and rule["name"]["as"] == METRIC
+    # with --workers N a pod exports one series per worker: its load is their sum, not the max
+    assert rule["metricsQuery"].startswith("sum(<<.Series>>{<<.LabelMatchers>>})")
     max_sessions = serve(avatar_container()["args"])[1].server.max_sessions
     assert 0 < float(metric["pods"]["target"]["averageValue"]) < max_sessions
 
