@@ -39,3 +39,7 @@ class FaceError(AvatarError):
 
 class AvatarNotFound(AvatarError):
     """An avatar name or folder that does not exist or is incomplete."""
+
+
+class MediaError(AvatarError):
+    """A public media file cannot be fetched, read, or does not match its checksum."""

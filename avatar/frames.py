@@ -69,6 +69,7 @@ class MotionFrame:
     )  # yaw pitch roll (rad), tx ty tz
     blink: float = 0.0  # 0 open .. 1 closed
     is_speech: bool = True
+    talking: float = 0.0  # 0 at rest .. 1 while talking: a photo's resting smile relaxes
 
 
 @dataclass(slots=True)

@@ -1,5 +1,5 @@
 """The jaw and the mouth interior on real faces: a closed-mouth video frame (the bundled
-``carphone`` avatar: drawn teeth and tongue) and the smiling default photo (its own teeth)."""
+``carphone`` avatar) and the smiling default photo (teeth showing; its lips are closed first)."""
 
 from __future__ import annotations
 
@@ -79,11 +79,16 @@ def test_rendering_is_stable_outside_the_mouth_and_jaw(closed: WarpRenderer) -> 
     assert np.array_equal(a[:nose], b[:nose])  # eyes, brows, forehead, nose: untouched
 
 
-def test_a_photo_with_teeth_shows_its_own_teeth(default_avatar) -> None:  # type: ignore[no-untyped-def]
-    r = WarpRenderer(default_avatar, 256)
-    rows, cols = _opening_box(r, 0.5)
-    inside = r.render(motion_frame(jawOpen=0.5)).astype(np.float32)[rows, cols]
-    assert inside.mean(-1)[:3].mean() > 120  # the photo's upper teeth, under the upper lip
+def test_a_photo_with_teeth_opens_on_drawn_teeth_under_its_upper_lip(default_avatar) -> None:  # type: ignore[no-untyped-def]
+    r = WarpRenderer(default_avatar, 512)
+    talking = motion_frame(jawOpen=0.5)
+    talking.talking = 1.0  # (the smile relaxed, as in speech)
+    lm = r.rig.landmarks(basis_weights(talking.blendshapes, talking=1.0))
+    top, bottom, middle = int(lm[13, 1]) + 2, int(lm[14, 1]) - 2, int(lm[13, 0])
+    incisors = slice(middle - int(0.1 * r.d), middle + int(0.1 * r.d))
+    column = r.render(talking).astype(np.float32)[top:bottom, incisors].mean(axis=(1, 2))
+    assert column[:3].mean() > 120  # the upper incisors, right under the upper lip
+    assert column[len(column) // 2] < 60  # the dark cavity below them
 
 
 def test_the_interior_follows_the_head_pose(closed: WarpRenderer) -> None:

@@ -35,7 +35,7 @@ MIN_PHONE_S = 3 * FRAME_S  # the aligner's shortest phone (one frame per HMM sta
 PAD_FRAMES = 25  # frames of floor noise added on each side before aligning
 CROP_MARGIN_FRAMES = 30  # frames kept around the loud part of a clip when aligning
 DIGITAL_SILENCE_DB = -90.0  # frames below this are exact zeros, not background
-ALIGNER_VERSION = "6"  # bump when alignments change, to invalidate caches
+ALIGNER_VERSION = "7"  # bump when alignments change, to invalidate caches
 
 # Letter names (ARPAbet, several accepted spellings each).
 LETTER_NAMES: dict[str, tuple[str, ...]] = {
@@ -304,13 +304,16 @@ def phones_from_alignment(result: AlignmentResult, duration: float) -> list[Phon
 def absorb_slivers(phones: list[Phone], min_s: float = MIN_PHONE_S) -> list[Phone]:
     """Merge phones shorter than ``min_s`` into the previous phone (the first into the next).
 
-    Cutting an alignment to the clip leaves such slivers of silence at its edges.
+    Cutting an alignment to the clip leaves such slivers of silence at its edges. Durations
+    are compared with a nanosecond's slack: a 3-frame phone is 0.0299999... s after the boundary
+    shift and must not count as a sliver.
     """
     out: list[Phone] = []
+    short = min_s - 1e-9
     for p in phones:
-        if out and p.end - p.start < min_s:
+        if out and p.end - p.start < short:
             out[-1] = Phone(out[-1].ipa, out[-1].start, p.end)
-        elif out and out[-1].end - out[-1].start < min_s:
+        elif out and out[-1].end - out[-1].start < short:
             out[-1] = Phone(p.ipa, out[-1].start, p.end)
         else:
             out.append(p)

@@ -81,8 +81,9 @@ class AvatarEngine:
         self.front = AudioFront(OUTPUT_RATE, ANALYSIS_RATE, observer)
         self.gate = SpeechGate(vad, ANALYSIS_RATE, sleep_after_ms=cfg.sleep_after_ms,
                                observer=observer)  # fmt: skip
+        lead_ms = cfg.live_lead_ms if live else cfg.lead_ms
         self.motion = MotionStage(
-            backend, fps, OUTPUT_RATE, ANALYSIS_RATE, cfg.preroll_ms, observer
+            backend, fps, OUTPUT_RATE, ANALYSIS_RATE, cfg.preroll_ms, observer, lead_ms / 1000
         )
         self.assembly = FrameAssembler(OUTPUT_RATE, fps, self.motion.delay, observer)
         self.render = RenderStage(renderer, cfg, OUTPUT_RATE, fps, idle_seed)

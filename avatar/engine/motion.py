@@ -34,13 +34,15 @@ class MotionStage:
         analysis_rate: int = ANALYSIS_RATE,
         preroll_ms: int = 400,
         observer: Observer = NULL_OBSERVER,
+        lead_s: float = 0.0,
     ) -> None:
         model_rate = int(backend.meta["features"]["sample_rate"])
         if model_rate != analysis_rate:
             raise ModelError(f"the motion model reads {model_rate} Hz, the engine {analysis_rate}")
         self.backend, self.fps, self.rate, self.observer = backend, fps, rate, observer
+        self.lead_s = lead_s  # how far the mouth runs ahead of its sound (MotionStreamer)
         self.factor = rate // analysis_rate
-        self.delay = model_delay_samples(backend, fps, rate, analysis_rate)
+        self.delay = model_delay_samples(backend, fps, rate, analysis_rate, lead_s)
         self.preroll = analysis_rate * preroll_ms // 1000
         self._history = np.zeros(0, np.float32)  # the last `preroll` analysis samples
         self._streamer: MotionStreamer | None = None  # the running model (None: asleep)
@@ -96,7 +98,9 @@ class MotionStage:
         start = self.samples_in - len(self._history)  # analysis index of the pre-roll's start
         first = self._first_frame_from(start * self.factor)
         skip = frame_span(first, self.rate, self.fps)[0] // self.factor - start
-        self._streamer = MotionStreamer(self.backend, self.fps, observer=self.observer)
+        self._streamer = MotionStreamer(
+            self.backend, self.fps, observer=self.observer, lead_s=self.lead_s
+        )
         self._first = first
         self.model_pushes += 1
         return self._shift(self._streamer.push(self._history[skip:]))
@@ -119,8 +123,10 @@ class MotionStage:
             g += 1
 
 
-def _probe(backend: InferenceBackend, fps: float, rate: int, analysis_rate: int) -> int:
-    streamer = MotionStreamer(backend, fps)
+def _probe(
+    backend: InferenceBackend, fps: float, rate: int, analysis_rate: int, lead_s: float
+) -> int:
+    streamer = MotionStreamer(backend, fps, lead_s=lead_s)
     factor = rate // analysis_rate
     step, pushed, worst, frames = analysis_rate // 1000, 0, 0, 0
     while frames < 25:
@@ -136,13 +142,14 @@ def model_delay_samples(
     fps: float,
     rate: int = OUTPUT_RATE,
     analysis_rate: int = ANALYSIS_RATE,
+    lead_s: float = 0.0,
 ) -> int:
     """Output samples that must follow a frame's last sample before the model emits the frame.
 
-    Measured once per backend by pushing silence 1 ms at a time (look-ahead and token rounding
-    included; the front's decimator holds nothing back)."""
+    Measured once per backend by pushing silence 1 ms at a time (look-ahead, the mouth's lead
+    and token rounding included; the front's decimator holds nothing back)."""
     cache = backend.meta.setdefault("_engine_delay_samples", {})  # per backend, per timeline
-    key = (fps, rate, analysis_rate)
+    key = (fps, rate, analysis_rate, lead_s)
     if key not in cache:
-        cache[key] = _probe(backend, fps, rate, analysis_rate)
+        cache[key] = _probe(backend, fps, rate, analysis_rate, lead_s)
     return int(cache[key])

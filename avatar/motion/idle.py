@@ -2,7 +2,9 @@
 
 Deterministic from a seed and the frame's time on the engine clock (never wall time), so a
 rendered file is reproducible and a live stream can be tested with a fake clock. Speech makes the
-head a little livelier (smoothed jaw activity scales the sway), silence leaves it calm.
+head a little livelier (smoothed jaw activity scales the sway), silence leaves it calm. While
+the person talks, ``talking`` rises to 1 (a photo's resting smile relaxes into a talker's mouth)
+and it falls back to 0 after the speech (the smile returns).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ SWAY = (
 )
 BREATH_HZ = 0.23
 BLINK_CLOSE_S, BLINK_HOLD_S, BLINK_OPEN_S = 0.07, 0.04, 0.12
+TALK_ATTACK_S, TALK_RELEASE_S = 0.12, 0.6  # time constants of the talking envelope
 
 
 class IdleAnimator:
@@ -39,6 +42,7 @@ class IdleAnimator:
         self._next_blink_s = float(self._rng.uniform(0.8, self._blink_every[1]))
         self._blink_start_s = -10.0
         self._activity = 0.0
+        self._talking = 0.0
         self._last_s = -1.0
 
     def blink_at(self, t: float) -> float:
@@ -70,9 +74,17 @@ class IdleAnimator:
         t = frame.pts_ns / NS_PER_S
         if t < self._last_s:  # the timeline restarted
             self.reset()
+        dt = t - self._last_s if self._last_s >= 0 else 0.0
         self._last_s = t
         jaw = float(frame.blendshapes[0]) if frame.is_speech else 0.0
         self._activity += 0.08 * (min(jaw * 3, 1.0) - self._activity)
         frame.head_pose = self.pose_at(t)
         frame.blink = self.blink_at(t)
+        frame.talking = self._talking_after(dt, frame.is_speech)
         return frame
+
+    def _talking_after(self, dt: float, speech: bool) -> float:
+        """The talking envelope after ``dt`` seconds of speech (or of silence)."""
+        tau = TALK_ATTACK_S if speech else TALK_RELEASE_S
+        self._talking += (float(speech) - self._talking) * (1.0 - math.exp(-dt / tau))
+        return self._talking

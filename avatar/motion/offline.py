@@ -35,7 +35,7 @@ def motion_file(
             f"cannot create the output folder {output.parent}: {e.strerror}"
         ) from None
     backend = load_motion_backend(cfg.motion)
-    streamer = MotionStreamer(backend, cfg.motion.fps)
+    streamer = MotionStreamer(backend, cfg.motion.fps, lead_s=cfg.engine.lead_ms / 1000)
     rate = streamer.features.cfg.sample_rate
     reader = iter_audio(audio, rate=rate, block_s=1.0)
     env = Envelope(rate) if plot else None

@@ -1,10 +1,17 @@
 """Streaming audio-to-motion: 16 kHz samples in, one :class:`MotionFrame` per video frame out.
 
 The model emits one output per 20 ms token; token ``n`` animates time
-``(n + 1) * token_s - lookahead_s``. Video frame ``i`` shows time ``i / fps``; its motion is
-interpolated between the two tokens around that time, so any frame rate works (25 and 30 fps are
-exact or near-exact). Frame ``i`` is ready once the audio up to ``i / fps + lookahead_s``
-(rounded up to a token) has been pushed: that is the model's algorithmic latency.
+``(n + 1) * token_s - lookahead_s``. Video frame ``i`` shows time ``i / fps + lead_s``; its motion
+is interpolated between the two tokens around that time, so any frame rate works (25 and 30 fps
+are exact or near-exact). Frame ``i`` is ready once the audio up to
+``i / fps + lead_s + lookahead_s`` (rounded up to a token) has been pushed: that is the model's
+algorithmic latency.
+
+``lead_s`` is how far the mouth runs ahead of its sound. Real talkers shape the mouth before the
+sound comes (anticipatory coarticulation): read with face mesh against their own sound, their
+mouths lead a model placed on the phones' acoustic times by ~60 ms. Where the audio is there to
+see (a file, text-to-speech or agent audio ahead of playout) the lead costs nothing; on a live
+microphone it adds its length to the latency.
 
 The same class serves the server (small pushes), ``avatar motion`` (1 s blocks of a file) and the
 evaluation, so offline and streaming results are the same numbers.
@@ -39,7 +46,10 @@ class MotionStreamer:
         fps: float,
         start_ns: int = 0,
         observer: Observer = NULL_OBSERVER,
+        lead_s: float = 0.0,
     ) -> None:
+        if lead_s < 0:
+            raise ValueError("the mouth's lead cannot be negative")
         meta = backend.meta
         self.observer = observer  # profiling: "features" and "motion" stages
         self.backend = backend
@@ -49,6 +59,7 @@ class MotionStreamer:
         self.frames_per_token = int(meta["dims"]["frames_per_token"])
         self.token_s = self.frames_per_token * self.features.cfg.hop / self.features.cfg.sample_rate
         self.lookahead_s = int(meta["dims"]["lookahead_tokens"]) * self.token_s
+        self.lead_s = lead_s
         self.state_names = tuple(meta["state_shapes"])
         self._state = initial_state(meta)
         self._mel = np.zeros((0, self.features.cfg.n_mels), np.float32)
@@ -62,7 +73,7 @@ class MotionStreamer:
     @property
     def latency_s(self) -> float:
         """Audio that must arrive after a frame's time before the frame can be produced."""
-        return math.ceil(self.lookahead_s / self.token_s) * self.token_s
+        return math.ceil((self.lookahead_s + self.lead_s) / self.token_s - 1e-9) * self.token_s
 
     def push(self, samples: np.ndarray) -> list[MotionFrame]:
         """Feed mono float32 samples at the model rate; return the frames that became ready."""
@@ -110,7 +121,7 @@ class MotionStreamer:
         self._tokens += n_tok
 
     def _token_pos(self, frame: int) -> float:
-        return (frame / self.fps + self.lookahead_s) / self.token_s - 1.0
+        return (frame / self.fps + self.lead_s + self.lookahead_s) / self.token_s - 1.0
 
     def _emit(self, final_time_s: float | None) -> list[MotionFrame]:
         frames: list[MotionFrame] = []

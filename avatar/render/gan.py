@@ -39,6 +39,7 @@ class GanRenderer:
         self.warp = WarpRenderer(assets, size)
         self.size = self.warp.size
         self.crop = int(backend.meta["dims"]["size"])
+        self.code = int(backend.meta["dims"]["code"])  # the rig bases it was trained on (first)
         self.box = sketch.mouth_box(self.warp.rig.rest)
         self._paste_setup()
 
@@ -64,13 +65,13 @@ class GanRenderer:
         inputs = {
             "warped": warped[None],
             "sketch": sketch.rig_sketch(self.warp.rig, weights, self.box, self.crop)[None],
-            "code": weights[None].astype(np.float32),
+            "code": weights[None, : self.code].astype(np.float32),
         }
         mouth = self.backend.run(inputs)["mouth"][0]
         return ((mouth - warped) * 127.5).transpose(1, 2, 0)
 
     def render(self, motion: MotionFrame) -> np.ndarray:
-        weights = basis_weights(motion.blendshapes, motion.blink)
+        weights = basis_weights(motion.blendshapes, motion.blink, motion.talking)
         image = self.warp.warp_face(weights)  # no pose: the generator learnt upright crops
         self.paste(image, self.refine(weights, image))
         return self.warp.apply_pose(image, motion.head_pose)

@@ -3,8 +3,8 @@
 Built once per avatar, in the warp renderer's region coordinates:
 
 - **Teeth layers** (RGBA), one for the upper teeth, fixed to the skull, one for the lower teeth,
-  carried by the jaw. When the portrait shows its own teeth they are the layers (each column's
-  teeth continued under the lip). Otherwise teeth are drawn: individual crowns (central and lateral
+  carried by the jaw. Teeth are drawn (a photo that shows its own teeth has had its lips closed
+  over them, :mod:`avatar.face.neutral`): individual crowns (central and lateral
   incisors, canines, premolars; narrower lower ones), rounded incisal corners and a pointed canine
   cusp, a scalloped gum line, shading across each crown and darker towards the back of the arch, a
   translucent incisal edge, soft gaps between teeth, supersampled 3x (anti-aliased).
@@ -155,26 +155,6 @@ def teeth_layer(
     return cv2.resize(layer, (w, h), interpolation=cv2.INTER_AREA)
 
 
-def photo_layer(region: np.ndarray, mask: np.ndarray, upper: bool) -> np.ndarray:
-    """RGBA from the portrait's own teeth (``mask`` > 0), each column continued under its lip."""
-    h, w = mask.shape
-    rgb = region.astype(np.float32)
-    valid = mask > 0
-    has = np.asarray(valid.any(axis=0), bool)
-    rows = np.arange(h)[:, None]
-    if upper:
-        first = np.where(has, valid.argmax(0), h)
-        src = np.maximum(rows, first[None, :])
-        extend: np.ndarray = rows < first[None, :]
-    else:
-        last = np.where(has, h - 1 - valid[::-1].argmax(0), -1)
-        src = np.minimum(rows, np.maximum(last, 0)[None, :])
-        extend = rows > last[None, :]
-    out = rgb[np.clip(src, 0, h - 1), np.arange(w)[None, :]]
-    alpha = (valid | (extend & has[None, :])).astype(np.float32)
-    return np.dstack([out, cv2.GaussianBlur(alpha, (3, 3), 0)])
-
-
 def noise_level(image: np.ndarray, lm: np.ndarray) -> float:
     """Std of the portrait's fine grain on the cheeks (luminance minus a blurred copy)."""
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
@@ -194,12 +174,12 @@ class MouthInterior:
     """Paints the mouth interior of one avatar into warped face regions (region coordinates)."""
 
     def __init__(
-        self, region: np.ndarray, rest: np.ndarray, d: float, source_px: float,
-        labels: np.ndarray, closing: np.ndarray,
+        self, region: np.ndarray, rest: np.ndarray, neutral: np.ndarray, d: float,
+        source_px: float,
     ) -> None:  # fmt: skip
-        """``region``: the portrait's face region; ``rest``: its landmarks there; ``labels``: the
-        photo's own teeth (1 upper, 2 lower; all 0 for a closed mouth); ``closing``: the rig's
-        displacement that closes the photo's lips (the photo's teeth stay with their lips)."""
+        """``region``: the portrait's face region (closed lips); ``rest``: its landmarks there
+        (for colours); ``neutral``: the landmarks of its closed, relaxed mouth (where the teeth
+        sit: the upper row fixed to the skull under the lips' middle)."""
         self.d = d
         self.rest = rest  # (478, 2) in region coordinates
         self.pal = palette(region, rest)
@@ -207,8 +187,8 @@ class MouthInterior:
         rng = np.random.default_rng(0)
         level = noise_level(region, rest)
         self.noise = (rng.standard_normal(region.shape[:2]) * level).astype(np.float32)
-        up = rest[list(mesh.LIPS_INNER_UPPER)]
-        lo = rest[list(mesh.LIPS_INNER_LOWER)]
+        up = neutral[list(mesh.LIPS_INNER_UPPER)]
+        lo = neutral[list(mesh.LIPS_INNER_LOWER)]
         self.centre = float(up[[0, -1], 0].mean())
         self.half = max(float(abs(up[-1, 0] - up[0, 0])) / 2, 1.0)
         xs = np.arange(region.shape[1], dtype=np.float32)
@@ -218,15 +198,9 @@ class MouthInterior:
         u = np.clip((xs - self.centre) / self.half, -1.5, 1.5)
         self.edge = stomion + d * (TEETH_SHOW * (1 - 0.6 * u * u) - 0.04 * u * u)
         shape = region.shape[:2]
-        self.shift_up = _curve(np.c_[up[:, 0], closing[list(mesh.LIPS_INNER_UPPER), 1]], xs)
-        self.shift_lo = _curve(np.c_[lo[:, 0], closing[list(mesh.LIPS_INNER_LOWER), 1]], xs)
-        if (labels == 1).any():  # the photo's own teeth
-            self.upper = photo_layer(region, labels == 1, upper=True)
-            self.lower = photo_layer(region, labels == 2, upper=False)
-        else:
-            self.upper = teeth_layer(shape, self.centre, self.edge, d, self.pal, upper=True)
-            self.lower = teeth_layer(shape, self.centre, self.edge - OVERBITE * d, d, self.pal,
-                                     upper=False)  # fmt: skip
+        self.upper = teeth_layer(shape, self.centre, self.edge, d, self.pal, upper=True)
+        self.lower = teeth_layer(shape, self.centre, self.edge - OVERBITE * d, d, self.pal,
+                                 upper=False)  # fmt: skip
 
     def paint(
         self, roi: np.ndarray, up: np.ndarray, lo: np.ndarray, jaw_px: float,
@@ -256,9 +230,7 @@ class MouthInterior:
         teeth_drop = JAW_TEETH * jaw_px
         edge = np.interp(rx, np.arange(len(self.edge)), self.edge)  # upper incisal edge, at rest
         rgb = self._cavity_and_tongue(rx, ry, edge, top, gap, teeth_drop, visemes)
-        cols = np.arange(len(self.shift_up), dtype=np.float32)
-        for layer, shift in ((self.lower, teeth_drop + np.interp(rx, cols, self.shift_lo)),
-                             (self.upper, np.interp(rx, cols, self.shift_up))):  # fmt: skip
+        for layer, shift in ((self.lower, teeth_drop), (self.upper, 0.0)):
             got = cv2.remap(layer, rx, (ry - shift).astype(np.float32), cv2.INTER_LINEAR,
                             borderValue=(0, 0, 0, 0))  # fmt: skip
             a = got[..., 3:4]

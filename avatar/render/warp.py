@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from avatar.face import mesh
+from avatar.face.neutral import close_lips
 from avatar.face.rig import BASIS_INDEX, FaceRig, basis_weights
 from avatar.face.store import AvatarAssets
 from avatar.frames import MotionFrame
@@ -84,9 +85,10 @@ class WarpRenderer:
         portrait = assets.portrait
         if scale != 1:
             portrait = cv2.resize(portrait, (self.size, self.size), interpolation=interp)
-        self.portrait = np.ascontiguousarray(portrait)
         lm = assets.landmarks.copy()
         lm[:, :2] *= scale
+        portrait, lm = close_lips(portrait, lm)  # a photo showing its teeth: closed, neutral lips
+        self.portrait = np.ascontiguousarray(portrait)
         self.rig = FaceRig(lm)
         self.d = self.rig.d
         self.step = step
@@ -158,30 +160,19 @@ class WarpRenderer:
         return (u * u * (3 - 2 * u)).astype(np.float32)
 
     def _setup_interior(self) -> None:
-        """Label the portrait's own mouth interior: 1 above its midline (upper teeth), 2 below."""
+        """The lips' colour (for the seam of closed lips) and the mouth interior, whose teeth sit
+        where the relaxed, closed mouth has its lips' middle."""
         x0, y0 = self.roi[:2]
         rest = self.rig.rest - np.array([x0, y0], np.float32)
-        up = rest[list(mesh.LIPS_INNER_UPPER)]
-        lo = rest[list(mesh.LIPS_INNER_LOWER)]
-        labels = np.zeros(self.roi_src.shape[:2], np.uint8)
-        cv2.fillPoly(labels, [np.round(np.vstack([up, lo[::-1]])).astype(np.int32)], 2)
-        mid = (up + lo) / 2
-        upper_half = np.vstack([up, mid[::-1]])
-        cv2.fillPoly(labels, [np.round(upper_half).astype(np.int32)], 1)
-        labels[cv2.erode((labels > 0).astype(np.uint8), np.ones((3, 3), np.uint8)) == 0] = 0
-        self._labels = labels
-        lips = np.zeros_like(labels)
+        lips = np.zeros(self.roi_src.shape[:2], np.uint8)
         outer = np.vstack(
             [rest[list(mesh.LIPS_OUTER_UPPER)], rest[list(mesh.LIPS_OUTER_LOWER)][::-1]]
         )
         cv2.fillPoly(lips, [np.round(outer).astype(np.int32)], 1)
-        lip_pixels = self.roi_src[(lips == 1) & (labels == 0)]
-        self._lip_rgb = np.median(lip_pixels, axis=0).astype(np.float32) * 0.92
-        self.source_gap = float(np.clip(lo[:, 1] - up[:, 1], 0, None).max())
-        has_teeth = self.source_gap >= 0.05 * self.d
-        closing = self.rig.bases[BASIS_INDEX["rest_close"]]
-        self.mouth = MouthInterior(self.roi_src, rest, self.d, self._source_px,
-                                   labels if has_teeth else labels * 0, closing)  # fmt: skip
+        self._lip_rgb = np.median(self.roi_src[lips == 1], axis=0).astype(np.float32) * 0.92
+        bases = self.rig.bases
+        neutral = rest + bases[BASIS_INDEX["rest_close"]] + bases[BASIS_INDEX["relax"]]
+        self.mouth = MouthInterior(self.roi_src, rest, neutral, self.d, self._source_px)
 
     # -- per frame --------------------------------------------------------------------------------
     def backward_map(self, weights: np.ndarray, pose: np.ndarray | None = None) -> np.ndarray:
@@ -208,7 +199,7 @@ class WarpRenderer:
         return self._base + cv2.resize(back, (w, h), interpolation=cv2.INTER_LINEAR)
 
     def render(self, motion: MotionFrame) -> np.ndarray:
-        weights = basis_weights(motion.blendshapes, motion.blink)
+        weights = basis_weights(motion.blendshapes, motion.blink, motion.talking)
         pose = head_pose_matrix(motion.head_pose, self.size, self.pivot)
         return self.warp_face(weights, pose, motion.visemes)
 
@@ -226,7 +217,6 @@ class WarpRenderer:
             moved = lm @ pose[:, :2].T + pose[:, 2]
             lm = (lm + (moved - lm) * self.pose_taper(lm)[:, None]).astype(np.float32)
         lm = lm - np.array([x0, y0], np.float32)
-        self._cover_squeezed_teeth(roi, src_map, lm)
         self._draw_interior(roi, lm, weights, pose, visemes)
         out = self.portrait.copy()
         out[y0:y1, x0:x1] = roi
@@ -240,19 +230,6 @@ class WarpRenderer:
             image, m, (self.size, self.size), flags=cv2.INTER_LINEAR,
             borderMode=cv2.BORDER_REFLECT101,
         )  # fmt: skip
-
-    def _cover_squeezed_teeth(self, roi: np.ndarray, src_map: np.ndarray, lm: np.ndarray) -> None:
-        """Where closing lips squeeze the portrait's open mouth to a line, show a lip seam."""
-        if not self._labels.any():
-            return
-        outer = lm[list(mesh.LIPS_OUTER_UPPER + mesh.LIPS_OUTER_LOWER)]
-        bx0, by0 = np.maximum(np.floor(outer.min(0)).astype(int) - 2, 0)
-        bx1, by1 = np.ceil(outer.max(0)).astype(int) + 3
-        sub = np.ascontiguousarray(src_map[by0:by1, bx0:bx1])
-        inside = _remap(self._labels, sub, None, cv2.INTER_LINEAR, borderValue=0)
-        leak = cv2.GaussianBlur((inside > 0).astype(np.float32), (3, 3), 0)[..., None]
-        patch = roi[by0:by1, bx0:bx1].astype(np.float32)
-        roi[by0:by1, bx0:bx1] = (patch * (1 - leak) + self._lip_rgb * leak).astype(np.uint8)
 
     def _draw_interior(
         self, roi: np.ndarray, lm: np.ndarray, weights: np.ndarray, pose: np.ndarray | None,
