@@ -66,9 +66,9 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from avatar.face.prepare import prepare_portrait
+    from avatar.compose.faces import prepare_avatar
 
-    assets = prepare_portrait(args.image, args.output, args.name, args.size)
+    assets = prepare_avatar(args.image, args.output, args.name, args.size)
     print(
         f"{args.output}: avatar {assets.name!r}, {assets.size}x{assets.size}, "
         f"preview {args.output / 'preview.png'}"

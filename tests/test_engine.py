@@ -98,6 +98,17 @@ def test_offline_frames_tile_the_audio_and_follow_speech(backend, speech) -> Non
     assert engine.stats.filled == engine.stats.skipped == engine.stats.late == 0
 
 
+def test_buffered_input_leads_the_sound_and_a_microphone_does_not(backend) -> None:  # type: ignore[no-untyped-def]
+    cfg = EngineConfig(lead_ms=60, live_lead_ms=0)
+    buffered = AvatarEngine(backend, JawRenderer(), FakeClock(), cfg, VadConfig(), 25.0,
+                            executor=InlineExecutor())  # fmt: skip
+    live = AvatarEngine(backend, JawRenderer(), FakeClock(), cfg, VadConfig(), 25.0, live=True,
+                        executor=InlineExecutor())  # fmt: skip
+    assert buffered.motion.lead_s == 0.06 and live.motion.lead_s == 0.0
+    # the buffered engine waits for the sound its mouth runs ahead to: 60 ms more audio
+    assert buffered.motion.delay - live.motion.delay == 60 * 48
+
+
 def test_block_sizes_do_not_change_what_the_avatar_does(backend, speech) -> None:  # type: ignore[no-untyped-def]
     # A short clip: one word between pauses. Pushed as one block (a file, a TTS chunk) it must
     # animate as when it arrives in 20 ms packets (a microphone). Only at the wake point may a

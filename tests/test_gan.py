@@ -121,7 +121,10 @@ def test_training_pairs_are_what_the_renderer_feeds(default_avatar, gan_renderer
     gan_renderer.render(motion)
     fed = gan_renderer.backend.last
     a = default_avatar
-    lm, bs = a.landmarks[None, :, :2], motion.blendshapes[None]
+    # fitted video blendshapes are in the rig's units: the model's jawOpen after the face's map
+    mapped = motion.blendshapes.copy()
+    mapped[0] = gan_renderer.warp.rig.weights(motion)[1]
+    lm, bs = a.landmarks[None, :, :2], mapped[None]
     data = VideoFaceData(a.portrait, a.landmarks, a.portrait[None], lm, bs, 25.0)
     pairs = mouth_pairs(data, gan_renderer.warp, 64)
     assert np.array_equal(pairs.sketch[0], fed["sketch"][0])
@@ -136,7 +139,7 @@ def test_gan_renderer_refines_the_warp_inside_the_mouth_box(gan_renderer) -> Non
     motion = motion_frame(jawOpen=0.4)
     img = gan_renderer.render(motion)
     assert img.shape == (256, 256, 3) and img.dtype == np.uint8
-    warp = gan_renderer.warp.warp_face(basis_weights(motion.blendshapes))
+    warp = gan_renderer.warp.warp_face(gan_renderer.warp.rig.weights(motion))
     x0, y0, x1, y1 = gan_renderer.paste_box
     diff = np.abs(img.astype(int) - warp).sum(-1)
     assert diff[y0:y1, x0:x1].mean() > 1  # an untrained generator still draws something there

@@ -63,3 +63,22 @@ def test_memory_stays_bounded_over_a_long_stream() -> None:
     for _ in range(600):  # ten minutes
         s.push(block)
     assert len(s._bs) < 10 and len(s._mel) < 4
+
+
+@pytest.mark.parametrize("lead_s", [0.04, 0.06])
+def test_a_lead_shows_each_frame_the_motion_of_its_sound_that_much_later(lead_s: float) -> None:
+    audio = np.zeros(16000 * 2, np.float32)
+    plain = _run(CountingBackend(), audio, 25, 640)
+    s = MotionStreamer(CountingBackend(), 25, lead_s=lead_s)
+    led = [f for k in range(0, len(audio), 640) for f in s.push(audio[k : k + 640])] + s.flush()
+    assert len(led) == len(plain)  # the same frames, each showing later sound
+    for f in led[:-3]:
+        # frame i shows what a frame at i / fps + lead would show without a lead
+        expected = (f.index / 25 + lead_s + 0.06) / 0.02 - 1
+        assert f.blendshapes[0] == pytest.approx(expected / 1000, abs=1e-6)
+    assert s.latency_s == pytest.approx(0.06 + lead_s)  # and the lead is waited for
+
+
+def test_a_negative_lead_is_refused() -> None:
+    with pytest.raises(ValueError, match="lead"):
+        MotionStreamer(CountingBackend(), 25, lead_s=-0.02)

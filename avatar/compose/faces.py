@@ -1,4 +1,5 @@
-"""Real faces to judge renderers on, besides the bundled avatars."""
+"""``avatar prepare`` (a portrait found, aligned, cropped, then its mouth calibrated), and real
+faces to judge renderers on besides the bundled avatars."""
 
 from __future__ import annotations
 
@@ -7,8 +8,19 @@ from pathlib import Path
 import av
 import numpy as np
 
+from avatar.compose.calibrate import calibrate_avatar
 from avatar.face import mesh
 from avatar.face.image import save_rgb
+from avatar.face.prepare import prepare_portrait
+from avatar.face.store import AvatarAssets
+
+
+def prepare_avatar(
+    image: Path, out_dir: Path, name: str | None = None, size: int = 512
+) -> AvatarAssets:
+    """``avatar prepare``: the portrait prepared (:func:`prepare_portrait`), then its jaw
+    calibrated on its own renders (:func:`calibrate_avatar`)."""
+    return calibrate_avatar(prepare_portrait(image, out_dir, name, size))
 
 
 def hopper_avatar(faces_dir: Path = Path("data/faces")) -> str:
@@ -18,10 +30,8 @@ def hopper_avatar(faces_dir: Path = Path("data/faces")) -> str:
     if not (folder / "avatar.json").exists():
         from matplotlib import cbook
 
-        from avatar.face.prepare import prepare_portrait
-
         photo = Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
-        prepare_portrait(photo, folder, name="hopper", size=512)
+        prepare_avatar(photo, folder, name="hopper", size=512)
     return str(folder)
 
 
@@ -30,11 +40,9 @@ def video_portrait(video: Path, name: str, faces_dir: Path = Path("data/faces"))
     over the frames), prepared once by ``avatar prepare``'s code; returns the folder."""
     folder = faces_dir / name
     if not (folder / "avatar.json").exists():
-        from avatar.face.prepare import prepare_portrait
-
         photo = faces_dir / f"{name}.png"
         save_rgb(photo, _most_closed_frame(video))
-        prepare_portrait(photo, folder, name=name, size=512)
+        prepare_avatar(photo, folder, name=name, size=512)
     return str(folder)
 
 

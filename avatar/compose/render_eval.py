@@ -102,18 +102,31 @@ def measure_mouths(images: list[np.ndarray], fm: mesh.FaceMesh) -> MouthMeasures
 def trace_utterance(
     cfg: Config, backend: InferenceBackend, renderer: Renderer, utt: AlignedUtterance
 ) -> UtteranceTrace:
-    fps = cfg.motion.fps
+    """Render ``utt`` through the engine, read every frame back, trace it against its phones
+    (with the mouth's lead of buffered input, the engine's ``lead_ms``)."""
     frames = speech_frames(cfg, utt.audio, utt.sample_rate, renderer, backend)
     with mesh.FaceMesh(max_faces=1, static=False) as fm:
         measured = measure_mouths([f.image for f in frames], fm)
-    gaps = measured.gap
-    t = np.arange(len(frames)) / fps
-    target, _ = motion_targets(utt.phones, t)
     model = np.array([openness(f.motion.blendshapes) for f in frames if f.motion is not None])
+    return trace_measured(utt, cfg.motion.fps, measured, model, cfg.engine.lead_ms / 1000)
+
+
+def trace_measured(
+    utt: AlignedUtterance, fps: float, measured: MouthMeasures, model: np.ndarray,
+    lead_s: float = 0.0,
+) -> UtteranceTrace:  # fmt: skip
+    """One utterance's measured frames against its alignment. The alignment's openness is
+    read ``lead_s`` later than each frame: a real talker's mouth runs ahead of the phones'
+    acoustic times, and a mouth that leads by ``lead_s`` is compared with where it leads to.
+    Closures and pauses are judged on the frames that show them (the same shift)."""
+    gaps = measured.gap
+    t = np.arange(len(gaps)) / fps
+    shown = t + lead_s  # the audio time each frame shows
+    target, _ = motion_targets(utt.phones, shown)
     segs = segments_of(utt.phones)
     # frames where face mesh found no face never count as closed
-    pbm_min = pbm_minima(segs, t, np.where(np.isnan(gaps), np.inf, gaps))
-    idx = segment_index(segs, t)
+    pbm_min = pbm_minima(segs, shown, np.where(np.isnan(gaps), np.inf, gaps))
+    idx = segment_index(segs, shown)
     vowel = np.array([segs[k].symbol in VOWELS for k in idx]) if segs else np.zeros(len(t), bool)
     silence = np.array([segs[k].viseme == "sil" for k in idx]) if segs else np.ones(len(t), bool)
     return UtteranceTrace(

@@ -20,9 +20,9 @@ from avatar.face import mesh
 RING_D = (0.55, 1.1)  # inter-ocular units: face-mesh points in this ring around the mouth hold
 OUTER_SHARE = 0.6  # the outer lip contour moves this share of its inner contour's way
 OPEN_GAP_D = 0.05
-SEAM_TONE = 0.7
+SEAM_TONE = 0.9
 EDGE_D = 0.015
-PRESS_D = 0.01  # the lips drawn this far past the seam, each (pressed, as at rest)
+SUPERSAMPLE = 4
 
 
 def shows_teeth(landmarks: np.ndarray) -> bool:
@@ -31,14 +31,12 @@ def shows_teeth(landmarks: np.ndarray) -> bool:
     return bool(gap >= OPEN_GAP_D)
 
 
-def closed_lip_landmarks(landmarks: np.ndarray, press: float = 0.0) -> np.ndarray:
-    """The landmarks with the inner lips on their midline (``press`` pixels past it, each)
-    and the outer lips following."""
+def closed_lip_landmarks(landmarks: np.ndarray) -> np.ndarray:
+    """The landmarks with the inner lips on their midline and the outer lips following."""
     out = landmarks.copy()
     ui, li = list(mesh.LIPS_INNER_UPPER), list(mesh.LIPS_INNER_LOWER)
     uo, lo = list(mesh.LIPS_OUTER_UPPER[1:-1]), list(mesh.LIPS_OUTER_LOWER[1:-1])
     half = 0.5 * (landmarks[li, 1] - landmarks[ui, 1])
-    half[1:-1] += press
     out[ui, 1] += half
     out[li, 1] -= half
     out[uo, 1] += OUTER_SHARE * half[1:-1]
@@ -50,17 +48,35 @@ def close_lips(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np
     """(portrait, landmarks) with the lips closed; unchanged when they already are."""
     if not shows_teeth(landmarks):
         return image, landmarks
-    pressed = closed_lip_landmarks(landmarks, PRESS_D * mesh.interocular(landmarks))
+    closed = closed_lip_landmarks(landmarks)
     idx = _control_points(landmarks)
     src = _inside_lips(landmarks)[idx, :2].astype(np.float64)
-    dst = pressed[idx, :2].astype(np.float64)
-    out = _fill_opening(image, landmarks)  # what the seam shows where no lip pixel lands
-    opening = _opening_polygon(landmarks)
+    dst = closed[idx, :2].astype(np.float64)
+    x0, y0 = np.maximum(np.floor(np.minimum(src.min(0), dst.min(0))).astype(int) - 2, 0)
+    x1, y1 = np.ceil(np.maximum(src.max(0), dst.max(0))).astype(int) + 3
+    box = (slice(y0, y1), slice(x0, x1))
+    k = SUPERSAMPLE  # drawn k times larger, then reduced: triangle edges leave no steps
+    filled = _fill_opening(image, landmarks)[box]  # what shows where no lip pixel lands
+    big_src = cv2.resize(filled, None, fx=k, fy=k, interpolation=cv2.INTER_CUBIC)
+    big_out = big_src.copy()
+    drawn = np.zeros(big_src.shape[:2], np.float32)
+    src_k, dst_k = (src - [x0, y0] + 0.5) * k - 0.5, (dst - [x0, y0] + 0.5) * k - 0.5
+    upper = np.isin(idx, mesh.LIPS_INNER_UPPER[1:-1] + mesh.LIPS_OUTER_UPPER[1:-1])
+    lower = np.isin(idx, mesh.LIPS_INNER_LOWER[1:-1] + mesh.LIPS_OUTER_LOWER[1:-1])
+    moved = np.abs(dst - src).max(1) > 1e-3
     for tri in Delaunay(src).simplices:
-        centre = src[tri].mean(0)
-        if cv2.pointPolygonTest(opening, (float(centre[0]), float(centre[1])), False) < 0:
-            _warp_triangle(image, out, src[tri], dst[tri])  # (the teeth's triangles are left out)
-    return out, closed_lip_landmarks(landmarks)
+        if upper[tri].any() and lower[tri].any():  # a triangle across the teeth: gone
+            continue
+        if moved[tri].any():  # (the ring's own triangles stay as they are)
+            _warp_triangle(big_src, big_out, src_k[tri], dst_k[tri])
+            cv2.fillConvexPoly(drawn, np.round(dst_k[tri]).astype(np.int32), 1.0)
+    size = (x1 - x0, y1 - y0)
+    new = cv2.resize(big_out, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+    alpha = cv2.resize(drawn, size, interpolation=cv2.INTER_AREA)[..., None]
+    out = image.copy()
+    region = out[box].astype(np.float32)
+    out[box] = np.clip(region + (new - region) * alpha + 0.5, 0, 255).astype(np.uint8)
+    return out, closed
 
 
 def _inside_lips(landmarks: np.ndarray) -> np.ndarray:
@@ -73,12 +89,6 @@ def _inside_lips(landmarks: np.ndarray) -> np.ndarray:
     return out
 
 
-def _opening_polygon(landmarks: np.ndarray) -> np.ndarray:
-    inner = np.vstack([landmarks[list(mesh.LIPS_INNER_UPPER), :2],
-                       landmarks[list(mesh.LIPS_INNER_LOWER), :2][::-1]])  # fmt: skip
-    return inner.astype(np.float32)
-
-
 def _fill_opening(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """The photo with the opening between its lips painted in a dark lip tone."""
     lips = np.zeros(image.shape[:2], np.uint8)
@@ -86,7 +96,9 @@ def _fill_opening(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
                        landmarks[list(mesh.LIPS_OUTER_LOWER), :2][::-1]])  # fmt: skip
     cv2.fillPoly(lips, [np.round(outer).astype(np.int32)], 1)
     opening = np.zeros_like(lips)
-    cv2.fillPoly(opening, [np.round(_opening_polygon(landmarks)).astype(np.int32)], 1)
+    inner = np.vstack([landmarks[list(mesh.LIPS_INNER_UPPER), :2],
+                       landmarks[list(mesh.LIPS_INNER_LOWER), :2][::-1]])  # fmt: skip
+    cv2.fillPoly(opening, [np.round(inner).astype(np.int32)], 1)
     tone = np.median(image[(lips == 1) & (opening == 0)], axis=0) * SEAM_TONE
     out = image.copy()
     out[cv2.dilate(opening, np.ones((3, 3), np.uint8)) == 1] = tone.astype(np.uint8)

@@ -14,7 +14,9 @@ from __future__ import annotations
 import numpy as np
 
 from avatar.face import mesh
+from avatar.frames import MotionFrame
 from avatar.motion.channels import BLENDSHAPE_INDEX as BI
+from avatar.motion.channels import VISEME_INDEX
 
 BASES: tuple[str, ...] = (
     "rest_close",  # closes the portrait's own mouth (always weight 1)
@@ -45,9 +47,18 @@ BASIS_INDEX = {n: i for i, n in enumerate(BASES)}
 # opening's p50/p90/p95 are 0.10/0.29/0.36 where the motion model's jawOpen on the same sound is
 # 0.19/0.36/0.42: about 1.1 x (jawOpen - 0.1).
 OPENING_AT_HALF = 0.44
+SEAL_SKIN_D = 0.3  # how far below the lower lip the skin stays with a sealed lip (d)
 JAW_CORNER_SHARE = 0.275  # mouth corners follow the jaw this share of the lower lip's drop
 UPPER_LIP_SHARE = 0.0625  # the upper lip's middle lifts this share of it on a wide opening
-LIP_SLACK = 0.12
+# Lips have slack: they stay sealed over the first few percent of jaw opening (what makes a
+# /b/ with the jaw slightly open still a closure); the opening starts above it.
+LIP_SLACK = 0.08
+# The motion model's lips barely close on real read speech (at P/B/M its jawOpen is 0.14 and
+# mouthClose/Press ~0 at the median), but its P/B/M viseme stands out there (median 0.09, p75
+# 0.27 vs 0.002 / p90 0.09 on other speech frames): it seals the lips. On 114 P/B/M segments of
+# read sentences 1.5 x PP plus the slack seals ~80 % (the old slack alone, 0.12: 47 %) and ~17 % of
+# the other speech frames.
+BILABIAL_SEAL = 1.5
 # A talker's neutral mouth, read with face mesh on closed-mouth frames of 20 real talkers (median;
 # in inter-ocular units): corners level with the lips' middle (elevation -0.04..+0.05) and
 # 0.79 d wide (0.62-0.92). A photo that smiles beyond these limits (the astronaut: corners 0.165 d
@@ -67,7 +78,12 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
 class FaceRig:
     """Displacement bases for one avatar's rest landmarks, (n_bases, 478, 2)."""
 
-    def __init__(self, rest: np.ndarray) -> None:
+    def __init__(self, rest: np.ndarray, jaw_map: dict[str, list[float]] | None = None) -> None:
+        """``rest``: the avatar's landmarks; ``jaw_map``: its measured ``jawOpen`` -> jaw weight
+        (``avatar.json``, :mod:`avatar.compose.calibrate`; None: the identity)."""
+        self.jaw_map = (
+            (np.asarray(jaw_map["jaw"]), np.asarray(jaw_map["weight"])) if jaw_map else None
+        )
         self.rest = rest[:, :2].astype(np.float32)
         self.rest_z = rest[:, 2].astype(np.float32) if rest.shape[1] > 2 else np.zeros(len(rest))
         self.d = mesh.interocular(rest)
@@ -171,12 +187,26 @@ class FaceRig:
         return out
 
     def _b_seal(self) -> np.ndarray:
-        """The lips back together over an open jaw (the jaw's own lip motion, undone)."""
+        """The lips back together over an open jaw (the jaw's own lip motion, undone). The skin
+        under the lower lip stays with it over :data:`SEAL_SKIN_D` and the chin takes the rest:
+        a sealed lip over a dropped jaw stretches the skin below it smoothly (a sharp step
+        there smears the lip's colour down the chin)."""
         out = self._zeros()
         ui, uo, li, lo = self._lip_points()
         lips = ui + uo + li + lo + list(mesh.MOUTH_CORNERS + mesh.INNER_CORNERS)
-        out[lips, 1] = -0.97 * self._b_jaw()[lips, 1]
+        jaw = self._b_jaw()
+        below = self.rest[:, 1] - np.interp(self.rest[:, 0], *self._lower_lip_line())
+        follow = 1.0 - _smoothstep(below / (SEAL_SKIN_D * self.d))
+        follow *= below > 0
+        out[:, 1] = -0.97 * jaw[:, 1] * follow
+        out[lips, 1] = -0.97 * jaw[lips, 1]
         return out
+
+    def _lower_lip_line(self) -> tuple[np.ndarray, np.ndarray]:
+        """The outer lower lip contour as (x, y) sorted by x, for interpolation."""
+        pts = self.rest[list(mesh.LIPS_OUTER_LOWER)]
+        order = np.argsort(pts[:, 0])
+        return pts[order, 0], pts[order, 1]
 
     def _inward(self, amount: float, radius: float) -> np.ndarray:
         out = self._zeros()
@@ -310,21 +340,35 @@ class FaceRig:
         return out
 
     # -- use -------------------------------------------------------------------------------
+    def weights(self, motion: MotionFrame) -> np.ndarray:
+        """Basis weights of a motion frame on this face: :func:`basis_weights` after the
+        face's jaw map, the P/B/M viseme sealing the lips."""
+        blendshapes = motion.blendshapes
+        if self.jaw_map is not None:
+            blendshapes = np.array(blendshapes, np.float32)
+            jaw = float(blendshapes[BI["jawOpen"]])
+            blendshapes[BI["jawOpen"]] = np.interp(jaw, *self.jaw_map)
+        bilabial = float(motion.visemes[VISEME_INDEX["PP"]]) if len(motion.visemes) else 0.0
+        return basis_weights(blendshapes, motion.blink, motion.talking, bilabial)
+
     def landmarks(self, weights: np.ndarray) -> np.ndarray:
         """Displaced landmarks (478, 2) for basis weights (n_bases,)."""
         return self.rest + np.tensordot(weights, self.bases, axes=1)
 
 
-def basis_weights(blendshapes: np.ndarray, blink: float = 0.0, talking: float = 0.0) -> np.ndarray:
+def basis_weights(
+    blendshapes: np.ndarray, blink: float = 0.0, talking: float = 0.0, bilabial: float = 0.0
+) -> np.ndarray:
     """Blendshape coefficients (ARKit order of ``BLENDSHAPES``) -> rig basis weights;
-    ``talking`` (0 at rest .. 1) relaxes a resting smile."""
+    ``talking`` (0 at rest .. 1) relaxes a resting smile; ``bilabial``: the motion model's
+    P/B/M viseme probability, which seals the lips (:data:`BILABIAL_SEAL`)."""
     b = np.clip(np.asarray(blendshapes, np.float32), 0.0, 1.0)
     jaw = float(b[BI["jawOpen"]])
     press = 0.5 * float(b[BI["mouthPressLeft"]] + b[BI["mouthPressRight"]])
     w = np.zeros(len(BASES), np.float32)
     w[BASIS_INDEX["rest_close"]] = 1.0
     w[BASIS_INDEX["jaw"]] = jaw
-    seal = float(b[BI["mouthClose"]]) + 0.7 * press + LIP_SLACK
+    seal = float(b[BI["mouthClose"]]) + 0.7 * press + BILABIAL_SEAL * bilabial + LIP_SLACK
     w[BASIS_INDEX["seal"]] = min(jaw, seal)
     for basis, shape in (
         ("funnel", "mouthFunnel"),

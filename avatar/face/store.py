@@ -74,6 +74,11 @@ def save_avatar(assets: AvatarAssets, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     save_rgb(folder / "portrait.png", assets.portrait)
     np.save(folder / "landmarks.npy", assets.landmarks.astype(np.float32))
+    save_info(assets, folder)
+
+
+def save_info(assets: AvatarAssets, folder: Path) -> None:
+    """Only ``avatar.json`` (the portrait and landmarks stay as they are)."""
     info = {"format": FORMAT_VERSION, "name": assets.name, "size": assets.size, **assets.info}
     (folder / "avatar.json").write_text(json.dumps(info, indent=1) + "\n")
 

@@ -17,7 +17,6 @@ import numpy as np
 from avatar.backends.protocol import InferenceBackend
 from avatar.errors import ModelError
 from avatar.face import sketch
-from avatar.face.rig import basis_weights
 from avatar.face.store import AvatarAssets
 from avatar.frames import MotionFrame
 from avatar.render.warp import WarpRenderer
@@ -71,7 +70,7 @@ class GanRenderer:
         return ((mouth - warped) * 127.5).transpose(1, 2, 0)
 
     def render(self, motion: MotionFrame) -> np.ndarray:
-        weights = basis_weights(motion.blendshapes, motion.blink, motion.talking)
+        weights = self.warp.rig.weights(motion)
         image = self.warp.warp_face(weights)  # no pose: the generator learnt upright crops
         self.paste(image, self.refine(weights, image))
         return self.warp.apply_pose(image, motion.head_pose)

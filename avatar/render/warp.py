@@ -18,7 +18,7 @@ import numpy as np
 
 from avatar.face import mesh
 from avatar.face.neutral import close_lips
-from avatar.face.rig import BASIS_INDEX, FaceRig, basis_weights
+from avatar.face.rig import BASIS_INDEX, FaceRig
 from avatar.face.store import AvatarAssets
 from avatar.frames import MotionFrame
 from avatar.render.base import head_pose_matrix
@@ -89,7 +89,7 @@ class WarpRenderer:
         lm[:, :2] *= scale
         portrait, lm = close_lips(portrait, lm)  # a photo showing its teeth: closed, neutral lips
         self.portrait = np.ascontiguousarray(portrait)
-        self.rig = FaceRig(lm)
+        self.rig = FaceRig(lm, assets.info.get("jaw_map"))
         self.d = self.rig.d
         self.step = step
         self._setup_roi()
@@ -199,7 +199,7 @@ class WarpRenderer:
         return self._base + cv2.resize(back, (w, h), interpolation=cv2.INTER_LINEAR)
 
     def render(self, motion: MotionFrame) -> np.ndarray:
-        weights = basis_weights(motion.blendshapes, motion.blink, motion.talking)
+        weights = self.rig.weights(motion)
         pose = head_pose_matrix(motion.head_pose, self.size, self.pivot)
         return self.warp_face(weights, pose, motion.visemes)
 
