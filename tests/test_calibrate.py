@@ -3,6 +3,8 @@ talking envelope that relaxes a resting smile."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -27,7 +29,7 @@ def test_the_map_inverts_the_readings_onto_the_canonical_curve() -> None:
     read = np.clip(1.6 * (WEIGHTS - 0.2), 0, None)  # a face whose lips part at weight 0.2
     jaws, weights = fit_jaw_map(read)
     assert jaws[:2] == [0.0, OPENING_START] and weights[:2] == [0.0, 0.2]
-    assert all(b >= a for a, b in zip(weights, weights[1:], strict=False))
+    assert all(b >= a for a, b in itertools.pairwise(weights))
     for j in (0.3, 0.5, 0.7):
         w = np.interp(j, jaws, weights)
         assert np.interp(w, WEIGHTS, read) == pytest.approx(canonical_opening(np.array([j]))[0])
