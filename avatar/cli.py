@@ -76,6 +76,17 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from avatar.compose.calibrate import calibrate_avatar
+    from avatar.face.store import load_avatar
+
+    assets = calibrate_avatar(load_avatar(args.avatar))
+    m = assets.info["jaw_map"]
+    at = dict(zip(m["jaw"], m["weight"], strict=True))
+    print(f"{assets.folder}: jaw_map written (jawOpen 0.3 -> jaw weight {at.get(0.3, '?')})")
+    return 0
+
+
 def cmd_train_renderer(args: argparse.Namespace) -> int:
     from avatar.gan.train import RendererTrainOptions, train_renderer
 
@@ -277,6 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--name", help="avatar name (default: the folder name)")
     pp.add_argument("--size", type=int, default=512, help="portrait side in pixels")
     pp.set_defaults(func=cmd_prepare)
+
+    pc = sub.add_parser("calibrate", help="measure an avatar's mouth again (its jaw_map)")
+    pc.add_argument("avatar", help="an avatar folder (e.g. one prepared by an older version)")
+    pc.set_defaults(func=cmd_calibrate)
 
     train = sub.add_parser("train", help="train a model").add_subparsers(dest="what", required=True)
     tr = train.add_parser("renderer", help="learn a person's mouth from a talking-head video (GAN)")

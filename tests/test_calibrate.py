@@ -4,6 +4,7 @@ talking envelope that relaxes a resting smile."""
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -89,3 +90,20 @@ def test_talking_rises_with_speech_and_falls_after_it() -> None:
     assert values[0] == 0.0 and values[24] > 0.95  # up within a second of speech
     assert values[30] > 0.5  # a short pause keeps the smile relaxed
     assert values[99] < 0.05  # and it comes back in the silence after
+
+
+def test_avatar_calibrate_writes_the_jaw_map_of_an_older_folder(
+    carphone: AvatarAssets, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from avatar.cli import main
+    from avatar.face.store import save_avatar
+
+    older = AvatarAssets("old", carphone.portrait, carphone.landmarks, {"source": "x.png"})
+    save_avatar(older, tmp_path)  # as an earlier `avatar prepare` left it: no jaw_map
+    assert main(["calibrate", str(tmp_path)]) == 0
+    info = load_avatar(str(tmp_path)).info
+    assert info["source"] == "x.png" and len(info["jaw_map"]["jaw"]) == len(
+        info["jaw_map"]["weight"]
+    )
+    assert "jaw_map written" in capsys.readouterr().out
+    assert main(["calibrate", str(tmp_path / "missing")]) == 2
