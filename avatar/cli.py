@@ -122,6 +122,9 @@ def cmd_train_motion(args: argparse.Namespace) -> int:
         lookahead_ms=args.lookahead_ms,
         closure_weight=args.closure_weight,
         time_masks=args.time_masks,
+        talkers=args.talkers,
+        talker_weight=args.talker_weight,
+        init=args.init,
     )
     train_motion_pipeline(opts, _config(args))
     return 0
@@ -338,6 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--closure-weight", type=float, default=d.closure_weight, help="loss weight of P/B/M frames"
     )
+    t.add_argument("--talkers", type=Path, help="real talkers' shards (build_talker_corpus.py)")
+    t.add_argument("--talker-weight", type=float, default=d.talker_weight,
+                   help="loss weight of the real talkers' jaw")  # fmt: skip
+    t.add_argument("--init", type=Path, help="a motion.pt to go on from (fine-tuning)")
     _common(t)
     t.set_defaults(func=cmd_train_motion)
 

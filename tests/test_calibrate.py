@@ -9,13 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avatar.compose.calibrate import (
-    OPENING_START,
-    WEIGHTS,
-    calibrate_mouth,
-    canonical_opening,
-    fit_jaw_map,
-)
+from avatar.compose.calibrate import WEIGHTS, calibrate_mouth, fit_jaw_map
+from avatar.data.talkers import OPENING_START, canonical_opening
 from avatar.face import mesh
 from avatar.face.rig import FaceRig
 from avatar.face.store import AvatarAssets, load_avatar

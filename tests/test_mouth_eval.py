@@ -10,9 +10,10 @@ import pytest
 
 from avatar.compose.render_eval import CLOSED_GAP, summarise, trace_utterance
 from avatar.compose.renderers import load_renderer
-from avatar.compose.talker_eval import TalkerTrace, best_lag, sample_at, voiced_at
+from avatar.compose.talker_eval import TalkerTrace, best_lag, sample_at
 from avatar.config import load_config
 from avatar.data.align import align_recording, load_mono, phones_from_alignment
+from avatar.data.talkers import voiced_at
 from avatar.data.types import AlignedUtterance
 from avatar.motion.runtime import load_motion_backend
 

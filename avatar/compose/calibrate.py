@@ -15,22 +15,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from avatar.data.talkers import OPENING_START, canonical_opening
 from avatar.face import mesh
 from avatar.face.store import AvatarAssets, save_info
 from avatar.frames import MotionFrame
 from avatar.motion.channels import BLENDSHAPE_INDEX, BLENDSHAPES, VISEMES
 from avatar.render.warp import WarpRenderer
 
-OPENING_SLOPE = 1.3  # opening (13-14 over 78-308) per unit of jawOpen, past OPENING_START
-OPENING_START = 0.1  # the jawOpen at which the lips part
 WEIGHTS = np.round(np.arange(0.0, 1.0001, 0.05), 2)  # rig jaw weights rendered
 POSES = ((0.0, 0.0), (0.02, -0.01), (-0.02, 0.01))  # (yaw, roll) of the readings averaged
 VISIBLE = 0.03  # an opening face mesh reads below this is noise around closed lips
-
-
-def canonical_opening(jaw: np.ndarray) -> np.ndarray:
-    """The opening every face should show at the motion model's ``jawOpen``."""
-    return OPENING_SLOPE * np.maximum(np.asarray(jaw, np.float64) - OPENING_START, 0.0)
 
 
 def read_openings(renderer: WarpRenderer, fm: mesh.FaceMesh) -> np.ndarray:

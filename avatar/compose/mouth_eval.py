@@ -23,10 +23,10 @@ import numpy as np
 
 from avatar.compose.faces import hopper_avatar, video_portrait
 from avatar.compose.render_eval import MouthMeasures, RenderEval, summarise, trace_measured
-from avatar.compose.talker_eval import TalkerResult, TalkerTrace, voiced_at
+from avatar.compose.talker_eval import TalkerResult, TalkerTrace
 from avatar.compose.talker_eval import summarise as summarise_talkers
 from avatar.data.media import TALKER_CLIPS, media_path
-from avatar.data.talkers import TalkerClip, load_talker
+from avatar.data.talkers import TalkerClip, load_talker, voiced_at
 from avatar.data.types import AlignedUtterance
 
 

@@ -10,8 +10,9 @@ the talker's). Then:
   searched over +-:data:`MAX_LAG_S` in :data:`LAG_STEP_S` steps (the avatar is sampled at the
   talker's frame times plus the lag, linearly interpolated). A positive lag means the avatar's
   mouth *trails* the real one; ``r0`` is the correlation at lag 0 (what a viewer sees);
-- ``real_p90``, ``avatar_p90``: the opening's 90th percentile over voiced frames (webrtcvad on the
-  clip's sound, :func:`voiced_at`), and their ratio: does the avatar open as far as people do.
+- ``real_p90``, ``avatar_p90``: the opening's 90th percentile over voiced frames (webrtcvad on
+  the clip's sound, :func:`~avatar.data.talkers.voiced_at`), and their ratio: does the avatar
+  open as far as people do.
 
 Clips are concatenated for the pooled numbers (each clip's lag is found on its own; the pooled
 lag is the median of the clips').
@@ -22,14 +23,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import webrtcvad
 
 from avatar.backends.protocol import InferenceBackend
 from avatar.compose.offline import speech_frames
 from avatar.compose.render_eval import measure_mouths
 from avatar.config import Config
-from avatar.data.align import resample_pcm16
-from avatar.data.talkers import TalkerClip
+from avatar.data.talkers import TalkerClip, voiced_at
 from avatar.face import mesh
 from avatar.motion.channels import BLENDSHAPE_INDEX
 from avatar.render.base import Renderer
@@ -37,8 +36,6 @@ from avatar.train.evaluate import corr
 
 MAX_LAG_S = 0.4
 LAG_STEP_S = 0.01
-VAD_FRAME_S = 0.02
-VAD_RATE = 16000
 JAW = BLENDSHAPE_INDEX["jawOpen"]
 
 
@@ -76,20 +73,6 @@ class TalkerResult:
         out = asdict(self)
         out["p90_ratio"] = self.p90_ratio
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
-
-
-def voiced_at(
-    audio: np.ndarray, rate: int, times: np.ndarray, aggressiveness: int = 2
-) -> np.ndarray:
-    """Whether webrtcvad calls the 20 ms of sound at each time voiced."""
-    pcm16 = resample_pcm16(audio, rate, VAD_RATE)
-    n = int(VAD_RATE * VAD_FRAME_S)
-    vad = webrtcvad.Vad(aggressiveness)
-    flags = np.array(
-        [vad.is_speech(pcm16[i : i + n].tobytes(), VAD_RATE) for i in range(0, len(pcm16) - n, n)]
-    )
-    k = np.clip((times / VAD_FRAME_S).astype(int), 0, max(len(flags) - 1, 0))
-    return flags[k] if len(flags) else np.zeros(len(times), bool)
 
 
 def sample_at(t: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from avatar.motion.channels import BLENDSHAPE_INDEX, BLENDSHAPES, VISEME_INDEX
 from avatar.motion.model import MotionDims, MotionTransformer
+from avatar.train.talker_corpus import TalkerFrames
 
 PP_INDEX = VISEME_INDEX["PP"]
 CHANNEL_WEIGHTS = {
@@ -85,27 +86,47 @@ class TrainSettings:
     time_width: int = 6
     closure_weight: float = 1.0  # loss weight of P/B/M frames (lips must really meet there)
     vtlp: float = 0.0  # vocal tract length perturbation: warp frequencies by 1 +- vtlp per crop
+    talker_weight: float = 0.0  # loss weight of real talkers' jaw (talker_corpus), if given
+    talker_batch: int = 8
+
+
+def crops(
+    frames: int, batch: int, s: TrainSettings, rng: np.random.Generator
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Endless random crops of a corpus of ``frames`` mel frames: (mel indices (B, 2T), target
+    indices (B, T)). Token n ends at frame fpt*n + fpt-1 of the crop; its target is the
+    ``lookahead`` earlier."""
+    fpt = s.dims.frames_per_token
+    span = s.crop_tokens * fpt
+    lookahead = fpt * s.dims.lookahead_tokens  # in frames
+    mel_off = np.arange(span)
+    tgt_off = fpt * np.arange(s.crop_tokens) + (fpt - 1) - lookahead
+    while True:
+        starts = rng.integers(lookahead, frames - span, size=batch) // fpt * fpt
+        yield starts[:, None] + mel_off, starts[:, None] + tgt_off
 
 
 def batches(
     corpus: Corpus, s: TrainSettings, rng: np.random.Generator
 ) -> Iterator[tuple[torch.Tensor, ...]]:
     """Endless random crops: mel (B, 2T, n_mels), blendshape targets (B, T, nb), labels (B, T)."""
-    fpt = s.dims.frames_per_token
-    span = s.crop_tokens * fpt
-    lookahead = fpt * s.dims.lookahead_tokens  # in frames
-    lo, hi = lookahead, corpus.frames - span
-    mel_off = np.arange(span)
-    # Token n ends at frame fpt*n + fpt-1 of the crop; its target is `lookahead` frames earlier.
-    tgt_off = fpt * np.arange(s.crop_tokens) + (fpt - 1) - lookahead
-    while True:
-        starts = rng.integers(lo, hi, size=s.batch) // fpt * fpt
-        mel = corpus.mel[starts[:, None] + mel_off].astype(np.float32)
-        tgt = starts[:, None] + tgt_off
+    for mel_at, tgt in crops(corpus.frames, s.batch, s, rng):
         yield (
-            torch.from_numpy(mel),
+            torch.from_numpy(corpus.mel[mel_at].astype(np.float32)),
             torch.from_numpy(corpus.blendshapes[tgt].astype(np.float32)),
             torch.from_numpy(corpus.visemes[tgt].astype(np.int64)),
+        )
+
+
+def talker_batches(
+    talkers: TalkerFrames, s: TrainSettings, rng: np.random.Generator
+) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Endless random crops of real talkers: mel (B, 2T, n_mels), jaw (B, T), valid (B, T)."""
+    for mel_at, tgt in crops(len(talkers.mel), s.talker_batch, s, rng):
+        yield (
+            torch.from_numpy(talkers.mel[mel_at].astype(np.float32)),
+            torch.from_numpy(talkers.jaw[tgt].astype(np.float32)),
+            torch.from_numpy(talkers.valid[tgt].astype(np.float32)),
         )
 
 
@@ -178,6 +199,21 @@ def loss_fn(
     return total, {"l1": l1.item(), "vel": vel.item(), "ce": ce.item()}
 
 
+def talker_loss(
+    model: MotionTransformer, batch: tuple[torch.Tensor, ...], s: TrainSettings
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """L1 on ``jawOpen`` (and its frame-to-frame change) where a real talker's face was seen."""
+    mel, jaw_true, valid = batch
+    if model.training:
+        mel = spec_augment(warp_frequencies(mel, s.vtlp), s)
+    jaw = model.training_outputs(mel)[0][..., BLENDSHAPE_INDEX["jawOpen"]]  # (B, T)
+    n = valid.sum().clamp(min=1.0)
+    l1 = ((jaw - jaw_true).abs() * valid).sum() / n
+    both = valid[:, 1:] * valid[:, :-1]
+    vel = ((jaw.diff(dim=1) - jaw_true.diff(dim=1)).abs() * both).sum() / both.sum().clamp(min=1.0)
+    return l1 + s.velocity_weight * vel, {"talker_l1": l1.item()}
+
+
 def _lr(step: int, total: int, s: TrainSettings) -> float:
     if step < s.warmup:
         return s.lr * (step + 1) / s.warmup
@@ -211,15 +247,23 @@ def train(
     s: TrainSettings,
     log_path: Path | None = None,
     progress: bool = True,
+    talkers: TalkerFrames | None = None,
+    init: MotionTransformer | None = None,
 ) -> tuple[MotionTransformer, list[dict[str, float]]]:
-    """Train for ``s.minutes`` of wall time or ``s.max_steps``; returns the model and history."""
+    """Train for ``s.minutes`` of wall time or ``s.max_steps``; returns the model and history.
+    ``talkers``: real talkers' jaw as well (weight ``s.talker_weight``); ``init``: a trained
+    model to go on from (fine-tuning: its weights and its feature normalisation)."""
     torch.manual_seed(s.seed)
     torch.set_num_threads(s.threads)
     model = MotionTransformer(s.dims)
-    fit_normalisation(model, train_set)
+    if init is not None:
+        model.load_state_dict(init.state_dict())
+    else:
+        fit_normalisation(model, train_set)
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     weights = channel_weights()
     gen = batches(train_set, s, np.random.default_rng(s.seed))
+    real = talker_batches(talkers, s, np.random.default_rng(s.seed + 1)) if talkers else None
     history: list[dict[str, float]] = []
     t0 = time.monotonic()
     budget = s.minutes * 60
@@ -237,6 +281,10 @@ def train(
         for g in opt.param_groups:
             g["lr"] = _lr(step, est_total, s)
         loss, logs = loss_fn(model, next(gen), s, weights)
+        if real is not None:
+            extra, talker_logs = talker_loss(model, next(real), s)
+            loss = loss + s.talker_weight * extra
+            logs.update(talker_logs)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-MAX_LOOKAHEAD_MS = 80
+# Live models hear 60 ms ahead (latency); a model for buffered audio (a file, TTS, agent audio
+# ahead of playout) may hear much further: its lookahead costs no latency there.
+MAX_LOOKAHEAD_MS = 400
 
 
 @dataclass(slots=True)
@@ -26,3 +28,8 @@ class TrainOptions:
     vtlp: float = 0.12
     lookahead_ms: int = 60
     closure_weight: float = 3.0
+    # Real talkers' jaw (shards of scripts/build_talker_corpus.py) beside the synthetic corpus,
+    # and a trained model to go on from (fine-tuning, at a lower learning rate).
+    talkers: Path | None = None
+    talker_weight: float = 1.0
+    init: Path | None = None

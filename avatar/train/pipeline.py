@@ -56,6 +56,9 @@ def _ensure_corpus(opts: TrainOptions, cfg: Config) -> None:
         build_eval_sets(eval_dir, 4 if opts.quick else 40, opts.seed + 1, opts.quick)
 
 
+FINE_TUNE_LR = 6e-4  # going on from a trained model: a third of the recipe's peak
+
+
 def train_settings(opts: TrainOptions) -> TrainSettings:
     """The trainer's settings for ``opts`` (quick mode: a tiny model for tests)."""
     from avatar.motion.model import MotionDims
@@ -75,7 +78,7 @@ def train_settings(opts: TrainOptions) -> TrainSettings:
             eval_every=15,
             seed=opts.seed,
         )
-    return TrainSettings(
+    settings = TrainSettings(
         dims=dims,
         minutes=opts.minutes,
         seed=opts.seed,
@@ -83,7 +86,11 @@ def train_settings(opts: TrainOptions) -> TrainSettings:
         time_masks=2 if opts.spec_augment and opts.time_masks else 0,
         vtlp=opts.vtlp,
         closure_weight=opts.closure_weight,
+        talker_weight=opts.talker_weight if opts.talkers else 0.0,
     )
+    if opts.init:
+        settings.lr = FINE_TUNE_LR
+    return settings
 
 
 def train_motion_pipeline(opts: TrainOptions, cfg: Config) -> dict[str, object]:
@@ -91,22 +98,30 @@ def train_motion_pipeline(opts: TrainOptions, cfg: Config) -> dict[str, object]:
     import torch
 
     from avatar.motion.export import export_onnx, model_meta
+    from avatar.motion.model import MotionTransformer
     from avatar.train.motion import load_corpus, train
+    from avatar.train.talker_corpus import load_talker_corpus
 
     _ensure_corpus(opts, cfg)
     opts.out.mkdir(parents=True, exist_ok=True)
     settings = train_settings(opts)
     train_set, val_set = load_corpus(opts.corpus, "train"), load_corpus(opts.corpus, "heldout")
+    talkers = load_talker_corpus(opts.talkers) if opts.talkers else None
+    init = None
+    if opts.init:
+        init = MotionTransformer.from_checkpoint(torch.load(opts.init, weights_only=False))
     log_path = opts.out / "train_log.jsonl"
     log_path.unlink(missing_ok=True)
     t0 = time.monotonic()
-    model, history = train(train_set, val_set, settings, log_path)
+    model, history = train(train_set, val_set, settings, log_path, talkers=talkers, init=init)
     minutes = (time.monotonic() - t0) / 60
     meta = model_meta(model, cfg.features)
     info = {
         "train_minutes": round(minutes, 2),
         "steps": int(history[-1]["step"]),
         "train_frames": train_set.frames,
+        "talker_frames": len(talkers.mel) if talkers else 0,
+        "init": str(opts.init) if opts.init else None,
         "settings": {k: v for k, v in asdict(settings).items() if k != "dims"},
     }
     torch.save(model.checkpoint({"meta": meta, "train": info}), opts.out / "motion.pt")
