@@ -54,6 +54,9 @@ class MotionConfig(_Section):
 
     fps: float = 25.0
     weights: str = "builtin"  # "builtin" or a path to motion.onnx / motion.pt
+    # the model for buffered input (a file, text-to-speech, agent audio ahead of playout), where
+    # hearing further ahead costs no latency: "builtin", "builtin:NAME" (a committed model), a path
+    buffered_weights: str = "builtin"
     backend: BackendChoice = "auto"
     threads: int = Field(default=1, ge=1)
 
@@ -63,6 +66,10 @@ class MotionConfig(_Section):
         if not 1 <= v <= 120:
             raise ValueError("fps must be between 1 and 120")
         return v
+
+    def for_input(self, live: bool) -> MotionConfig:
+        """This configuration with the weights for a live microphone or for buffered input."""
+        return self if live else self.model_copy(update={"weights": self.buffered_weights})
 
 
 class RenderConfig(_Section):

@@ -159,13 +159,18 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
+def cfg_weights(args: argparse.Namespace) -> str:
+    return load_config(None, []).motion.weights
+
+
 def modes_for(args: argparse.Namespace, lead_ms: int) -> dict[str, tuple[list[str], float]]:
     """Mode -> (worker overrides, the mouth's lead in s). An older checkout knows no lead: it
     runs once and its result stands for both modes."""
     wanted = [m for m in args.modes.split(",") if m]
     if args.code is not None:
         return {m: ([], 0.0) for m in wanted}
-    table = {"buffered": ([], lead_ms / 1000), "live": (["engine.lead_ms=0"], 0.0)}
+    live = ["engine.lead_ms=0", f"motion.buffered_weights={cfg_weights(args)}"]  # as a microphone
+    table = {"buffered": ([], lead_ms / 1000), "live": (live, 0.0)}
     return {m: table[m] for m in wanted}
 
 

@@ -49,7 +49,9 @@ def run_face(face: dict[str, object], modes: dict[str, list[str]], clips: list[P
             f"render.size={face['size']}"]  # fmt: skip
     for mode, overrides in modes.items():
         cfg = load_config(None, base + list(overrides))
-        backend = load_motion_backend(cfg.motion)
+        motion = cfg.motion  # offline audio is buffered input (versions that tell them apart)
+        motion = motion.for_input(False) if hasattr(motion, "for_input") else motion
+        backend = load_motion_backend(motion)
         renderer = load_renderer(cfg.render)
         folder = out / str(face["name"]) / mode
         folder.mkdir(parents=True, exist_ok=True)

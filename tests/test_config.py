@@ -39,3 +39,17 @@ def test_bad_overrides_name_the_key(override: str, message: str) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_buffered_input_can_have_its_own_motion_model(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from avatar.config import MotionConfig
+    from avatar.errors import ModelError
+    from avatar.motion.runtime import BUILTIN_DIR, resolve_weights
+
+    cfg = MotionConfig(weights="builtin", buffered_weights=str(tmp_path / "far.onnx"))
+    assert cfg.for_input(live=True).weights == "builtin"
+    assert cfg.for_input(live=False).weights == str(tmp_path / "far.onnx")
+    assert resolve_weights("builtin", ".onnx") == BUILTIN_DIR / "motion.onnx"
+    assert resolve_weights("builtin:motion", ".pt") == BUILTIN_DIR / "motion.pt"
+    with pytest.raises(ModelError, match="not found"):
+        resolve_weights("builtin:nothing", ".onnx")

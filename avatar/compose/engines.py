@@ -38,7 +38,8 @@ def build_engine(
     otherwise buffered input (a file, text-to-speech) plays out in full. ``renderer`` and
     ``backend``: ones already loaded, used instead of loading the configured ones."""
     return AvatarEngine(
-        backend or load_motion_backend(cfg.motion), renderer or load_renderer(cfg.render), clock,
+        backend or load_motion_backend(cfg.motion.for_input(live)),
+        renderer or load_renderer(cfg.render), clock,
         cfg.engine, cfg.vad, cfg.motion.fps, live=live, realtime=realtime, executor=executor,
         observer=observer, idle_seed=cfg.render.idle_seed,
     )  # fmt: skip
@@ -142,6 +143,6 @@ def engine_factory(cfg: Config, clock: Clock, executor: Executor | None) -> Engi
         session_cfg = cfg.model_copy(update={"render": render})
         return build_engine(session_cfg, clock, live=live, executor=executor, observer=observer,
                             renderer=renderers.get(avatar),
-                            backend=batchers.motion(cfg.motion))  # fmt: skip
+                            backend=batchers.motion(cfg.motion.for_input(live)))  # fmt: skip
 
     return build

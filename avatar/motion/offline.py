@@ -34,7 +34,7 @@ def motion_file(
         raise AvatarError(
             f"cannot create the output folder {output.parent}: {e.strerror}"
         ) from None
-    backend = load_motion_backend(cfg.motion)
+    backend = load_motion_backend(cfg.motion.for_input(live=False))  # a file: buffered
     streamer = MotionStreamer(backend, cfg.motion.fps, lead_s=cfg.engine.lead_ms / 1000)
     rate = streamer.features.cfg.sample_rate
     reader = iter_audio(audio, rate=rate, block_s=1.0)

@@ -17,8 +17,12 @@ MAX_BATCH = 32  # TensorRT profile: streams one call may carry (avatar.backends.
 
 
 def resolve_weights(spec: str, suffix: str) -> Path:
-    """``builtin`` -> the committed model; otherwise a path (its sibling with ``suffix``)."""
-    path = BUILTIN_DIR / f"motion{suffix}" if spec == "builtin" else Path(spec)
+    """``builtin`` -> the committed model, ``builtin:NAME`` -> the committed ``NAME`` model;
+    otherwise a path (its sibling with ``suffix``)."""
+    if spec == "builtin" or spec.startswith("builtin:"):
+        path = BUILTIN_DIR / f"{spec.partition(':')[2] or 'motion'}{suffix}"
+    else:
+        path = Path(spec)
     if path.suffix != suffix:
         path = path.with_suffix(suffix)
     if not path.exists():
