@@ -150,6 +150,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--split", default="dev", choices=("dev", "test", "all"))
     p.add_argument("--code", type=Path, help="render with this checkout's package instead")
     p.add_argument("--modes", default="buffered,live")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config override of every render, e.g. motion.weights=PATH")  # fmt: skip
     p.add_argument("--processes", type=int, default=2)
     p.add_argument("--media-dir", type=Path, default=DEFAULT_MEDIA_DIR)
     p.add_argument("--faces-dir", type=Path, default=Path("data/faces"))
@@ -160,7 +162,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def cfg_weights(args: argparse.Namespace) -> str:
-    return load_config(None, []).motion.weights
+    return load_config(None, args.set).motion.weights
 
 
 def modes_for(args: argparse.Namespace, lead_ms: int) -> dict[str, tuple[list[str], float]]:
@@ -168,9 +170,9 @@ def modes_for(args: argparse.Namespace, lead_ms: int) -> dict[str, tuple[list[st
     runs once and its result stands for both modes."""
     wanted = [m for m in args.modes.split(",") if m]
     if args.code is not None:
-        return {m: ([], 0.0) for m in wanted}
+        return {m: (list(args.set), 0.0) for m in wanted}
     live = ["engine.lead_ms=0", f"motion.buffered_weights={cfg_weights(args)}"]  # as a microphone
-    table = {"buffered": ([], lead_ms / 1000), "live": (live, 0.0)}
+    table = {"buffered": (list(args.set), lead_ms / 1000), "live": ([*args.set, *live], 0.0)}
     return {m: table[m] for m in wanted}
 
 
@@ -178,7 +180,7 @@ def main() -> None:
     args = parse_args()
     faces = [FACE_BY_NAME[n] for n in args.faces.split(",") if n]
     sets = set(args.sets.split(","))
-    cfg = load_config(None, [])
+    cfg = load_config(None, args.set)
     fps, lead_ms = cfg.motion.fps, cfg.engine.lead_ms
     talkers = talker_clips(args.split, args.media_dir) if "talkers" in sets else []
     utts: dict[str, list[AlignedUtterance]] = {}

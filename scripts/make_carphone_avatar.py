@@ -15,7 +15,8 @@ import importlib.util
 import json
 from pathlib import Path
 
-from avatar.face.store import BUILTIN_AVATARS
+from avatar.compose.calibrate import calibrate_avatar
+from avatar.face.store import BUILTIN_AVATARS, load_avatar
 from avatar.gan.train import RendererTrainOptions, train_renderer
 
 
@@ -34,6 +35,7 @@ def main() -> None:
     args = parser.parse_args()
     opts = RendererTrainOptions(steps=args.steps, minutes=args.minutes)
     report = train_renderer(carphone_clip(), args.out, opts, name="carphone")
+    calibrate_avatar(load_avatar(str(args.out)))  # its mouth measured, as `avatar prepare` does
     m = report["held_out_mouth_l1"]
     print(json.dumps(m), report["steps"], "steps", report["minutes"], "min")
     best_baseline = min(m["warp_alone"], m["nearest_motion_frame"])

@@ -29,8 +29,16 @@ READER_VERSION = "1"
 # What real talkers' mouths do against the motion model's conventions (measured on 20 clips of
 # real people talking with their own sound, avatar/compose/talker_eval.py):
 TALKER_LEAD_S = 0.06  # their mouths lead a motion placed on the phones' acoustic times
-OPENING_SLOPE = 1.3  # face mesh's opening (13-14 over 78-308) per unit of jawOpen ...
-OPENING_START = 0.1  # ... past the jawOpen at which the lips part
+# The opening every avatar shows at the shipped motion model's jawOpen (face mesh's 13-14 over
+# 78-308; `avatar prepare` calibrates each face to it): OPENING_SLOPE x (jawOpen - OPENING_START),
+# matched to the real talkers of the dev clips by quantiles (the model's jawOpen on their voiced
+# frames at p50 and p95 against their opening there; scripts/eval_mouth.py measures the result).
+OPENING_SLOPE = 1.9
+OPENING_START = 0.15
+# A real talker's opening in the motion model's units, as the talker training shards were built
+# (avatar/train/talker_corpus.py): the curve of the model the shards fine-tuned, frozen with them.
+TARGET_SLOPE = 1.3
+TARGET_START = 0.1
 VAD_FRAME_S = 0.02
 VAD_RATE = 16000
 
@@ -53,17 +61,16 @@ class TalkerClip:
 
 def canonical_opening(jaw: np.ndarray) -> np.ndarray:
     """The opening a face shows at the motion model's ``jawOpen`` (every avatar is calibrated to
-    it): on 20 real talkers' voiced frames the opening's p50/p90/p95 are 0.10/0.29/0.36 where
-    the model's jawOpen on the same sound is 0.19/0.36/0.42, about 1.1 x (jawOpen - 0.1); 1.3
-    because rendered speech mixes the jaw with lip shapes that narrow the reading."""
+    it; see :data:`OPENING_SLOPE`)."""
     return OPENING_SLOPE * np.maximum(np.asarray(jaw, np.float64) - OPENING_START, 0.0)
 
 
 def jaw_for_opening(opening: np.ndarray) -> np.ndarray:
-    """The inverse: the ``jawOpen`` that shows ``opening`` (closed lips: 0.02 up to 0.1 at the
-    first visible opening, 0.03)."""
+    """A real talker's ``opening`` as a jawOpen training target (:data:`TARGET_SLOPE`): closed
+    lips 0.02, rising to the lips' parting at the first visible opening (0.03), then linear."""
     o = np.asarray(opening, np.float64)
-    return 0.02 + 0.08 * np.clip(o / 0.03, 0, 1) + np.maximum(o - 0.03, 0) / OPENING_SLOPE
+    part = TARGET_START - 0.02
+    return 0.02 + part * np.clip(o / 0.03, 0, 1) + np.maximum(o - 0.03, 0) / TARGET_SLOPE
 
 
 def voiced_at(

@@ -272,10 +272,8 @@ def train(
     step = 0
     model.train()
     while step < s.max_steps and time.monotonic() - t0 < budget:
-        if (
-            step == 50
-        ):  # estimate the number of steps that fit the time budget (for the LR schedule)
-            per_step = (time.monotonic() - t0) / 50
+        if step and step % 50 == 0:  # the steps that fit the time budget (the LR schedule),
+            per_step = (time.monotonic() - t0) / step  # re-estimated as the machine's load moves
             est_total = min(s.max_steps, int(budget / per_step))
             bar.total = est_total
         for g in opt.param_groups:

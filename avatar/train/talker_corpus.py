@@ -27,7 +27,14 @@ import numpy as np
 from avatar.audio.features import log_mel
 from avatar.audio.io import load_audio
 from avatar.config import FeatureConfig
-from avatar.data.talkers import TALKER_LEAD_S, jaw_for_opening, video_mouth, voiced_at
+from avatar.data.talkers import (
+    TALKER_LEAD_S,
+    TARGET_SLOPE,
+    TARGET_START,
+    jaw_for_opening,
+    video_mouth,
+    voiced_at,
+)
 
 VOICED_P90 = 0.29  # the opening's p90 over voiced frames, median of 20 real talkers
 SHARD_FRAMES = 200_000
@@ -104,7 +111,8 @@ def build_talker_corpus(
             flush()
     flush()
     info = {"clips": len(videos), "frames": frames, "shards": shards, "scales": scales,
-            "lead_s": TALKER_LEAD_S}  # fmt: skip
+            "lead_s": TALKER_LEAD_S, "target_slope": TARGET_SLOPE,
+            "target_start": TARGET_START}  # fmt: skip
     (out_dir / "manifest.json").write_text(json.dumps(info, indent=1))
     return info
 
