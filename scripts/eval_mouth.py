@@ -131,13 +131,13 @@ def talker_table(rows: dict[tuple[str, str], TalkerResult]) -> str:
 
 
 def aligned_table(rows: dict[tuple[str, str], AlignedResult]) -> str:
-    out = ["| face | mode | frames | r (at the mouth's lead) | r (as aligned) | model r "
-           "| P/B/M closed | silence gap | opening p90 (speech) |",
+    out = ["| face | mode | frames | r (where a talker shows it) | r (where the phones sound) "
+           "| model r | P/B/M closed | silence gap | opening p90 (speech) |",
            "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for (face, mode), res in rows.items():
-        a, b = res.at_lead, res.as_aligned
-        out.append(f"| {face} | {mode} | {a.frames} | **{a.gap_r:.3f}** | {b.gap_r:.3f} "
-                   f"| {a.model_r:.3f} | **{a.pbm_closed:.2f}** | {a.silence_gap:.3f} "
+        a, t, b = res.own, res.talker, res.acoustic
+        out.append(f"| {face} | {mode} | {a.frames} | **{t.gap_r:.3f}** | {b.gap_r:.3f} "
+                   f"| {t.model_r:.3f} | **{a.pbm_closed:.2f}** | {a.silence_gap:.3f} "
                    f"| {a.speech_open_p90:.3f} |")  # fmt: skip
     return "\n".join(out)
 
@@ -156,6 +156,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--media-dir", type=Path, default=DEFAULT_MEDIA_DIR)
     p.add_argument("--faces-dir", type=Path, default=Path("data/faces"))
     p.add_argument("--work", type=Path, help="keep the renders here (default: a temp folder)")
+    p.add_argument("--report-only", action="store_true",
+                   help="no rendering: the tables from the renders kept in --work")  # fmt: skip
     p.add_argument("-o", "--output", type=Path, default=Path("docs/mouth_eval.json"))
     p.add_argument("--img-dir", type=Path, default=Path("docs/img/faces"))
     return p.parse_args()
@@ -198,11 +200,12 @@ def main() -> None:
     modes = modes_for(args, lead_ms)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
-        write_clips(work / "clips", talkers, utts, times)
-        job = {"clips": str(work / "clips"), "modes": {m: o for m, (o, _) in modes.items()},
-               "faces": [{"name": f.name, "avatar": specs[f.name], "renderer": f.renderer,
-                          "size": f.size} for f in faces]}  # fmt: skip
-        run_workers(job, work / "out", args.code, args.processes)
+        if not args.report_only:
+            write_clips(work / "clips", talkers, utts, times)
+            job = {"clips": str(work / "clips"), "modes": {m: o for m, (o, _) in modes.items()},
+                   "faces": [{"name": f.name, "avatar": specs[f.name], "renderer": f.renderer,
+                              "size": f.size} for f in faces]}  # fmt: skip
+            run_workers(job, work / "out", args.code, args.processes)
         report(args, faces, specs, modes, talkers, utts, examples, work / "out", fps)
 
 
@@ -253,8 +256,8 @@ def save(args: argparse.Namespace, talk_rows: dict[tuple[str, str], TalkerResult
         run.setdefault("talkers", {}).setdefault(face, {})[mode] = row
     for kind, rows in aligned.items():
         for (face, mode), res in rows.items():
-            row = {"at_lead": _clean(res.at_lead.as_dict()),
-                   "as_aligned": _clean(res.as_aligned.as_dict())}  # fmt: skip
+            row = {"own": _clean(res.own.as_dict()), "talker": _clean(res.talker.as_dict()),
+                   "acoustic": _clean(res.acoustic.as_dict())}  # fmt: skip
             run.setdefault({"s": "sentences", "w": "words"}[kind], {}).setdefault(face, {})[
                 mode
             ] = row

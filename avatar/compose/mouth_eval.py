@@ -26,7 +26,7 @@ from avatar.compose.render_eval import MouthMeasures, RenderEval, summarise, tra
 from avatar.compose.talker_eval import TalkerResult, TalkerTrace
 from avatar.compose.talker_eval import summarise as summarise_talkers
 from avatar.data.media import TALKER_CLIPS, media_path
-from avatar.data.talkers import TalkerClip, load_talker, voiced_at
+from avatar.data.talkers import TALKER_LEAD_S, TalkerClip, load_talker, voiced_at
 from avatar.data.types import AlignedUtterance
 
 
@@ -90,10 +90,14 @@ def talker_result(name: str, clips: list[TalkerClip], traces: dict[str, dict[str
 
 @dataclass(slots=True)
 class AlignedResult:
-    """A row of the sentence or word table: judged at the mouth's own lead, and as aligned."""
+    """A row of the sentence or word table. ``own``: closures, pauses and openings judged on the
+    frames that show them (the mouth's own lead); the correlation against the alignment's
+    openness where a real talker shows it (``talker``: read :data:`TALKER_LEAD_S` later) and
+    where the phones sound (``acoustic``)."""
 
-    at_lead: RenderEval
-    as_aligned: RenderEval
+    own: RenderEval
+    talker: RenderEval
+    acoustic: RenderEval
 
 
 def aligned_result(name: str, utts: list[AlignedUtterance],
@@ -104,4 +108,4 @@ def aligned_result(name: str, utts: list[AlignedUtterance],
                 for u in utts]  # fmt: skip
         return summarise(name, "", rows)
 
-    return AlignedResult(run(lead_s), run(0.0))
+    return AlignedResult(run(lead_s), run(TALKER_LEAD_S), run(0.0))
