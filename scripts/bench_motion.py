@@ -2,7 +2,8 @@
 
 Pushes 40 ms (640 samples at 16 kHz) at a time through the same MotionStreamer the server uses
 (features + model + frame interpolation), for onnxruntime and torch in the same run, and prints
-the medians, p95 and the ratio. Usage: python scripts/bench_motion.py [--seconds 30]
+the medians, p95 and the ratio; ``--baseline OLD.onnx`` times another model's onnxruntime graph
+in the same run. Usage: python scripts/bench_motion.py [--seconds 30] [--baseline OLD.onnx]
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -73,6 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per backend")
+    parser.add_argument("--baseline", help="another motion.onnx, timed in the same run")
     args = parser.parse_args()
     audio = speech_like(args.seconds + 3)
     backends: list[InferenceBackend] = [OrtBackend(BUILTIN_DIR / "motion.onnx", threads=1)]
@@ -80,6 +83,10 @@ def main() -> None:
         backends.append(load_torch_backend(BUILTIN_DIR / "motion.pt", threads=1))
     except Exception as e:
         print(f"torch backend skipped: {e}")
+    if args.baseline:
+        old = OrtBackend(Path(args.baseline), threads=1)
+        old.name = "onnxruntime @ baseline"
+        backends.append(old)
     dims = backends[0].meta["dims"]
     print(
         f"model: d={dims['d_model']} layers={dims['n_layers']} window={dims['window']} tokens, "
@@ -104,7 +111,7 @@ def main() -> None:
             f"| {b.name} | {np.median(s):.3f} | {np.percentile(s, 95):.3f} | "
             f"{np.median(m):.3f} | {np.median(offline[b.name]):.3f} |"
         )
-    if len(results) == 2:
+    if "torch" in results:
         print(
             f"torch / onnxruntime streaming ratio: {results['torch'] / results['onnxruntime']:.1f}x"
         )

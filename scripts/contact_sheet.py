@@ -1,9 +1,9 @@
 """Contact sheet of rendered frames at open vowels, bilabial closures and silence, for people.
 
-Speech the models never trained on (the held-out festival HTS voice if the corpus was built here,
-otherwise the aligned human recordings) goes through the engine exactly as `avatar render` runs
-it; frames are picked at the middle of /a/-like vowels, of P/B/M and of pauses, and laid out with
-labels.
+Real speech the models never trained on (JFK's "ask not" sentence, public domain, fetched into the
+media cache; the aligned Debian recordings where it cannot be had) goes through the engine exactly
+as `avatar render` runs it; frames are picked where the middle of /a/-like vowels, of P/B/M and of
+pauses *shows* (the mouth leads its sound by ``engine.lead_ms``), and laid out with labels.
 Usage: python scripts/contact_sheet.py [--renderer warp] [--avatar default] [-o docs/img/...]
 """
 
@@ -17,8 +17,9 @@ import numpy as np
 from avatar.compose.contact import KINDS, TILE, frame_at, label, pick_times, whole_tile
 from avatar.compose.offline import speech_frames
 from avatar.config import load_config
+from avatar.data.sentences import sentence_set
+from avatar.errors import AvatarError
 from avatar.face.image import save_rgb
-from avatar.train.corpus_build import load_utterances
 from avatar.train.pipeline import human_sets
 
 
@@ -30,15 +31,18 @@ def main() -> None:
     parser.add_argument("-o", "--output", type=Path, default=Path("docs/img/contact_sheet.png"))
     args = parser.parse_args()
     cfg = load_config(None, [f"render.renderer={args.renderer}", f"render.avatar={args.avatar}"])
-    hts = Path("data/corpus/eval/eval-festival-hts-opus.npz")
-    utts = load_utterances(hts) if hts.exists() else human_sets()["human-opus"]
-    utt = max(utts[:40], key=lambda u: u.duration)
+    try:
+        utt = next(u for u in sentence_set("dev") if u.family == "jfk")
+    except AvatarError as e:
+        print(f"no JFK sentence ({e}); the Debian recordings instead")
+        utt = max(human_sets()["human-opus"][:40], key=lambda u: u.duration)
     frames = speech_frames(cfg, utt.audio, utt.sample_rate)
+    lead = cfg.engine.lead_ms / 1000
     rows = []
     for kind, visemes in KINDS:
         tiles = []
         for t in pick_times(utt, visemes, args.per_row):
-            f = frame_at(frames, t, cfg.motion.fps)
+            f = frame_at(frames, t - lead, cfg.motion.fps)
             text = f"{kind} {t:.2f}s jaw {f.motion.blendshapes[0]:.2f}" if f.motion else kind
             tiles.append(label(whole_tile(f.image), text))
         while len(tiles) < args.per_row:

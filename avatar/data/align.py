@@ -12,6 +12,8 @@ so a boundary sits between the two frames' window centres.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from avatar.data.types import Phone
 from avatar.errors import HumanSpeechError
 from avatar.motion.phonemes import SILENCE, arpabet_to_ipa
 
+log = logging.getLogger(__name__)
 ALIGN_RATE = 16000
 FRAME_S = 0.01  # pocketsphinx frame shift
 # pocketsphinx frame i spans [10 i, 10 i + 25.6] ms; a boundary between frames i-1 and i lies
@@ -242,6 +245,23 @@ class PocketsphinxAligner:
                 score += ph.score
         per_frame = score / max(decoder.n_frames(), 1)
         return AlignmentResult(phones, per_frame, _loop_agreement(loop, phones))
+
+
+def load_alignment_cache(path: Path | None) -> dict[str, Any]:
+    """A JSON cache of alignments (empty when missing or unreadable: they are made again)."""
+    if path is None or not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        log.warning("ignoring unreadable alignment cache %s: %s", path, e)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def save_alignment_cache(path: Path, cache: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(cache, ensure_ascii=False))
 
 
 def _decode(decoder: Any, pcm: bytes) -> None:

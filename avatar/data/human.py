@@ -20,7 +20,6 @@ ARPAbet AH is always ``ʌ`` here, never ``ə``.
 
 from __future__ import annotations
 
-import json
 import logging
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -36,8 +35,10 @@ from avatar.data.align import (
     PocketsphinxAligner,
     align_recording,
     is_letter,
+    load_alignment_cache,
     load_mono,
     phones_from_alignment,
+    save_alignment_cache,
     speech_to_floor_db,
 )
 from avatar.data.alignment_report import QualitySummary, alignment_quality_report, loud_silence_s
@@ -207,17 +208,6 @@ def _utterance(
     return AlignedUtterance(audio, rate, phones, rec.text, source, "human", meta)
 
 
-def _load_cache(path: Path | None) -> dict[str, Any]:
-    if path is None or not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        log.warning("ignoring unreadable alignment cache %s: %s", path, e)
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def human_speech_set(
     cache_dir: Path | None = None,
     recordings: list[Recording] | None = None,
@@ -234,7 +224,7 @@ def human_speech_set(
     if not recs:
         raise HumanSpeechError(f"no human speech recordings found; install them: {_INSTALL_HINT}")
     cache_path = cache_dir / "human_alignments.json" if cache_dir is not None else None
-    cache = _load_cache(cache_path)
+    cache = load_alignment_cache(cache_path)
     aligner: PocketsphinxAligner | None = None
     out, changed = [], False
     for rec in recs:
@@ -258,6 +248,5 @@ def human_speech_set(
             continue
         out.append(utt)
     if cache_path is not None and changed:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        cache_path.write_text(json.dumps(cache, ensure_ascii=False))
+        save_alignment_cache(cache_path, cache)
     return out

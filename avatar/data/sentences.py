@@ -17,7 +17,6 @@ their alignments mostly start (and often end) with a phone, not with silence.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Callable
@@ -30,9 +29,11 @@ from avatar.data.align import (
     ALIGNER_VERSION,
     PocketsphinxAligner,
     align_recording,
+    load_alignment_cache,
     load_mono,
     non_rhotic,
     phones_from_alignment,
+    save_alignment_cache,
     speech_to_floor_db,
 )
 from avatar.data.alignment_report import loud_silence_s
@@ -294,17 +295,6 @@ def _utterance(
     return utt
 
 
-def _load_cache(path: Path | None) -> dict[str, Any]:
-    if path is None or not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        log.warning("ignoring unreadable alignment cache %s: %s", path, e)
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def sentence_set(
     split: str | None = None,
     media_dir: Path = DEFAULT_MEDIA_DIR,
@@ -323,7 +313,7 @@ def sentence_set(
         raise ValueError(f"split must be 'dev', 'test' or None, not {split!r}")
     items = [m for m in SENTENCE_AUDIO if split is None or m.split == split]
     cache_path = cache_dir / "sentence_alignments.json" if cache_dir is not None else None
-    cache = _load_cache(cache_path)
+    cache = load_alignment_cache(cache_path)
     aligner: SentenceAligner | None = None
     out, changed = [], False
     for item in items:
@@ -345,6 +335,5 @@ def sentence_set(
             continue
         out.append(utt)
     if cache_path is not None and changed:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        cache_path.write_text(json.dumps(cache, ensure_ascii=False))
+        save_alignment_cache(cache_path, cache)
     return out

@@ -35,6 +35,7 @@ TALKER_LEAD_S = 0.06  # their mouths lead a motion placed on the phones' acousti
 # frames at p50 and p95 against their opening there; scripts/eval_mouth.py measures the result).
 OPENING_SLOPE = 1.9
 OPENING_START = 0.15
+MAX_OPENING = 0.6  # real talkers' voiced frames open wider than this 1 % of the time (dev clips)
 # A real talker's opening in the motion model's units, as the talker training shards were built
 # (avatar/train/talker_corpus.py): the curve of the model the shards fine-tuned, frozen with them.
 TARGET_SLOPE = 1.3
@@ -61,8 +62,10 @@ class TalkerClip:
 
 def canonical_opening(jaw: np.ndarray) -> np.ndarray:
     """The opening a face shows at the motion model's ``jawOpen`` (every avatar is calibrated to
-    it; see :data:`OPENING_SLOPE`)."""
-    return OPENING_SLOPE * np.maximum(np.asarray(jaw, np.float64) - OPENING_START, 0.0)
+    it; see :data:`OPENING_SLOPE`), no wider than real talkers open (:data:`MAX_OPENING`: a
+    photo's face warped further than that breaks up at the mouth's corners)."""
+    opening = OPENING_SLOPE * np.maximum(np.asarray(jaw, np.float64) - OPENING_START, 0.0)
+    return np.minimum(opening, MAX_OPENING)
 
 
 def jaw_for_opening(opening: np.ndarray) -> np.ndarray:
