@@ -28,7 +28,9 @@ def test_the_map_inverts_the_readings_onto_the_canonical_curve() -> None:
     assert all(b >= a for a, b in itertools.pairwise(weights))
     for j in (0.3, 0.5, 0.7):
         w = np.interp(j, jaws, weights)
-        assert np.interp(w, WEIGHTS, read) == pytest.approx(canonical_opening(np.array([j]))[0])
+        # the map is stored rounded (avatar.json), so it inverts to that precision
+        want = canonical_opening(np.array([j]))[0]
+        assert np.interp(w, WEIGHTS, read) == pytest.approx(want, abs=1e-3)
 
 
 def test_readings_that_never_reach_the_curve_take_the_widest_weight() -> None:

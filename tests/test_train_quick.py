@@ -51,11 +51,11 @@ def test_quick_training_produces_a_working_model(tmp_path: Path) -> None:
 
 def test_lookahead_is_a_bounded_setting(tmp_path: Path) -> None:
     from avatar.errors import ConfigError
-    from avatar.train.options import TrainOptions
+    from avatar.train.options import MAX_LOOKAHEAD_MS, TrainOptions
     from avatar.train.pipeline import train_settings
 
     opts = TrainOptions(corpus=tmp_path, out=tmp_path, lookahead_ms=40)
     assert train_settings(opts).dims.lookahead_tokens == 2
-    for bad in (100, 30, -20):
+    for bad in (MAX_LOOKAHEAD_MS + 20, 30, -20):
         with pytest.raises(ConfigError, match="lookahead"):
             train_settings(TrainOptions(corpus=tmp_path, out=tmp_path, lookahead_ms=bad))
