@@ -101,7 +101,7 @@ class EngineConfig(_Section):
     preroll_ms: int = Field(default=400, ge=0)  # audio replayed into the model when it wakes
     # How far the mouth runs ahead of its sound, as a real talker's does: free for buffered input
     # (a file, text-to-speech, agent audio ahead of playout); on a live microphone it is latency.
-    lead_ms: int = Field(default=60, ge=0, le=200)
+    lead_ms: int = Field(default=40, ge=0, le=200)
     live_lead_ms: int = Field(default=0, ge=0, le=200)
     sleep_after_ms: int = Field(default=300, ge=20)  # unvoiced time before the model sleeps
     idle_render_every: int = Field(default=2, ge=1)  # in silence, render every n-th frame
