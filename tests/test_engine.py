@@ -188,15 +188,18 @@ async def _live(backend: OrtBackend, speech: np.ndarray, cost_ns: int = 0) -> di
     await clock.advance(2000 * MS)  # a stall: the next 2 s of packets arrive at once
     await feed(len(audio) / 48000)
     after = [f.timing.latency_ns for f in frames[-25:] if f.timing and f.timing.source_index >= 0]
+    pending = engine.pending_audio_s
     await engine.aclose()
     task.cancel()
-    return {"engine": engine, "frames": frames, "before": before, "after": after}
+    return {"engine": engine, "frames": frames, "before": before, "after": after,
+            "pending_s": pending}  # fmt: skip
 
 
 def test_live_stream_returns_to_live_after_a_stall(backend, speech) -> None:  # type: ignore[no-untyped-def]
     r = asyncio.run(_live(backend, speech))
     engine, frames = r["engine"], r["frames"]
     assert engine.stats.skipped >= 40  # the 2 s backlog was dropped, not played late
+    assert r["pending_s"] < 0.2  # and is not counted as waiting (it was: 2.04 s)
     assert np.median(r["after"]) <= np.median(r["before"]) + 20 * MS  # no accumulated delay
     assert max(r["before"]) <= 140 * MS
     pts = [f.pts_ns for f in frames]

@@ -36,6 +36,7 @@ class EngineStats:
     frames: int = 0
     late: int = 0
     skipped: int = 0
+    skipped_samples: int = 0  # output-rate audio of the skipped frames and dropped input blocks
     filled: int = 0
     dropped: int = 0
     model_frames: int = 0
@@ -106,6 +107,7 @@ class FrameBudget:
         if dropped.events and ready:  # speech events are never lost with their frame
             ready[0][0].events[:0] = dropped.events
         self.stats.skipped += 1
+        self.stats.skipped_samples += len(dropped.audio.samples)
 
 
 class TickPhase:

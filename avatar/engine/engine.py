@@ -137,15 +137,17 @@ class AvatarEngine:
             return
         self._samples_pushed += len(samples) * self.rate // rate
         if self._inbox.full():
-            self._inbox.get_nowait()  # a live source outran the analysis: keep the newest
+            old = self._inbox.get_nowait()  # a live source outran the analysis: keep the newest
             self.stats.skipped += 1
+            if isinstance(old, tuple):
+                self.stats.skipped_samples += len(old[0]) * self.rate // old[1]
         self._inbox.put_nowait((samples, rate, self.clock.now_ns()))
 
     async def wait_for_room(self, max_pending_s: float) -> None:
         """Backpressure for a producer faster than real time (a file): wait while more than
         ``max_pending_s`` of pushed audio has not been handed out as frames."""
         limit = max_pending_s * self.rate
-        while self._samples_pushed - self._samples_out > limit and not self._closed:
+        while self._pending_samples() > limit and not self._closed:
             self._frame_out.clear()
             await self._frame_out.wait()
 
@@ -163,7 +165,7 @@ class AvatarEngine:
             if item is _END:
                 self._input_done = False
         self._ready.clear()
-        self._samples_out = self._samples_pushed
+        self._samples_out = self._samples_pushed - self.stats.skipped_samples
         self._inbox.put_nowait(_CLEAR)
 
     def __aiter__(self) -> AvatarEngine:
@@ -190,8 +192,12 @@ class AvatarEngine:
 
     @property
     def pending_audio_s(self) -> float:
-        """Pushed audio not yet handed out as frames (seconds)."""
-        return max(self._samples_pushed - self._samples_out, 0) / self.rate
+        """Pushed audio not yet handed out as frames (seconds); what live input skipped is
+        not waiting."""
+        return self._pending_samples() / self.rate
+
+    def _pending_samples(self) -> int:
+        return max(self._samples_pushed - self._samples_out - self.stats.skipped_samples, 0)
 
     def take_faults(self) -> list[str]:
         """Failures of the model or the renderer since the last call (the session reports them
