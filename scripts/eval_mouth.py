@@ -39,7 +39,7 @@ from avatar.compose.mouth_eval import (
     talker_result,
 )
 from avatar.compose.talker_eval import TalkerResult
-from avatar.config import load_config
+from avatar.config import Config, load_config
 from avatar.data.media import DEFAULT_MEDIA_DIR
 from avatar.data.sentences import sentence_set
 from avatar.data.talkers import TalkerClip
@@ -163,18 +163,15 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def cfg_weights(args: argparse.Namespace) -> str:
-    return load_config(None, args.set).motion.weights
-
-
-def modes_for(args: argparse.Namespace, lead_ms: int) -> dict[str, tuple[list[str], float]]:
+def modes_for(args: argparse.Namespace, cfg: Config) -> dict[str, tuple[list[str], float]]:
     """Mode -> (worker overrides, the mouth's lead in s). An older checkout knows no lead: it
     runs once and its result stands for both modes."""
     wanted = [m for m in args.modes.split(",") if m]
     if args.code is not None:
         return {m: (list(args.set), 0.0) for m in wanted}
-    live = ["engine.lead_ms=0", f"motion.buffered_weights={cfg_weights(args)}"]  # as a microphone
-    table = {"buffered": (list(args.set), lead_ms / 1000), "live": ([*args.set, *live], 0.0)}
+    live = ["engine.lead_ms=0", f"motion.buffered_weights={cfg.motion.weights}"]  # a microphone
+    table = {"buffered": (list(args.set), cfg.engine.lead_ms / 1000),
+             "live": ([*args.set, *live], 0.0)}  # fmt: skip
     return {m: table[m] for m in wanted}
 
 
@@ -197,7 +194,7 @@ def main() -> None:
             [round(t, 3), round(t - lead_ms / 1000, 3)]
         )
     specs = {f.name: avatar_spec(f, args.faces_dir, args.media_dir) for f in faces}
-    modes = modes_for(args, lead_ms)
+    modes = modes_for(args, cfg)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         if not args.report_only:
