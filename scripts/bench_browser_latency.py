@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from avatar.compose.profile import machine
-from avatar.server import browser
+from avatar.testing import browser
 
 # Chromium's receive-side figures per media kind: mean ms held in the jitter buffer (A/V sync
 # included), its target, and whether the playout-delay extension was negotiated for video.

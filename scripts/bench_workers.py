@@ -31,8 +31,8 @@ from soak import cpu_seconds, rss_mb
 from avatar.compose.profile import machine, session_speech
 from avatar.config import ServerConfig
 from avatar.server.aiortc_hooks import configure_ice
-from avatar.server.browser import server_process
-from avatar.server.client import AvatarPeer
+from avatar.testing.browser import server_process
+from avatar.testing.peer import AvatarPeer
 
 SETTLE_S = 2.0
 

@@ -21,7 +21,7 @@ from PIL import Image
 from avatar.audio.io import iter_audio
 from avatar.audio.write import encode_audio
 from avatar.face.store import load_avatar
-from avatar.server import browser
+from avatar.testing import browser
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -31,8 +31,8 @@ import numpy as np
 
 from avatar.config import ServerConfig
 from avatar.server.aiortc_hooks import configure_ice
-from avatar.server.browser import ServerProcess, server_process
-from avatar.server.client import AvatarPeer
+from avatar.testing.browser import ServerProcess, server_process
+from avatar.testing.peer import AvatarPeer
 
 LIMITS = [
     "--set", "server.limits.offers_per_minute=100000", "--set", "server.limits.offer_burst=1000",

@@ -37,8 +37,8 @@ from session_metrics import (
 
 from avatar.config import ServerConfig
 from avatar.server.aiortc_hooks import configure_ice
-from avatar.server.browser import serve_process
-from avatar.server.client import AvatarPeer
+from avatar.testing.browser import serve_process
+from avatar.testing.peer import AvatarPeer
 
 
 async def session(url: str, minutes: float) -> tuple[AvatarPeer, float]:

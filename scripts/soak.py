@@ -49,9 +49,9 @@ from session_metrics import (
 from avatar.clock import Clock
 from avatar.config import ServerConfig
 from avatar.server.aiortc_hooks import configure_ice
-from avatar.server.browser import ServerProcess, server_process
-from avatar.server.client import AvatarPeer
 from avatar.tasks import cancel, spawn
+from avatar.testing.browser import ServerProcess, server_process
+from avatar.testing.peer import AvatarPeer
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 BROKEN = ("failed", "closed")

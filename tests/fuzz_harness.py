@@ -34,7 +34,7 @@ import aiohttp
 import numpy as np
 from aiortc import RTCDataChannel, RTCPeerConnection
 
-from avatar.server.client import AvatarPeer
+from avatar.testing.peer import AvatarPeer
 from tests.test_server import running_server, silence, speech
 
 T = TypeVar("T")

@@ -30,8 +30,8 @@ from avatar.server.aiortc_hooks import (
     shorten_audio_jitter_buffer,
     time_sender,
 )
-from avatar.server.client import AvatarPeer
 from avatar.server.tracks import EngineVideoTrack
+from avatar.testing.peer import AvatarPeer
 
 
 def test_the_pinned_aiortc_has_every_internal_we_hook() -> None:

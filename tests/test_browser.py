@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from avatar.audio.io import iter_audio
-from avatar.server import browser
+from avatar.testing import browser
 from tests.conftest import WEIGHTS, write_wav
 
 pytestmark = [

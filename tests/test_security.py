@@ -245,7 +245,7 @@ def test_tokens_origins_and_session_keys(monkeypatch: pytest.MonkeyPatch) -> Non
 
 @pytest.mark.slow
 def test_metrics_health_faults_counted_and_drain() -> None:
-    from avatar.server.client import AvatarPeer
+    from avatar.testing.peer import AvatarPeer
 
     async def run() -> None:
         async with running_server("server.max_sessions=1") as (url, server):
@@ -277,7 +277,7 @@ def test_metrics_health_faults_counted_and_drain() -> None:
 
 @pytest.mark.slow
 def test_a_vanished_peer_is_freed_within_the_reap_time_and_pcm_is_bounded() -> None:
-    from avatar.server.client import AvatarPeer
+    from avatar.testing.peer import AvatarPeer
 
     async def run() -> None:
         async with running_server() as (url, server):
@@ -332,8 +332,8 @@ def test_sigterm_drains_and_exits() -> None:
     import signal
     import time
 
-    from avatar.server.browser import server_process
-    from avatar.server.client import AvatarPeer
+    from avatar.testing.browser import server_process
+    from avatar.testing.peer import AvatarPeer
 
     async def run(server: Any) -> tuple[AvatarPeer, int, float]:
         peer = AvatarPeer(server.url, speech(2.0))
@@ -393,7 +393,7 @@ def test_a_model_fault_mid_session_is_an_error_event_and_the_stream_goes_on() ->
     from avatar.config import Config
     from avatar.motion.runtime import load_motion_backend
     from avatar.server.app import AvatarServer
-    from avatar.server.client import AvatarPeer
+    from avatar.testing.peer import AvatarPeer
     from tests.test_engine import FlakyBackend
 
     def flaky_server(cfg: Config) -> AvatarServer:

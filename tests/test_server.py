@@ -18,7 +18,7 @@ from avatar.compose.serve import make_server
 from avatar.config import Config, load_config
 from avatar.face.store import load_avatar
 from avatar.server.app import AvatarServer
-from avatar.server.client import AvatarPeer
+from avatar.testing.peer import AvatarPeer
 from avatar.units import VIDEO_CLOCK
 from tests.conftest import WEIGHTS
 

@@ -18,10 +18,10 @@ import pytest
 from avatar.config import ServerConfig, load_config
 from avatar.errors import ConfigError
 from avatar.server.aiortc_hooks import configure_ice
-from avatar.server.browser import ServerProcess, server_process
-from avatar.server.client import AvatarPeer
 from avatar.server.metrics import merge_expositions
 from avatar.server.workers import port_slice, worker_config, worker_count
+from avatar.testing.browser import ServerProcess, server_process
+from avatar.testing.peer import AvatarPeer
 from tests.test_server import speech
 
 SIZE = 256

@@ -19,7 +19,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
 from avatar.audio.io import iter_audio
-from avatar.server.client import AvatarPeer
+from avatar.testing.peer import AvatarPeer
 from tests.conftest import WEIGHTS
 
 SAMPLE = WEIGHTS.parent / "assets" / "sample.ogg"

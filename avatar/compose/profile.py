@@ -32,10 +32,10 @@ from avatar.profile.log import FrameRecord, from_dict
 from avatar.profile.profiler import Profiler
 from avatar.profile.report import write_report
 from avatar.server.aiortc_hooks import configure_ice, tune_encoders
-from avatar.server.browser import serve_process
-from avatar.server.client import AvatarPeer
 from avatar.server.tracks import FrameEncoder
 from avatar.tasks import cancel, spawn
+from avatar.testing.browser import serve_process
+from avatar.testing.peer import AvatarPeer
 from avatar.units import NS_PER_S, OUTPUT_RATE, PACKET_SAMPLES
 
 

@@ -2,8 +2,8 @@
 
 Needs the ``dev`` extra (``playwright``) and Debian's ``chromium`` (``scripts/setup_system.sh``);
 Playwright's own browser download is never used. Chromium's fake microphone plays a 48 kHz wav
-(it loops it). Flags from ../shared/NOTES.md: without ``--allow-loopback-in-peer-connection``
-there is no usable ICE candidate on loopback.
+(it loops it). Debian's Chromium offers no usable ICE candidate on loopback without
+``--allow-loopback-in-peer-connection`` (measured here), so it is always passed.
 """
 
 from __future__ import annotations
