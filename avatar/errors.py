@@ -43,3 +43,16 @@ class AvatarNotFound(AvatarError):
 
 class MediaError(AvatarError):
     """A public media file cannot be fetched, read, or does not match its checksum."""
+
+
+class RequestError(AvatarError):
+    """A client's mistake in an HTTP request or socket message: answered with
+    ``{"error": message}`` and this HTTP status (and ``Retry-After`` when given)."""
+
+    def __init__(self, message: str, status: int = 400, retry_after_s: float | None = None):
+        super().__init__(message)
+        self.status, self.retry_after_s = status, retry_after_s
+
+
+class HookError(AvatarError):
+    """aiortc or aioice changed underneath one of our hooks (:mod:`avatar.server.aiortc_hooks`)."""

@@ -261,9 +261,10 @@ class FuzzHarness:
         mine |= self._leaked
         await until(lambda: set(self.server.sessions) <= mine, 1.0)  # closing ones go
         extra = set(self.server.sessions) - mine - self._leaked
-        slots = self.server.slots.used - len(self.server.sessions)
+        slots = self.server.sessions.slots.used - len(self.server.sessions)
         if extra or slots > self._leaked_slots:
-            used = f"{self.server.slots.used} slots held by {len(self.server.sessions)} sessions"
+            held = self.server.sessions.slots.used
+            used = f"{held} slots held by {len(self.server.sessions)} sessions"
             self.tally.lost.append(Finding(surface, shown, f"sessions left open: {used}"))
             self._leaked |= extra
             self._leaked_slots = max(slots, self._leaked_slots)

@@ -1,6 +1,6 @@
 """Every private aiortc/aioice internal we hook still exists and still does what we rely on.
 
-If one of these fails after an aiortc or aioice upgrade, read avatar/server/aiortc_hooks.py:
+If one of these fails after an aiortc or aioice upgrade, read avatar/server/aiortc_hooks/:
 the hook must be rewritten for the new internals (the server refuses to start until it is).
 """
 
@@ -44,7 +44,7 @@ def test_check_fails_loudly_when_an_internal_moves(monkeypatch: pytest.MonkeyPat
     with pytest.raises(HookError, match="_next_encoded_frame"):
         check_hooks()
     monkeypatch.undo()
-    monkeypatch.setattr(aiortc_hooks, "_stock_get_host_addresses", lambda ipv4: [])
+    monkeypatch.setattr(aiortc_hooks.ice, "_stock_get_host_addresses", lambda ipv4: [])
     with pytest.raises(HookError, match="get_host_addresses"):
         check_hooks()
 
@@ -101,7 +101,7 @@ def test_playout_delay_bytes_round_trip() -> None:
 
     for lo, hi in [(0, 0), (0, 100), (40, 40950)]:
         packet = RtpPacket(payload_type=96, sequence_number=1, timestamp=2)
-        table = aiortc_hooks._PlayoutDelayMap(playout_delay_bytes(lo, hi))
+        table = aiortc_hooks.sender._PlayoutDelayMap(playout_delay_bytes(lo, hi))
         table.configure(_params_with(PLAYOUT_DELAY_URI, 6))
         assert read_playout_delay(packet.serialize(table), 6) == (lo, hi)
     with pytest.raises(ConfigError):
@@ -203,7 +203,7 @@ def test_a_tuned_context_merges_our_options_over_the_ones_aiortc_sets() -> None:
             self.width = 0
 
     ctx = Ctx()
-    tuned = aiortc_hooks._TunedContext(ctx, {"cpu-used": "-12"})
+    tuned = aiortc_hooks.encoders._TunedContext(ctx, {"cpu-used": "-12"})
     tuned.options = {"cpu-used": "-6", "deadline": "realtime"}
     tuned.width = 64
     assert ctx.options == {"cpu-used": "-12", "deadline": "realtime"} and ctx.width == 64

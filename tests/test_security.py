@@ -5,23 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import io
 import json
 import logging
+from concurrent.futures import Executor
 from typing import Any
 
 import aiohttp
 import numpy as np
 import pytest
 
-from avatar.clock import FakeClock
+from avatar.clock import Clock, FakeClock, unix_time
 from avatar.config import LimitsConfig
-from avatar.errors import AudioInputError
-from avatar.server.app import PcmReader
+from avatar.errors import AudioInputError, RequestError
 from avatar.server.auth import OriginPolicy, mint_token, verify_token
 from avatar.server.limits import RateLimiter, SessionSlots
 from avatar.server.logs import SESSION, JsonFormatter, SessionFilter
-from avatar.server.offer import RequestError, check_sdp, parse_offer
+from avatar.server.offer import check_sdp, parse_offer
+from avatar.server.pcm_socket import PcmReader
+from avatar.server.sessions import EngineFactory
 from tests.fuzz_harness import real_offer
 from tests.test_server import running_server, speech
 
@@ -172,12 +175,12 @@ def test_the_cap_holds_under_a_burst_of_offers(offer_sdp: str) -> None:
                 assert statuses == [200] * 3 + [503] * 9, statuses
                 full = next(r for s, r in results if s == 503)
                 assert "full" in full[0]["error"] and int(full[1]["Retry-After"]) > 0
-                assert len(server.sessions) == 3 and server.slots.used == 3
+                assert len(server.sessions) == 3 and server.sessions.slots.used == 3
                 async with http.get(f"{url}/readyz") as r:
                     assert r.status == 503  # full: a load balancer sends the next one elsewhere
             for s in list(server.sessions.values()):
-                await server._close(s)
-            assert server.slots.used == 0 and not server.sessions
+                await server.sessions.close(s)
+            assert server.sessions.slots.used == 0 and not server.sessions
 
     asyncio.run(run())
 
@@ -269,7 +272,7 @@ def test_metrics_health_faults_counted_and_drain() -> None:
             assert f'avatar_session_fps{{session="{peer.session}"}}' in metrics
             await server.drain(5.0)
             assert any(m.get("type") == "shutdown" for m in peer.received.messages)
-            assert not server.sessions and server.slots.used == 0
+            assert not server.sessions and server.sessions.slots.used == 0
             await peer.close()
 
     asyncio.run(run())
@@ -311,7 +314,7 @@ def test_a_vanished_peer_is_freed_within_the_reap_time_and_pcm_is_bounded() -> N
                 engine = server.sessions[idle.session].engine
                 ahead = server.cfg.server.limits.max_audio_ahead_s
                 assert 1.0 < engine.pending_audio_s <= ahead + 2 / 3  # + the last message
-            await server._close(server.sessions[idle.session])
+            await server.sessions.close(server.sessions[idle.session])
             assert engine.pending_audio_s == 0 or engine._inbox.empty()
             await idle.close()
 
@@ -358,23 +361,34 @@ def test_sigterm_drains_and_exits() -> None:
     assert any(m.get("type") == "shutdown" for m in peer.received.messages)
 
 
+def _gate_app(*routes: tuple[str, str, Any]) -> Any:
+    """A bare application behind a real :class:`Gate` (no sessions, no engines)."""
+    from aiohttp import web
+
+    from avatar.clock import MonotonicClock
+    from avatar.config import ServerConfig
+    from avatar.server.gate import Gate
+    from avatar.server.logs import quiet_bad_requests
+    from avatar.server.metrics import ServerMetrics
+
+    quiet_bad_requests()  # as the composition root does
+    clock = MonotonicClock()
+    gate = Gate(ServerConfig(), clock, unix_time, ServerMetrics(clock, tuple, 1).refused)
+    app = web.Application(middlewares=[gate.middleware])
+    for method, path, handler in routes:
+        app.router.add_route(method, path, handler)
+    return app
+
+
 def test_an_unexpected_error_is_a_bare_500_and_logged(caplog: pytest.LogCaptureFixture) -> None:
     from aiohttp import web
     from aiohttp.test_utils import TestClient, TestServer
-
-    from avatar.clock import MonotonicClock
-    from avatar.config import Config
-    from avatar.server.app import AvatarServer
-
-    server = AvatarServer(Config(), engines=None, clock=MonotonicClock())  # type: ignore[arg-type]
 
     async def broken(request: web.Request) -> web.Response:
         raise RuntimeError("secret internals /etc/passwd")
 
     async def run() -> tuple[int, dict[str, Any]]:
-        app = web.Application(middlewares=[server._guard])
-        app.router.add_get("/broken", broken)
-        async with TestClient(TestServer(app)) as client:
+        async with TestClient(TestServer(_gate_app(("GET", "/broken", broken)))) as client:
             r = await client.get("/broken")
             assert (await client.get("/nowhere")).status == 404
             return r.status, await r.json()
@@ -384,12 +398,41 @@ def test_an_unexpected_error_is_a_bare_500_and_logged(caplog: pytest.LogCaptureF
     assert "secret internals" in caplog.text  # the log has it, the client does not
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_a_body_that_does_not_decode_is_a_400_and_one_log_line(
+    encoding: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``Content-Encoding: gzip`` on bytes that are not gzip: the client's mistake (aiohttp
+    raises inside ``request.read()``), answered like any other, logged once without a trace."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    async def reads(request: web.Request) -> web.Response:
+        return web.json_response({"bytes": len(await request.read())})
+
+    async def run() -> tuple[int, dict[str, Any], int]:
+        async with TestClient(TestServer(_gate_app(("POST", "/offer", reads)))) as client:
+            headers = {"Content-Encoding": encoding, "Content-Type": "application/json"}
+            r = await client.post("/offer", data=b'{"sdp": "v=0"}', headers=headers)
+            good = await client.post("/offer", data=gzip.compress(b"{}"),
+                                     headers={**headers, "Content-Encoding": "gzip"})  # fmt: skip
+            return r.status, await r.json(), good.status
+
+    with caplog.at_level(logging.WARNING):
+        status, body, good = asyncio.run(run())
+    assert status == 400 and body == {"error": f"the body does not decode as Content-Encoding: "
+                                               f"{encoding}"}  # fmt: skip
+    assert good == 200  # a body that decodes still goes through
+    lines = [r for r in caplog.records if "unreadable body" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].exc_info is None
+    assert "Traceback" not in caplog.text
+
+
 @pytest.mark.slow
 def test_a_model_fault_mid_session_is_an_error_event_and_the_stream_goes_on() -> None:
-    from concurrent.futures import ThreadPoolExecutor
 
-    from avatar.clock import MonotonicClock
     from avatar.compose.engines import build_engine
+    from avatar.compose.serve import make_server
     from avatar.config import Config
     from avatar.motion.runtime import load_motion_backend
     from avatar.server.app import AvatarServer
@@ -397,14 +440,15 @@ def test_a_model_fault_mid_session_is_an_error_event_and_the_stream_goes_on() ->
     from tests.test_engine import FlakyBackend
 
     def flaky_server(cfg: Config) -> AvatarServer:
-        clock, executor = MonotonicClock(), ThreadPoolExecutor(2)
+        def flaky_engines(clock: Clock, executor: Executor) -> EngineFactory:
+            def engines(avatar: str, live: bool, observer: Any) -> Any:
+                flaky = FlakyBackend(load_motion_backend(cfg.motion), 40, 70)  # type: ignore[arg-type]
+                return build_engine(cfg, clock, live=live, executor=executor, observer=observer,
+                                    backend=flaky)  # fmt: skip
 
-        def engines(avatar: str, live: bool, observer: Any) -> Any:
-            flaky = FlakyBackend(load_motion_backend(cfg.motion), 40, 70)  # type: ignore[arg-type]
-            return build_engine(cfg, clock, live=live, executor=executor, observer=observer,
-                                backend=flaky)  # fmt: skip
+            return engines
 
-        return AvatarServer(cfg, engines, clock, executor)
+        return make_server(cfg, engines=flaky_engines)
 
     async def run() -> AvatarPeer:
         async with running_server(make=flaky_server) as (url, server):

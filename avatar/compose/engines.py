@@ -18,7 +18,7 @@ from avatar.motion.channels import BATCH_AXES
 from avatar.motion.runtime import load_motion_backend
 from avatar.observe import NULL_OBSERVER, Observer
 from avatar.render.base import Renderer
-from avatar.server.app import EngineFactory
+from avatar.server.sessions import EngineFactory
 
 
 def build_engine(

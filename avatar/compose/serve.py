@@ -11,7 +11,9 @@ import asyncio
 import logging
 import os
 import signal
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 from aiohttp import web
@@ -20,21 +22,33 @@ from avatar.clock import Clock, MonotonicClock
 from avatar.compose.engines import engine_factory, executor_workers
 from avatar.config import Config
 from avatar.memory import limit_arenas
+from avatar.server.aiortc_hooks import install_hooks
 from avatar.server.app import AvatarServer
 from avatar.server.auth import is_loopback
 from avatar.server.front import FrontServer
 from avatar.server.ice import TURN_SECRET_ENV
+from avatar.server.logs import quiet_bad_requests
+from avatar.server.sessions import EngineFactory
 from avatar.server.workers import WorkerPool, watch_parent, worker_count
 from avatar.tasks import cancel, spawn
 
 log = logging.getLogger("avatar.server")
 
 
-def make_server(cfg: Config, clock: Clock | None = None) -> AvatarServer:
-    """The server with real engines and one executor shared by every session's work."""
+def make_server(
+    cfg: Config,
+    clock: Clock | None = None,
+    engines: Callable[[Clock, Executor], EngineFactory] | None = None,
+    sid_prefix: str = "",
+) -> AvatarServer:
+    """The server with real engines (or those ``engines`` makes for its clock and executor)
+    and one executor shared by every session's work; aiortc's hooks installed."""
     clock = clock or MonotonicClock()
     executor = ThreadPoolExecutor(executor_workers(cfg.engine), thread_name_prefix="engine")
-    return AvatarServer(cfg, engine_factory(cfg, clock, executor), clock, executor)
+    factory = (engines or partial(engine_factory, cfg))(clock, executor)
+    install_hooks(cfg.server)
+    quiet_bad_requests()
+    return AvatarServer(cfg, factory, clock, executor, sid_prefix=sid_prefix)
 
 
 async def serve(cfg: Config) -> None:
@@ -63,8 +77,10 @@ async def serve(cfg: Config) -> None:
 
 async def _serve_front(cfg: Config, n: int) -> None:
     """The public address and ``n`` worker processes; SIGTERM drains them all."""
-    pool = WorkerPool(cfg, n)
-    server = FrontServer(cfg, pool, MonotonicClock())
+    clock = MonotonicClock()
+    pool = WorkerPool(cfg, n, clock)
+    quiet_bad_requests()
+    server = FrontServer(cfg, pool, clock)
     runner = web.AppRunner(server.app())
     await runner.setup()
     try:
@@ -77,20 +93,19 @@ async def _serve_front(cfg: Config, n: int) -> None:
     finally:
         await pool.stop(timeout_s=5.0)  # at once if they were not drained
         await runner.cleanup()
-        server.executor.shutdown(wait=False, cancel_futures=True)
 
 
 async def serve_worker(cfg: Config, index: int, socket: Path, front_pid: int) -> None:
     """One worker of a front: sessions on a unix socket, ids ``w<index>.``; drains on SIGTERM,
     stops at once when the front is gone."""
     limit_arenas()
-    server = make_server(cfg)
-    server.sid_prefix = f"w{index}."
+    clock = MonotonicClock()
+    server = make_server(cfg, clock, sid_prefix=f"w{index}.")
     runner = web.AppRunner(server.app())
     await runner.setup()
     await web.UnixSite(runner, str(socket)).start()
     signalled = spawn(_until_signal(), f"signals-{index}")
-    front_gone = spawn(watch_parent(front_pid), f"watch-front-{index}")
+    front_gone = spawn(watch_parent(front_pid, clock), f"watch-front-{index}")
     try:
         done, _ = await asyncio.wait([signalled, front_gone], return_when=asyncio.FIRST_COMPLETED)
         await server.drain(0.0 if front_gone in done else cfg.server.drain_s)
@@ -115,9 +130,9 @@ async def _until_signal() -> None:
     await stop.wait()
 
 
-def _announce(cfg: Config, server: AvatarServer, what: str) -> None:
+def _announce(cfg: Config, server: AvatarServer | FrontServer, what: str) -> None:
     hosts = ", ".join(cfg.server.ice_hosts) or "all non-loopback interfaces"
-    auth = "tokens required" if server.require_token else "no tokens"
+    auth = "tokens required" if server.gate.require_token else "no tokens"
     print(f"avatar serve: http://{cfg.server.host}:{cfg.server.port}/  ({what}ICE on {hosts}; "
           f"{auth})", flush=True)  # fmt: skip
     if cfg.server.turn_urls and not os.environ.get(TURN_SECRET_ENV):

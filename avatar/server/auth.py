@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from avatar.config import AuthConfig, ServerConfig
-from avatar.errors import ConfigError
-from avatar.server.offer import RequestError
+from avatar.errors import ConfigError, RequestError
 
 SECRET_ENV = "AVATAR_SECRET"
 MIN_SECRET_BYTES = 16

@@ -1,17 +1,18 @@
 """The front process of ``avatar serve --workers N``: the public address, routing to workers.
 
 One Python process is bounded by what its GIL lets through, so sessions are spread over worker
-processes (:mod:`avatar.server.workers`), each a whole :class:`AvatarServer` with its own models.
-The front keeps everything that is cheap and per client: static files, ``/api/*``, origins and
-CORS, tokens, rate limits and body sizes (what :class:`AvatarServer` does, inherited). Then:
+processes (:mod:`avatar.server.workers`), each a whole :class:`~avatar.server.app.AvatarServer`
+with its own models. The front is a composition of the same parts with no engines at all: the
+:class:`~avatar.server.gate.Gate` (origins and CORS, tokens, rate limits, body sizes) and the
+:class:`~avatar.server.pages.Pages` (static files, ``/api/*``) as in one process; a
+:class:`~avatar.server.workers.WorkerPool` in place of the sessions. Then:
 
 - ``POST /offer`` goes to the worker with the fewest sessions (offers in flight included) that
   says it has room; a worker answering 503 (full, draining) passes it to the next; all full is
   503 with ``Retry-After``. The answer's session id names the worker (``w1.xxxx``).
 - ``/ws`` and ``/ws/audio`` are relayed to the session's worker, which checks the session's key
-  as before. Text and binary messages both ways, one message at a time (a worker that stops
-  reading a PCM socket stops the front reading the page's: backpressure holds), close codes and
-  reasons passed through. A refusal by the worker (404, 409) reaches the page as its JSON.
+  as before (:mod:`avatar.server.relay`). A refusal by the worker (404, 409) reaches the page as
+  its JSON.
 - Media never passes here: each worker's aiortc gathers ICE on the configured host addresses,
   on its own slice of ``server.udp_ports``, and the page's UDP goes straight to it.
 - ``/healthz`` and ``/readyz`` list the workers (pid, up, sessions, restarts); ``/metrics`` is
@@ -22,39 +23,46 @@ CORS, tokens, rate limits and body sizes (what :class:`AvatarServer` does, inher
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from avatar.clock import Clock, unix_time
 from avatar.config import Config
-from avatar.errors import AvatarError
-from avatar.server.app import AvatarServer
-from avatar.server.metrics import CONTENT_TYPE, merge_expositions
-from avatar.server.offer import RequestError
+from avatar.errors import RequestError
+from avatar.server.gate import Gate
+from avatar.server.metrics import CONTENT_TYPE, ServerMetrics, merge_expositions
+from avatar.server.pages import Pages
+from avatar.server.relay import relay
+from avatar.server.routes import route_table
+from avatar.server.sessions import NO_SESSION
 from avatar.server.workers import Worker, WorkerPool
-from avatar.tasks import cancel, spawn
 
 log = logging.getLogger("avatar.server")
 OFFER_TIMEOUT_S = 90.0  # a worker builds the engine before it answers (models load once)
-NO_SESSION = "no such session, or a wrong key (POST /offer first)"
 FRONT_FAMILIES = ("process_", "avatar_requests_refused")  # the front's own part of /metrics
-ABNORMAL = {None, 1005, 1006, 1015}  # no close frame came: the other side gets 1001
 
 
-def _no_engines(avatar: str, live: bool, observer: Any) -> Any:
-    raise AvatarError("the front process builds no engines: its workers do")
+class FrontServer:
+    """The gate and the pages in front of ``pool``'s workers; see the module docstring."""
 
+    def __init__(
+        self, cfg: Config, pool: WorkerPool, clock: Clock, wall: Callable[[], float] = unix_time
+    ) -> None:
+        self.cfg, self.pool = cfg, pool
+        self.metrics = ServerMetrics(clock, tuple, cfg.server.max_sessions)  # refusals, process
+        self.gate = Gate(cfg.server, clock, wall, self.metrics.refused)
+        self.pages = Pages(cfg, self.gate, wall)
+        self.draining = False
 
-class FrontServer(AvatarServer):
-    """:class:`AvatarServer`'s HTTP surface with sessions held by ``pool``'s workers."""
+    def app(self) -> web.Application:
+        return route_table(self.cfg.server, self.gate, self.pages, self)
 
-    def __init__(self, cfg: Config, pool: WorkerPool, clock: Clock, wall: Any = unix_time):
-        super().__init__(cfg, _no_engines, clock, wall=wall)
-        self.pool = pool
+    async def shutdown(self, app: web.Application) -> None:
+        """The workers are stopped by :meth:`drain` or by whoever started the pool."""
 
     # -- health, readiness, metrics ---------------------------------------------------------
 
@@ -75,7 +83,7 @@ class FrontServer(AvatarServer):
                 "draining": self.draining, "workers": workers}  # fmt: skip
         return web.json_response(body, status=200 if ok else 503)
 
-    async def metrics_text(self, request: web.Request) -> web.Response:
+    async def scrape(self, request: web.Request) -> web.Response:
         parts: list[tuple[str | None, str]] = [("front", self._own_metrics()),
                                                (None, self._worker_metrics())]  # fmt: skip
         for w, status, text in await self.pool.ask_all("/metrics"):
@@ -105,10 +113,7 @@ class FrontServer(AvatarServer):
     # -- offers -----------------------------------------------------------------------------
 
     async def offer(self, request: web.Request) -> web.Response:
-        self._rate(self.offer_rate, request, "offers")
-        self._authenticate(request)
-        if request.content_type != "application/json":
-            raise RequestError("POST /offer takes Content-Type: application/json", 415)
+        self.gate.admit_offer(request)
         body = await request.read()  # within server.limits.max_body_kb (413 past it)
         if self.draining:
             raise RequestError("the server is shutting down", 503, retry_after_s=30)
@@ -143,19 +148,19 @@ class FrontServer(AvatarServer):
 
     # -- sockets ----------------------------------------------------------------------------
 
-    async def ws_events(self, request: web.Request) -> web.WebSocketResponse:
+    async def events(self, request: web.Request) -> web.WebSocketResponse:
         lim = self.cfg.server.limits
         return await self._relay(request, "/ws", self.cfg.server.reap_s / 2,
                                  lim.max_message_kb << 10)  # fmt: skip
 
-    async def ws_audio(self, request: web.Request) -> web.WebSocketResponse:
+    async def audio(self, request: web.Request) -> web.WebSocketResponse:
         lim = self.cfg.server.limits
         return await self._relay(request, "/ws/audio", None, lim.max_audio_message_kb << 10)
 
     async def _relay(
         self, request: web.Request, path: str, heartbeat: float | None, max_bytes: int
     ) -> web.WebSocketResponse:
-        self._rate(self.socket_rate, request, "sockets")
+        self.gate.admit_socket(request)
         params = {k: request.query.get(k, "") for k in ("session", "key")}
         worker = self.pool.owner(params["session"])
         if worker is None:
@@ -199,36 +204,3 @@ def _describe(w: Worker, status: int, body: Any) -> dict[str, Any]:
     return {"worker": w.index, "pid": w.pid, "up": w.up and status != 0,
             "ready": status == 200, "sessions": info.get("sessions"),
             "capacity": info.get("capacity"), "restarts": w.restarts}  # fmt: skip
-
-
-async def relay(page: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
-    """Both directions until one side closes; its close code and reason go to the other. The
-    other direction stops reading first, so the close handshake with that side is complete."""
-    up = spawn(_pipe(page, upstream), "ws-to-worker")
-    down = spawn(_pipe(upstream, page), "ws-to-page")
-    try:
-        done, _ = await asyncio.wait([up, down], return_when=asyncio.FIRST_COMPLETED)
-        await cancel(up, down)
-        first = up if up in done else down
-        code, reason = first.result()
-        await (upstream if first is up else page).close(code=code, message=reason)
-    finally:
-        await page.close()
-
-
-async def _pipe(src: Any, dst: Any) -> tuple[int, bytes]:
-    """Messages from ``src`` to ``dst``, each sent (and drained) before the next is read, until
-    ``src`` closes: the close code and reason for ``dst``."""
-    while True:
-        msg = await src.receive()
-        try:
-            if msg.type == WSMsgType.TEXT:
-                await dst.send_str(msg.data)
-            elif msg.type == WSMsgType.BINARY:
-                await dst.send_bytes(msg.data)
-            else:
-                break
-        except ConnectionError:  # ``dst`` is gone
-            return 1001, b""
-    reason = msg.extra if msg.type == WSMsgType.CLOSE and isinstance(msg.extra, str) else ""
-    return (1001 if src.close_code in ABNORMAL else src.close_code), reason.encode()[:120]

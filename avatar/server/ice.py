@@ -1,4 +1,5 @@
-"""ICE settings through aiortc's public API: the servers offered, and a public address for 1:1 NAT.
+"""ICE through aiortc's public API: the servers offered, a public address for 1:1 NAT, and the
+candidates a page trickles.
 
 Host addresses and the UDP port range need aioice internals: see
 :func:`avatar.server.aiortc_hooks.configure_ice`. :func:`rewrite_candidates` writes a public
@@ -11,9 +12,12 @@ import os
 import re
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCIceServer
+from aiortc import RTCConfiguration, RTCIceCandidate, RTCIceServer, RTCPeerConnection
+from aiortc.sdp import candidate_from_sdp
 
 from avatar.config import IceServer, ServerConfig
+from avatar.errors import RequestError
+from avatar.server.offer import check_candidate
 
 TURN_SECRET_ENV = "AVATAR_TURN_SECRET"
 
@@ -49,3 +53,29 @@ def rewrite_candidates(sdp: str, public_ip: str | None) -> str:
     if not public_ip:
         return sdp
     return _CANDIDATE.sub(lambda m: m.group(1) + public_ip + m.group(3), sdp)
+
+
+def trickled_candidate(cand: Any) -> RTCIceCandidate | None:
+    """A candidate the page trickled, checked: ``{"candidate": str, "sdpMid"?: str,
+    "sdpMLineIndex"?: int}``; None for an empty one (the end of candidates)."""
+    if cand is None or cand == {} or (isinstance(cand, dict) and cand.get("candidate") == ""):
+        return None
+    if not isinstance(cand, dict) or not isinstance(cand.get("candidate"), str):
+        raise RequestError('a candidate is {"candidate": "candidate:...", "sdpMid": ...}')
+    mid, index = cand.get("sdpMid"), cand.get("sdpMLineIndex")
+    if mid is not None and (not isinstance(mid, str) or len(mid) > 32):
+        raise RequestError("sdpMid must be a short string")
+    if index is not None and (type(index) is not int or not 0 <= index < 64):
+        raise RequestError("sdpMLineIndex must be a small integer")
+    text = cand["candidate"][:512].removeprefix("candidate:")
+    check_candidate(text)
+    ice: RTCIceCandidate = candidate_from_sdp(text)
+    ice.sdpMid, ice.sdpMLineIndex = mid, index
+    return ice
+
+
+async def add_candidate(pc: RTCPeerConnection, ice: RTCIceCandidate) -> None:
+    try:
+        await pc.addIceCandidate(ice)
+    except Exception as exc:  # aiortc: no transceiver with that mid, closed connection...
+        raise RequestError(f"ICE candidate refused: {str(exc)[:120]}") from None

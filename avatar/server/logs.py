@@ -17,6 +17,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 SESSION: ContextVar[str] = ContextVar("avatar_session", default="-")
 
@@ -60,10 +61,14 @@ def setup_logging(fmt: str, verbose: bool) -> None:
 
 class _BadRequestFilter(logging.Filter):
     """aiohttp logs a malformed request line (bad characters, ``*``, too long) at ERROR with a
-    traceback: a client's mistake, not the server's. One warning line instead."""
+    traceback: a client's mistake, not the server's. One warning line instead. A body that does
+    not decode (bad gzip) was answered and logged by the gate; aiohttp's second report, when it
+    drains the rest of that body, is dropped."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, RequestPayloadError):
+            return False
         if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 400) < 500:
             record.levelno, record.levelname = logging.WARNING, "WARNING"
             record.msg, record.args = "bad HTTP request: %s", (str(exc)[:200],)

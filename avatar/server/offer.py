@@ -17,15 +17,7 @@ from aiortc.sdp import SessionDescription, candidate_from_sdp
 from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
 
 from avatar.config import LimitsConfig
-from avatar.errors import AvatarError
-
-
-class RequestError(AvatarError):
-    """A client mistake: answered with ``{"error": message}`` and this HTTP status."""
-
-    def __init__(self, message: str, status: int = 400, retry_after_s: float | None = None):
-        super().__init__(message)
-        self.status, self.retry_after_s = status, retry_after_s
+from avatar.errors import RequestError
 
 
 class OfferBody(BaseModel):

@@ -180,11 +180,13 @@ class Session:
         self._told_rate = False
         return True
 
-    def handle_message(self, message: Any, admitted: bool = False) -> None:
-        """A control message from the data channel or the events socket."""
-        if not admitted and not self.admit_message(message):
-            return
-        msg = _json_object(message)
+    def handle_message(self, message: Any) -> None:
+        """A control message from the data channel."""
+        if self.admit_message(message):
+            self.dispatch(json_object(message))
+
+    def dispatch(self, msg: dict[str, Any] | None) -> None:
+        """An admitted control message, parsed (None: it was not a JSON object)."""
         kind = msg.get("type") if msg is not None else None
         if msg is None or not isinstance(kind, str):
             self.send_error("messages are JSON objects with a string 'type'")
@@ -292,7 +294,8 @@ async def _send_quietly(ws: web.WebSocketResponse, text: str) -> None:
         await ws.send_str(text)
 
 
-def _json_object(message: Any) -> dict[str, Any] | None:
+def json_object(message: Any) -> dict[str, Any] | None:
+    """``message`` parsed, if it is a JSON object (else None)."""
     if not isinstance(message, str | bytes):
         return None
     try:

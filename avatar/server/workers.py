@@ -28,9 +28,11 @@ from typing import Any
 
 import aiohttp
 
+from avatar.clock import Clock
 from avatar.config import Config, ServerConfig
 from avatar.errors import AvatarError, ConfigError
 from avatar.tasks import cancel, spawn
+from avatar.units import NS_PER_S
 
 log = logging.getLogger("avatar.server")
 START_TIMEOUT_S = 120.0  # imports and model loading, several workers at once on a busy machine
@@ -108,8 +110,8 @@ class Worker:
 class WorkerPool:
     """``n`` workers for the front; see the module docstring."""
 
-    def __init__(self, cfg: Config, n: int) -> None:
-        self.cfg, self.n = cfg, n
+    def __init__(self, cfg: Config, n: int, clock: Clock) -> None:
+        self.cfg, self.n, self.clock = cfg, n, clock
         configs = [worker_config(cfg, n, i) for i in range(n)]  # a ConfigError before anything
         self.dir = Path(tempfile.mkdtemp(prefix="avatar-workers-"))  # 0700
         self.verbose = logging.getLogger().isEnabledFor(logging.INFO)
@@ -132,15 +134,15 @@ class WorkerPool:
         cmd = worker_command(self.dir / f"worker-{w.index}.json", w.index, w.socket, self.verbose)
         # its own session: a Ctrl-C in the terminal reaches the front only, which drains them
         w.proc = await asyncio.create_subprocess_exec(*cmd, start_new_session=True)
-        deadline = asyncio.get_running_loop().time() + START_TIMEOUT_S
-        while asyncio.get_running_loop().time() < deadline:
+        deadline = self.clock.now_ns() + round(START_TIMEOUT_S * NS_PER_S)
+        while self.clock.now_ns() < deadline:
             if w.proc.returncode is not None:
                 raise AvatarError(f"worker {w.index} exited ({w.proc.returncode}) while starting")
             if (await self.ask(w, "/healthz", starting=True))[0] == 200:
                 w.up = True
                 log.info("worker %d ready (pid %d)", w.index, w.proc.pid)
                 return
-            await asyncio.sleep(0.1)
+            await self._sleep(0.1)
         w.proc.kill()
         raise AvatarError(f"worker {w.index} did not answer within {START_TIMEOUT_S:.0f} s")
 
@@ -154,7 +156,7 @@ class WorkerPool:
                 return
             log.error("worker %d (pid %d) exited (%s): its sessions are gone; starting a new one "
                       "in %.0f s", w.index, w.proc.pid, code, backoff)  # fmt: skip
-            await asyncio.sleep(backoff)
+            await self._sleep(backoff)
             if self.stopping:
                 return
             w.restarts += 1
@@ -164,6 +166,9 @@ class WorkerPool:
             except AvatarError as exc:
                 log.error("%s", exc)
                 backoff = min(2 * backoff, RESTART_BACKOFF_S[1])
+
+    async def _sleep(self, seconds: float) -> None:
+        await self.clock.sleep_until(self.clock.now_ns() + round(seconds * NS_PER_S))
 
     def owner(self, sid: str) -> Worker | None:
         """The running worker that holds session ``sid`` (by its ``w<index>.`` prefix)."""
@@ -217,9 +222,9 @@ class WorkerPool:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-async def watch_parent(parent_pid: int) -> None:
+async def watch_parent(parent_pid: int, clock: Clock) -> None:
     """In a worker: returns once the front that started it has gone (killed, or stopped
     without stopping its workers)."""
     while os.getppid() == parent_pid:
-        await asyncio.sleep(1.0)
+        await clock.sleep_until(clock.now_ns() + NS_PER_S)
     log.warning("the front (pid %d) is gone: stopping", parent_pid)

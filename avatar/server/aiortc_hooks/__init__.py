@@ -1,0 +1,74 @@
+"""Every use of aiortc's and aioice's private internals, in one place (this package).
+
+aiortc (pinned at 1.16.0) has no settings for what these do; each hook names the internal it
+relies on, and :func:`check_hooks` verifies all of them against the installed versions (the server
+runs it at start, ``tests/test_aiortc_hooks.py`` in CI), so an upgrade that moves an internal
+fails loudly instead of silently measuring or configuring something else. The process-wide ones
+are installed once, by the composition root (:func:`install_hooks`).
+
+- :func:`shorten_audio_jitter_buffer`: ``RTCRtpReceiver.__jitter_buffer`` (name-mangled), which
+  holds 4 incoming audio packets (80 ms) before decoding.
+- :func:`time_sender`: ``RTCRtpSender._next_encoded_frame(codec)``, wrapped to time encode/send.
+- :func:`configure_ice`: ``aioice.ice.get_host_addresses(use_ipv4, use_ipv6)`` (which skips
+  127.0.0.1) and the ``asyncio`` module aioice binds its UDP sockets through (for a port range).
+  aiortc builds its ``aioice.Connection`` objects itself, so these are process-wide (one server
+  per process).
+- :func:`watch_inbound`: ``RTCIceTransport._connection`` (the ``aioice.Connection``) and its
+  ``data_received(data, component)``, which aioice's protocol calls for every non-STUN datagram.
+- :func:`tune_encoders` / :func:`make_encoder`: ``aiortc.rtcrtpsender.get_encoder`` (how a sender
+  makes its encoder) and the ``codec`` context aiortc's VP8 and H264 encoders create on their
+  first frame and give their ``options`` to before it opens.
+- :func:`negotiate_playout_delay` / :func:`send_playout_delay`: ``aiortc.codecs.HEADER_EXTENSIONS``
+  (the extensions aiortc offers and accepts, process-wide) and ``RTCRtpSender``'s
+  ``__rtp_header_extensions_map`` (name-mangled), whose ``set(values)`` packs every packet's
+  header extensions.
+"""
+
+from __future__ import annotations
+
+from avatar.config import ServerConfig
+from avatar.errors import HookError
+from avatar.server.aiortc_hooks.encoders import _check_encoders, make_encoder, tune_encoders
+from avatar.server.aiortc_hooks.ice import _check_ice, configure_ice
+from avatar.server.aiortc_hooks.receiver import (
+    JITTER_BUFFER_ATTR,
+    _check_inbound,
+    _check_receiver,
+    shorten_audio_jitter_buffer,
+    watch_inbound,
+)
+from avatar.server.aiortc_hooks.sender import (
+    PLAYOUT_DELAY_URI,
+    _check_extensions,
+    _check_sender,
+    negotiate_playout_delay,
+    playout_delay_bytes,
+    read_playout_delay,
+    send_playout_delay,
+    time_sender,
+)
+
+__all__ = [
+    "JITTER_BUFFER_ATTR", "PLAYOUT_DELAY_URI", "HookError", "check_hooks", "configure_ice",
+    "install_hooks", "make_encoder", "negotiate_playout_delay", "playout_delay_bytes",
+    "read_playout_delay", "send_playout_delay", "shorten_audio_jitter_buffer", "time_sender",
+    "tune_encoders", "watch_inbound",
+]  # fmt: skip
+
+
+def check_hooks() -> None:
+    """Raise :class:`HookError` if an internal a hook relies on is gone or changed shape."""
+    checks = (_check_receiver, _check_sender, _check_ice, _check_inbound, _check_extensions,
+              _check_encoders)  # fmt: skip
+    problems = [p for p in (check() for check in checks) if p]
+    if problems:
+        raise HookError("aiortc/aioice internals changed: " + "; ".join(problems))
+
+
+def install_hooks(cfg: ServerConfig) -> None:
+    """The process-wide hooks a server's peers need (once, before the first peer): checked,
+    then ICE addresses and ports, the playout-delay extension, the encoders' options."""
+    check_hooks()
+    configure_ice(cfg)
+    negotiate_playout_delay(cfg.playout_delay_ms)
+    tune_encoders(cfg.encoder)
