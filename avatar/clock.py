@@ -22,6 +22,11 @@ class Clock(Protocol):
     async def sleep_until(self, t_ns: int) -> None: ...
 
 
+async def sleep_for(clock: Clock, seconds: float) -> None:
+    """Sleep ``seconds`` on ``clock``."""
+    await clock.sleep_until(clock.now_ns() + round(seconds * NS_PER_S))
+
+
 class MonotonicClock:
     """The real clock: ``time.monotonic_ns``."""
 

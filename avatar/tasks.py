@@ -7,6 +7,9 @@ import logging
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from avatar.clock import Clock
+from avatar.units import NS_PER_S
+
 log = logging.getLogger("avatar")
 T = TypeVar("T")
 _running: set[asyncio.Task[Any]] = set()  # strong references: the loop keeps only weak ones
@@ -38,3 +41,18 @@ async def cancel(*tasks: asyncio.Task[Any] | None) -> None:
         t.cancel()
     if live:
         await asyncio.gather(*live, return_exceptions=True)
+
+
+async def within(clock: Clock, timeout_s: float, *aws: Coroutine[Any, Any, Any]) -> bool:
+    """Run ``aws`` together for at most ``timeout_s`` on ``clock``: True if all finished in
+    time (the others are cancelled)."""
+    work = spawn(_gather(*aws), "within")
+    timer = spawn(clock.sleep_until(clock.now_ns() + round(timeout_s * NS_PER_S)), "within-timer")
+    await asyncio.wait([work, timer], return_when=asyncio.FIRST_COMPLETED)
+    finished = work.done()
+    await cancel(work, timer)
+    return finished
+
+
+async def _gather(*aws: Coroutine[Any, Any, Any]) -> None:
+    await asyncio.gather(*aws)

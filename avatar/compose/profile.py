@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from avatar.audio.io import iter_audio
-from avatar.clock import Clock, MonotonicClock
+from avatar.clock import Clock, MonotonicClock, sleep_for
 from avatar.compose.engines import build_engine
 from avatar.config import Config, ServerConfig
 from avatar.engine.engine import AvatarEngine
@@ -109,7 +109,7 @@ def profile_sessions(n: int, seconds: float, out: Path, cfg: Config) -> dict[str
     args = ["--profile", "--set", f"render.size={cfg.render.size}",
             "--set", f"render.avatar={cfg.render.avatar}"]  # fmt: skip
     with serve_process(*args) as url:
-        records = asyncio.run(_sessions(url, n, seconds))
+        records = asyncio.run(_sessions(url, n, seconds, MonotonicClock()))
     meta = _meta(cfg, sessions_requested=n, seconds=seconds,
                  note="client peers run on the same machine, in the profiling process")  # fmt: skip
     return write_report(out, records, cfg.motion.fps, meta)
@@ -124,14 +124,14 @@ def session_speech(seconds: float, offset_s: float = 0.0) -> np.ndarray:
     return np.tile(loop, reps)[round(offset_s * OUTPUT_RATE) :]
 
 
-async def _sessions(url: str, n: int, seconds: float) -> list[FrameRecord]:
+async def _sessions(url: str, n: int, seconds: float, clock: Clock) -> list[FrameRecord]:
     peers = [
         AvatarPeer(url, session_speech(seconds + 5, offset_s=1.7 * i),
                    summarize=lambda _: None, subscribe={"profile_frames": True})
         for i in range(n)
     ]  # fmt: skip
     await asyncio.gather(*(p.connect(timeout_s=60) for p in peers))
-    await asyncio.sleep(seconds)
+    await sleep_for(clock, seconds)
     await asyncio.gather(*(p.close() for p in peers))
     records = [
         from_dict(f)

@@ -28,10 +28,10 @@ from typing import Any
 
 import aiohttp
 
-from avatar.clock import Clock
+from avatar.clock import Clock, sleep_for
 from avatar.config import Config, ServerConfig
 from avatar.errors import AvatarError, ConfigError
-from avatar.tasks import cancel, spawn
+from avatar.tasks import cancel, spawn, within
 from avatar.units import NS_PER_S
 
 log = logging.getLogger("avatar.server")
@@ -142,7 +142,7 @@ class WorkerPool:
                 w.up = True
                 log.info("worker %d ready (pid %d)", w.index, w.proc.pid)
                 return
-            await self._sleep(0.1)
+            await sleep_for(self.clock, 0.1)
         w.proc.kill()
         raise AvatarError(f"worker {w.index} did not answer within {START_TIMEOUT_S:.0f} s")
 
@@ -156,7 +156,7 @@ class WorkerPool:
                 return
             log.error("worker %d (pid %d) exited (%s): its sessions are gone; starting a new one "
                       "in %.0f s", w.index, w.proc.pid, code, backoff)  # fmt: skip
-            await self._sleep(backoff)
+            await sleep_for(self.clock, backoff)
             if self.stopping:
                 return
             w.restarts += 1
@@ -166,9 +166,6 @@ class WorkerPool:
             except AvatarError as exc:
                 log.error("%s", exc)
                 backoff = min(2 * backoff, RESTART_BACKOFF_S[1])
-
-    async def _sleep(self, seconds: float) -> None:
-        await self.clock.sleep_until(self.clock.now_ns() + round(seconds * NS_PER_S))
 
     def owner(self, sid: str) -> Worker | None:
         """The running worker that holds session ``sid`` (by its ``w<index>.`` prefix)."""
@@ -207,9 +204,7 @@ class WorkerPool:
         for p in procs:
             with contextlib.suppress(ProcessLookupError):
                 p.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(asyncio.gather(*(p.wait() for p in procs)), timeout_s)
-        except TimeoutError:
+        if not await within(self.clock, timeout_s, *(p.wait() for p in procs)):
             log.warning("workers still running after %.0f s: killed", timeout_s)
             for p in procs:
                 with contextlib.suppress(ProcessLookupError):
@@ -226,5 +221,5 @@ async def watch_parent(parent_pid: int, clock: Clock) -> None:
     """In a worker: returns once the front that started it has gone (killed, or stopped
     without stopping its workers)."""
     while os.getppid() == parent_pid:
-        await clock.sleep_until(clock.now_ns() + NS_PER_S)
+        await sleep_for(clock, 1.0)
     log.warning("the front (pid %d) is gone: stopping", parent_pid)
