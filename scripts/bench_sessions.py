@@ -1,7 +1,7 @@
 """Largest number of concurrent live sessions this machine holds, against an encode-only baseline.
 
     python scripts/bench_sessions.py [--seconds 10] [--max 12] [--size 512] [--processes 1,2]
-                                     [--batch]
+                                     [--batch] [--baseline DIR]
 
 Each session is the server's per-peer work in real time (avatar.compose.capacity: engine +
 colour conversion + aiortc's VP8 encoder with the server's settings, no network). For each
@@ -9,13 +9,19 @@ process count (``avatar serve --workers K`` spreads sessions over K processes th
 prints, for N = 1, 2, ... until more than 1 % of frames are late: late share, CPU per session
 (share of one core) and, for the avatar sessions, per-stage p50 ms; then the capacities and their
 ratios. ``--batch`` adds avatar runs with cross-session batching (``engine.batch.enabled``).
+``--baseline DIR`` first runs the same benchmark from another checkout (its own script and
+package, e.g. a ``git worktree`` of an older commit) in a child process, then this one, and prints
+CPU per session at N=1 and capacity side by side: before/after in one run on one machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +49,42 @@ def as_json(r: RunResult) -> dict[str, Any]:
             "cpu_per_session": r.cpu_per_session, "stages": r.stages}  # fmt: skip
 
 
+def run_baseline(code: Path, argv: list[str]) -> dict[str, Any]:
+    """The baseline checkout's own benchmark (its script, its package) in a child process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "baseline.json"
+        env = {**os.environ, "PYTHONPATH": str(code)}
+        cmd = [
+            sys.executable,
+            str(code / "scripts" / "bench_sessions.py"),
+            *argv,
+            "--out",
+            str(out),
+        ]
+        print(f"baseline: {code} (git {_commit(code)})", flush=True)
+        subprocess.run(cmd, env=env, cwd=code, check=True)
+        result: dict[str, Any] = json.loads(out.read_text())
+        return result
+
+
+def _commit(code: Path) -> str:
+    rev = subprocess.run(["git", "-C", str(code), "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True)  # fmt: skip
+    return rev.stdout.strip() or "?"
+
+
+def compare(before: dict[str, Any], after: dict[str, Any]) -> None:
+    print("\nbefore (baseline) -> after (this checkout), same machine, same run")
+    for name, a in after.items():
+        b = before.get(name)
+        if not isinstance(a, dict) or not isinstance(b, dict):
+            continue
+        cpu_b, cpu_a = b["runs"][0]["cpu_per_session"], a["runs"][0]["cpu_per_session"]
+        print(f"{name:24s} CPU/session at N=1 {100 * cpu_b:5.1f} % -> {100 * cpu_a:5.1f} % "
+              f"(x{cpu_a / max(cpu_b, 1e-9):.2f}); sessions held {b['capacity']} -> "
+              f"{a['capacity']}")  # fmt: skip
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=10.0)
@@ -51,7 +93,16 @@ def main() -> int:
     ap.add_argument("--processes", default="1", help="process counts to try, e.g. 1,2")
     ap.add_argument("--batch", action="store_true", help="also run avatar sessions batched")
     ap.add_argument("--out", type=Path, help="also write the numbers as JSON")
+    ap.add_argument("--baseline", type=Path, help="another checkout to measure first")
     args = ap.parse_args()
+    argv = list(sys.argv[1:])
+    if args.baseline is not None:
+        i = argv.index("--baseline")
+        argv = argv[:i] + argv[i + 2 :]
+        if "--out" in argv:
+            j = argv.index("--out")
+            argv = argv[:j] + argv[j + 2 :]
+        before = run_baseline(args.baseline.resolve(), argv)
     cfg = load_config(overrides=[f"render.size={args.size}"])
     batched = load_config(overrides=[f"render.size={args.size}", "engine.batch.enabled=true"])
     print(f"machine: {machine()}; {args.size}x{args.size} at {cfg.motion.fps:g} fps, "
@@ -75,8 +126,13 @@ def main() -> int:
               f"{r['capacity'] / max(base['capacity'], 1):.2f}; CPU per session at N=1: "
               f"{100 * cpu_a:.1f} % vs {100 * cpu_e:.1f} % of a core "
               f"(x{cpu_a / max(cpu_e, 1e-9):.2f})")  # fmt: skip
+    if args.baseline is not None:
+        compare(before, result)
     if args.out:
-        args.out.write_text(json.dumps({"machine": machine(), **result}, indent=1))
+        out = {"machine": machine(), **result}
+        if args.baseline is not None:
+            out["baseline"] = {"commit": _commit(args.baseline), **before}
+        args.out.write_text(json.dumps(out, indent=1))
     return 0
 
 
