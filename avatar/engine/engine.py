@@ -31,6 +31,7 @@ import contextvars
 import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -54,8 +55,29 @@ from avatar.units import ANALYSIS_RATE, OUTPUT_RATE
 T = TypeVar("T")
 log = logging.getLogger("avatar.engine")
 MAX_INPUT_RATE = 384_000
-_CLEAR = object()
-_END = object()
+
+
+@dataclass(slots=True)
+class PushedAudio:
+    """Inbox: a block :meth:`AvatarEngine.push_audio` queued, pushed at ``arrival_ns``."""
+
+    samples: np.ndarray  # (n,) float32 at ``rate``
+    rate: int
+    arrival_ns: int  # engine clock
+
+
+@dataclass(slots=True)
+class Clear:
+    """Inbox: :meth:`AvatarEngine.clear_buffer`: every stage drops its pending work."""
+
+
+@dataclass(slots=True)
+class EndOfInput:
+    """Inbox: :meth:`AvatarEngine.end_input`; outbox: the frames of all the input are out."""
+
+
+InboxItem = PushedAudio | Clear | EndOfInput
+OutboxItem = VideoFrame | EndOfInput
 
 
 class AvatarEngine:
@@ -89,12 +111,13 @@ class AvatarEngine:
         self.render = RenderStage(renderer, cfg, OUTPUT_RATE, fps, idle_seed)
         self.budget = FrameBudget(fps, cfg, live=live, realtime=realtime)
         # live input is bounded (the oldest block is dropped); buffered input is unbounded
-        self._inbox: asyncio.Queue[Any] = asyncio.Queue(cfg.input_queue_chunks if live else 0)
+        self._inbox: asyncio.Queue[InboxItem] = asyncio.Queue(cfg.input_queue_chunks if live else 0)
         self._ready: Ready = Ready()
-        self._job_added = asyncio.Event()
-        self._out: asyncio.Queue[Any] = asyncio.Queue(cfg.output_queue_frames)
+        self._job_added = asyncio.Event()  # a job was added, or the analysis ended
+        self._out: asyncio.Queue[OutboxItem] = asyncio.Queue(cfg.output_queue_frames)
         self._generation = 0  # bumped by clear_buffer: results of older work are discarded
         self._input_done = False
+        self._analysis_done = False  # the end of input went through: no job will follow
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         self._samples_pushed = self._samples_out = 0  # for wait_for_room
@@ -139,9 +162,9 @@ class AvatarEngine:
         if self._inbox.full():
             old = self._inbox.get_nowait()  # a live source outran the analysis: keep the newest
             self.stats.skipped += 1
-            if isinstance(old, tuple):
-                self.stats.skipped_samples += len(old[0]) * self.rate // old[1]
-        self._inbox.put_nowait((samples, rate, self.clock.now_ns()))
+            if isinstance(old, PushedAudio):
+                self.stats.skipped_samples += len(old.samples) * self.rate // old.rate
+        self._inbox.put_nowait(PushedAudio(samples, rate, self.clock.now_ns()))
 
     async def wait_for_room(self, max_pending_s: float) -> None:
         """Backpressure for a producer faster than real time (a file): wait while more than
@@ -154,19 +177,18 @@ class AvatarEngine:
     def end_input(self) -> None:
         """No more audio: the frames of what was pushed are produced, then iteration ends."""
         if not self._input_done:
-            self._inbox.put_nowait(_END)
+            self._inbox.put_nowait(EndOfInput())
             self._input_done = True
 
     def clear_buffer(self) -> None:
         """Interruption: audio queued or not yet played is dropped; the avatar goes idle."""
         self._generation += 1
         while not self._inbox.empty():
-            item = self._inbox.get_nowait()
-            if item is _END:
+            if isinstance(self._inbox.get_nowait(), EndOfInput):
                 self._input_done = False
         self._ready.clear()
         self._samples_out = self._samples_pushed - self.stats.skipped_samples
-        self._inbox.put_nowait(_CLEAR)
+        self._inbox.put_nowait(Clear())
 
     def __aiter__(self) -> AvatarEngine:
         self.start()
@@ -174,11 +196,10 @@ class AvatarEngine:
 
     async def __anext__(self) -> VideoFrame:
         item = await self._out.get()
-        if item is _END:
-            self._out.put_nowait(_END)  # later calls end too
+        if isinstance(item, EndOfInput):
+            self._out.put_nowait(item)  # later calls end too
             raise StopAsyncIteration
-        frame: VideoFrame = item
-        return frame
+        return item
 
     async def aclose(self) -> None:
         """Stop the tasks; audio and frames not yet taken are dropped (and their memory)."""
@@ -224,27 +245,28 @@ class AvatarEngine:
                 for job in jobs:
                     self._add_job(job, now)
             if end:
-                self._ready.append((_end_job(), 0))
+                self._analysis_done = True
                 self._job_added.set()
                 return
 
-    def _analyze(self, batch: list[Any]) -> tuple[list[FrameJob], bool]:
+    def _analyze(self, batch: list[InboxItem]) -> tuple[list[FrameJob], bool]:
         jobs: list[FrameJob] = []
         for item in batch:
-            if item is _CLEAR:
-                jobs.clear()
-                self._interrupt()
-            elif item is _END:
-                return jobs + self._finish(), True
-            else:
-                jobs += self._analyze_safely(item)
+            match item:
+                case PushedAudio():
+                    jobs += self._analyze_safely(item)
+                case Clear():
+                    jobs.clear()
+                    self._interrupt()
+                case EndOfInput():
+                    return jobs + self._finish(), True
         return jobs, False
 
-    def _analyze_safely(self, item: tuple[np.ndarray, int, int]) -> list[FrameJob]:
+    def _analyze_safely(self, item: PushedAudio) -> list[FrameJob]:
         """A block through the stages; if the model fails, the block is dropped, every stage
         starts over (the avatar goes idle) and the fault is reported."""
         try:
-            return self.analyze(*item)
+            return self.analyze(item.samples, item.rate, item.arrival_ns)
         except Exception as exc:
             log.error("motion model failed: %r (the avatar goes idle)", exc, exc_info=exc)
             self._faults.append("motion model failed; the avatar is idle until new speech")
@@ -296,18 +318,18 @@ class AvatarEngine:
             await self.clock.sleep_until(due)
             if not self.realtime:
                 await self._wait_for_job()
+            if self._analysis_done and not self._ready:
+                await self._out.put(EndOfInput())
+                return
             job, ready_ns = self._ready.popleft() if self._ready else (None, due)
             self._job_added.clear()
-            if job is not None and job.index < 0:
-                await self._out.put(_END)
-                return
             budget.on_tick(due, ready_ns if job is not None else None, self._ready)
             frame = await self._call(self._render, job, budget.out, budget.pts(), due, ready_ns)
             await self._emit(frame)
             budget.after_frame(self.clock.now_ns(), self._ready)
 
     async def _wait_for_job(self) -> None:
-        while not self._ready:
+        while not self._ready and not self._analysis_done:
             await self._job_added.wait()
             self._job_added.clear()
 
@@ -349,7 +371,3 @@ class AvatarEngine:
         """``fn`` in the executor, in this task's context (log lines name the session)."""
         run = contextvars.copy_context().run
         return await asyncio.get_running_loop().run_in_executor(self.executor, run, fn, *args)
-
-
-def _end_job() -> FrameJob:
-    return FrameJob(-1, AudioChunk(np.zeros(0, np.float32), 1, 0), None, 0)
