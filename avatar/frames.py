@@ -22,11 +22,16 @@ def frame_span(index: int, rate: int, fps: float) -> tuple[int, int]:
 
 @dataclass(slots=True)
 class AudioChunk:
-    """Mono float32 samples in [-1, 1] at ``sample_rate``, starting at ``pts_ns``."""
+    """Mono float32 samples in [-1, 1] at ``sample_rate``, starting at ``pts_ns``.
+
+    ``pts_ns`` and ``is_speech`` are set on the engine's output (a frame's audio: its time, and
+    whether the avatar speaks in it). Audio pushed into the engine leaves both at their defaults:
+    it plays right after the audio pushed before it (see :mod:`avatar.engine.engine`).
+    """
 
     samples: np.ndarray  # (n,) float32
     sample_rate: int
-    pts_ns: int
+    pts_ns: int = 0
     is_speech: bool = True
 
     @property

@@ -75,7 +75,7 @@ async def run_offline(
     engine: AvatarEngine, audio: np.ndarray, block: int = 960, rate: int = 48000
 ) -> list[VideoFrame]:
     for i in range(0, len(audio), block):
-        engine.push_audio(AudioChunk(audio[i : i + block], rate, 0))
+        engine.push_audio(AudioChunk(audio[i : i + block], rate))
     engine.end_input()
     return [f async for f in engine]
 
@@ -156,7 +156,11 @@ def test_odd_rates_are_resampled_and_bad_input_is_refused(backend, speech) -> No
     assert abs(len(frames) - 50) <= 1
     assert all(np.isfinite(f.audio.samples).all() for f in frames if f.audio is not None)
     with pytest.raises(AudioInputError, match="sample rate"):
-        make_engine(backend, FakeClock()).push_audio(AudioChunk(np.zeros(10, np.float32), 0, 0))
+        make_engine(backend, FakeClock()).push_audio(AudioChunk(np.zeros(10, np.float32), 0))
+    # input has no timeline and no speech flag of its own: refused, not ignored
+    for chunk in (AudioChunk(x[:960], 48000, pts_ns=20 * MS), AudioChunk(x[:960], 48000, 0, False)):
+        with pytest.raises(AudioInputError, match="pts_ns or is_speech"):
+            make_engine(backend, FakeClock()).push_audio(chunk)
 
 
 async def _live(backend: OrtBackend, speech: np.ndarray, cost_ns: int = 0) -> dict[str, Any]:
@@ -179,7 +183,7 @@ async def _live(backend: OrtBackend, speech: np.ndarray, cost_ns: int = 0) -> di
         nonlocal sent
         while sent < until_s * 48000 and sent < len(audio):
             while sent <= clock.now_ns() * 48000 // 1_000_000_000 and sent < len(audio):
-                engine.push_audio(AudioChunk(audio[sent : sent + 960], 48000, 0))
+                engine.push_audio(AudioChunk(audio[sent : sent + 960], 48000))
                 sent += 960
             await clock.advance(20 * MS)
 
@@ -219,7 +223,7 @@ def test_clear_buffer_interrupts_buffered_speech(backend, speech) -> None:  # ty
     async def run() -> tuple[list[VideoFrame], AvatarEngine]:
         clock = SteppedClock()
         engine = make_engine(backend, clock)  # buffered (text-to-speech): nothing skipped
-        engine.push_audio(AudioChunk(speech, 48000, 0))  # 8 s queued at once
+        engine.push_audio(AudioChunk(speech, 48000))  # 8 s queued at once
         frames: list[VideoFrame] = []
         engine.start()
         it = aiter(engine)

@@ -2,7 +2,7 @@
 
 One :class:`AvatarEngine` per session (like LiveKit's avatar ``VideoGenerator``)::
 
-    engine.push_audio(AudioChunk(samples, rate, pts))    # any rate, mono float32
+    engine.push_audio(AudioChunk(samples, rate))         # any rate, mono float32
     engine.clear_buffer()                                # interruption: drop queued audio
     async for frame in engine:                           # VideoFrame: image + its audio + motion
         ...
@@ -20,6 +20,16 @@ audio when the analysis falls behind, the budget skips frames beyond its backlog
 :mod:`avatar.engine.budget` for the late-frame policy), and a frame the consumer does not take is
 dropped for a newer one. Offline (``realtime=False``, ``avatar render`` on a
 :class:`~avatar.clock.FakeClock`) ticks wait for jobs and frames wait for the consumer.
+
+Pushed audio has no timeline of its own: blocks are laid end to end, and a block's time is when
+it was pushed (on the engine clock; latency is measured from it). Live input's timeline *is* its
+arrival: a gap in a microphone's packets is already silence on the output, where the paced ticks
+fill it with idle frames, so adding silence for a gap in the source's timestamps as well would play
+it twice and add its length to the latency; buffered input (a file, text-to-speech) is contiguous.
+A pushed :class:`~avatar.frames.AudioChunk` therefore leaves ``pts_ns`` and ``is_speech`` at their
+defaults, and the engine refuses others rather than ignore them. They are output fields: a
+frame's audio carries its time on the output timeline and whether the avatar speaks in it (the
+engine's own speech gate decides that from the sound).
 
 An :class:`~avatar.observe.Observer` (profiling) hears every stage; the default hears nothing.
 """
@@ -149,12 +159,19 @@ class AvatarEngine:
             ]
 
     def push_audio(self, chunk: AudioChunk) -> None:
-        """Queue mono float32 audio at any rate (resampled to the output rate)."""
+        """Queue mono float32 audio at any rate (resampled to the output rate), placed right
+        after the audio pushed before it (``chunk.pts_ns`` and ``is_speech`` are output fields:
+        see the module docstring)."""
         if self._input_done or self._closed:
             raise RuntimeError("push_audio after end_input or close")
         rate = chunk.sample_rate
         if not 1000 <= rate <= MAX_INPUT_RATE:
             raise AudioInputError(f"audio sample rate {rate} Hz is not supported (1k-384k)")
+        if chunk.pts_ns or not chunk.is_speech:
+            raise AudioInputError(
+                "pushed audio takes no pts_ns or is_speech: blocks play one after another and "
+                "the engine's speech gate decides what is speech (leave both at their defaults)"
+            )
         samples = np.asarray(chunk.samples, np.float32).reshape(-1)
         if len(samples) == 0:
             return
