@@ -107,7 +107,8 @@ class FrameTiming:
 
 @dataclass(slots=True)
 class VideoFrame:
-    """A rendered RGB image and the audio that plays with it."""
+    """A rendered RGB image and the audio that plays with it; for a video encoder, the image's
+    I420 planes too (:mod:`avatar.render.i420`, made in the render hop)."""
 
     index: int
     pts_ns: int
@@ -116,3 +117,4 @@ class VideoFrame:
     motion: MotionFrame | None = None
     events: list[SpeechEvent] = field(default_factory=list)  # decided since the last frame
     timing: FrameTiming | None = None  # set by the real-time engine
+    i420: np.ndarray | None = None  # (i420_size(H, W),) uint8 Y, U, V; engines built with i420

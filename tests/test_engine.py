@@ -19,6 +19,7 @@ from avatar.engine import AvatarEngine
 from avatar.engine.budget import TickPhase
 from avatar.errors import AudioInputError
 from avatar.frames import AudioChunk, MotionFrame, SpeechEventKind, VideoFrame
+from avatar.render.i420 import rgb_to_i420
 from tests.conftest import WEIGHTS
 
 SAMPLE = WEIGHTS.parent / "assets" / "sample.ogg"
@@ -197,6 +198,23 @@ async def _live(backend: OrtBackend, speech: np.ndarray, cost_ns: int = 0) -> di
     task.cancel()
     return {"engine": engine, "frames": frames, "before": before, "after": after,
             "pending_s": pending}  # fmt: skip
+
+
+def test_frames_carry_their_i420_planes_made_after_the_marker(backend, speech) -> None:  # type: ignore[no-untyped-def]
+    renderer = JawRenderer()
+    renderer.size = 32  # room for the 24-pixel sync marker
+    cfg = EngineConfig(sync_marker=True)
+    audio = np.concatenate([np.zeros(24000, np.float32), speech[: 48000 * 2]])
+    engine = AvatarEngine(backend, renderer, FakeClock(), cfg, VadConfig(), 25.0, realtime=False,
+                          executor=InlineExecutor(), i420=True)  # fmt: skip
+    frames = asyncio.run(run_offline(engine, audio))
+    plain = asyncio.run(run_offline(make_engine(backend, FakeClock(), JawRenderer()), audio[:4800]))
+    assert all(f.i420 is None for f in plain)  # only engines built for an encoder convert
+    assert any((f.image[:24, :24] == 255).all() for f in frames)  # some audio was loud
+    for f in frames:
+        assert f.i420 is not None and np.array_equal(f.i420, rgb_to_i420(f.image))
+    repeats = [(a, b) for a, b in itertools.pairwise(frames) if a.image is b.image]
+    assert repeats and all(a.i420 is b.i420 for a, b in repeats)  # idle repeats convert once
 
 
 def test_live_stream_returns_to_live_after_a_stall(backend, speech) -> None:  # type: ignore[no-untyped-def]

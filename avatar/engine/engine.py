@@ -15,10 +15,12 @@ Every pushed block takes one straight path through the stages, each in its own f
 Two tasks run per engine and neither blocks the event loop (the bracketed work runs in an
 executor): the *analysis* task takes pushed blocks in order through the audio front, the speech
 gate, the motion stage and the frame assembly; the *tick* task, paced by the frame budget, renders
-the next job (or an idle frame) and hands it out. Queues are bounded: live input skips the oldest
-audio when the analysis falls behind, the budget skips frames beyond its backlog (see
-:mod:`avatar.engine.budget` for the late-frame policy), and a frame the consumer does not take is
-dropped for a newer one. Offline (``realtime=False``, ``avatar render`` on a
+the next job (or an idle frame) and hands it out. With ``i420`` (engines that feed a video
+encoder) the render hop also converts the image to the encoder's I420 planes
+(:mod:`avatar.render.i420`), so the video track only wraps them. Queues are bounded: live input
+skips the oldest audio when the analysis falls behind, the budget skips frames beyond its backlog
+(see :mod:`avatar.engine.budget` for the late-frame policy), and a frame the consumer does not
+take is dropped for a newer one. Offline (``realtime=False``, ``avatar render`` on a
 :class:`~avatar.clock.FakeClock`) ticks wait for jobs and frames wait for the consumer.
 
 Pushed audio has no timeline of its own: blocks are laid end to end, and a block's time is when
@@ -107,6 +109,7 @@ class AvatarEngine:
         executor: Executor | None = None,
         observer: Observer = NULL_OBSERVER,
         idle_seed: int = 0,
+        i420: bool = False,
     ) -> None:
         self.clock, self.cfg, self.fps, self.rate = clock, cfg, fps, OUTPUT_RATE
         self.realtime, self.executor, self.observer = realtime, executor, observer
@@ -118,7 +121,7 @@ class AvatarEngine:
             backend, fps, OUTPUT_RATE, ANALYSIS_RATE, cfg.preroll_ms, observer, lead_ms / 1000
         )
         self.assembly = FrameAssembler(OUTPUT_RATE, fps, self.motion.delay, observer)
-        self.render = RenderStage(renderer, cfg, OUTPUT_RATE, fps, idle_seed)
+        self.render = RenderStage(renderer, cfg, OUTPUT_RATE, fps, idle_seed, i420=i420)
         self.budget = FrameBudget(fps, cfg, live=live, realtime=realtime)
         # live input is bounded (the oldest block is dropped); buffered input is unbounded
         self._inbox: asyncio.Queue[InboxItem] = asyncio.Queue(cfg.input_queue_chunks if live else 0)
@@ -364,6 +367,9 @@ class AvatarEngine:
             analysis=job.analysis if job is not None else {},
         )  # fmt: skip
         self.observer.span(frame, "render", start, end)
+        if self.render.i420:
+            self.render.colour(frame)
+            self.observer.span(frame, "colour", end, self.observer.now())
         return frame
 
     async def _emit(self, frame: VideoFrame) -> None:
