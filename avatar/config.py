@@ -57,7 +57,7 @@ class MotionConfig(_Section):
     # the model for buffered input (a file, text-to-speech, agent audio ahead of playout), where
     # hearing further ahead costs no latency: "builtin", "builtin:NAME" (a committed model), a path
     buffered_weights: str = "builtin"
-    backend: BackendChoice = "auto"
+    backend: BackendChoice = "auto"  # auto = ORT CUDA > ORT CPU > torch CPU (TensorRT: name it)
     threads: int = Field(default=1, ge=1)
 
     @field_validator("fps")
@@ -78,7 +78,7 @@ class RenderConfig(_Section):
     avatar: str = "default"  # a bundled avatar's name or a folder made by `avatar prepare`
     renderer: Literal["warp", "gan"] = "warp"
     size: int = Field(default=512, ge=64, le=2048)  # side of the square video
-    backend: BackendChoice = "auto"  # for the GAN: auto = TensorRT > ORT CUDA > ORT CPU > torch
+    backend: BackendChoice = "auto"  # for the GAN: auto = ORT CUDA > ORT CPU > torch CPU
     threads: int = Field(default=1, ge=1)
     idle_seed: int = 0  # blinks and head sway are reproducible from this
 

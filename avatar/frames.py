@@ -22,11 +22,16 @@ def frame_span(index: int, rate: int, fps: float) -> tuple[int, int]:
 
 @dataclass(slots=True)
 class AudioChunk:
-    """Mono float32 samples in [-1, 1] at ``sample_rate``, starting at ``pts_ns``."""
+    """Mono float32 samples in [-1, 1] at ``sample_rate``, starting at ``pts_ns``.
+
+    ``pts_ns`` and ``is_speech`` are set on the engine's output (a frame's audio: its time, and
+    whether the avatar speaks in it). Audio pushed into the engine leaves both at their defaults:
+    it plays right after the audio pushed before it (see :mod:`avatar.engine.engine`).
+    """
 
     samples: np.ndarray  # (n,) float32
     sample_rate: int
-    pts_ns: int
+    pts_ns: int = 0
     is_speech: bool = True
 
     @property
@@ -102,7 +107,8 @@ class FrameTiming:
 
 @dataclass(slots=True)
 class VideoFrame:
-    """A rendered RGB image and the audio that plays with it."""
+    """A rendered RGB image and the audio that plays with it; for a video encoder, the image's
+    I420 planes too (:mod:`avatar.render.i420`, made in the render hop)."""
 
     index: int
     pts_ns: int
@@ -111,3 +117,4 @@ class VideoFrame:
     motion: MotionFrame | None = None
     events: list[SpeechEvent] = field(default_factory=list)  # decided since the last frame
     timing: FrameTiming | None = None  # set by the real-time engine
+    i420: np.ndarray | None = None  # (i420_size(H, W),) uint8 Y, U, V; engines built with i420

@@ -45,7 +45,7 @@ async def run(speech: np.ndarray, profile: bool) -> float:
     cfg, clock = load_config(), UnpacedClock()
     engine = build_engine(cfg, clock, realtime=False, observer=observer(profile, clock))
     for i in range(0, len(speech), PACKET_SAMPLES):
-        engine.push_audio(AudioChunk(speech[i : i + PACKET_SAMPLES], OUTPUT_RATE, 0))
+        engine.push_audio(AudioChunk(speech[i : i + PACKET_SAMPLES], OUTPUT_RATE))
     engine.end_input()
     t0 = time.perf_counter()
     n = 0

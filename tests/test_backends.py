@@ -1,6 +1,7 @@
 """Backend choice (fake loaders that build real-protocol backends), the real loaders that can run
 here (onnxruntime CPU, torch CPU, the fp16 torch path on CPU), TensorRT's cache key and its
-absence; GPU and TensorRT parity tests run only where those exist."""
+absence, and that ``auto`` never tries TensorRT or torch CUDA (their GPU parity tests have not
+run); GPU and TensorRT parity tests run only where those exist."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import importlib.util
 import logging
 import shutil
 import sys
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,15 +18,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from avatar.backends.onnxruntime import OrtBackend, ort_cuda_available
-from avatar.backends.protocol import BACKENDS, InferenceBackend
+from avatar.backends.onnxruntime import OrtBackend, ort_cuda_available, read_onnx_meta
+from avatar.backends.protocol import AUTO_ORDER, BACKENDS, InferenceBackend
 from avatar.backends.select import backend_loaders, choose_backend
-from avatar.backends.tensorrt import (
-    TensorRTBackend,
-    build_tensorrt_engine,
-    engine_cache_key,
-    read_onnx_meta,
-)
+from avatar.backends.tensorrt import TensorRTBackend, build_tensorrt_engine, engine_cache_key
 from avatar.backends.torch import TorchBackend, TorchCudaBackend
 from avatar.errors import BackendUnavailable, ConfigError, ModelError
 from tests.conftest import WEIGHTS
@@ -84,43 +81,68 @@ def test_auto_skips_unavailable_in_order(caplog: pytest.LogCaptureFixture) -> No
     backend = choose_backend("auto", fake_loaders({"onnxruntime", "torch"}, calls))
     assert isinstance(backend, InferenceBackend)
     assert backend.name == "onnxruntime"
-    assert calls == ["tensorrt", "onnxruntime-cuda", "onnxruntime"]  # torch never loaded
+    assert calls == ["onnxruntime-cuda", "onnxruntime"]  # torch never loaded
     text = caplog.text
-    assert "tensorrt skipped: tensorrt missing" in text
-    assert "onnxruntime-cuda skipped" in text
+    assert "onnxruntime-cuda skipped: onnxruntime-cuda missing" in text
     assert "onnxruntime chosen" in text
 
 
-@pytest.mark.parametrize("first", BACKENDS)
+@pytest.mark.parametrize("first", AUTO_ORDER)
 def test_auto_returns_first_that_loads(first: str) -> None:
     calls: list[str] = []
-    later = set(BACKENDS[BACKENDS.index(first) :])
+    later = set(AUTO_ORDER[AUTO_ORDER.index(first) :]) | {"tensorrt", "torch-cuda"}
     backend = choose_backend("auto", fake_loaders(later, calls))
     assert backend.name == first
-    assert calls == list(BACKENDS[: BACKENDS.index(first) + 1])
+    assert calls == list(AUTO_ORDER[: AUTO_ORDER.index(first) + 1])
+
+
+def test_auto_never_tries_tensorrt_even_where_it_imports(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TensorRT's code has never run (its GPU parity test has not passed anywhere): ``auto`` must
+    not pick it, even on a machine where ``import tensorrt`` works."""
+    touched: list[str] = []
+
+    class FakeTensorRT(types.ModuleType):
+        def __getattr__(self, name: str) -> Any:
+            touched.append(name)
+            raise AttributeError(name)
+
+    monkeypatch.setitem(sys.modules, "tensorrt", FakeTensorRT("tensorrt"))
+    calls: list[str] = []
+    assert choose_backend("auto", fake_loaders(set(BACKENDS), calls)).name == "onnxruntime-cuda"
+    assert "tensorrt" not in calls and "torch-cuda" not in calls
+
+    def profile() -> dict[str, Any]:
+        touched.append("profile")  # what the TensorRT loader computes once tensorrt imports
+        return {}
+
+    backend = choose_backend("auto", backend_loaders(ONNX, trt_input_shapes=profile))
+    assert backend.name.startswith("onnxruntime")
+    assert touched == []
 
 
 def test_auto_with_nothing_available_lists_every_reason() -> None:
     with pytest.raises(BackendUnavailable) as err:
         choose_backend("auto", fake_loaders(set(), []))
-    for name in BACKENDS:
+    for name in AUTO_ORDER:
         assert f"{name}: {name} missing" in str(err.value)
 
 
 def test_auto_does_not_hide_a_broken_model() -> None:
     def broken() -> InferenceBackend:
-        raise ModelError("corrupt engine")
+        raise ModelError("corrupt model")
 
     loaders = fake_loaders(set(BACKENDS), [])
-    loaders["tensorrt"] = broken
-    with pytest.raises(ModelError, match="corrupt engine"):
+    loaders["onnxruntime-cuda"] = broken
+    with pytest.raises(ModelError, match="corrupt model"):
         choose_backend("auto", loaders)
 
 
 def test_missing_loader_counts_as_unavailable() -> None:
     loaders = fake_loaders({"torch"}, [])
-    del loaders["tensorrt"]
+    del loaders["tensorrt"], loaders["onnxruntime"]
     assert choose_backend("auto", loaders).name == "torch"
+    with pytest.raises(BackendUnavailable, match="no loader"):
+        choose_backend("onnxruntime", loaders)
     with pytest.raises(BackendUnavailable, match="no loader"):
         choose_backend("tensorrt", loaders)
 
@@ -173,7 +195,7 @@ def test_ort_cuda_requested_without_provider_is_unavailable() -> None:
         choose_backend("onnxruntime-cuda", backend_loaders(ONNX))
 
 
-@pytest.mark.skipif(_has("tensorrt") or ort_cuda_available(), reason="a GPU backend exists")
+@pytest.mark.skipif(ort_cuda_available(), reason="onnxruntime-gpu is installed")
 def test_auto_with_real_loaders_picks_onnxruntime_cpu() -> None:
     backend = choose_backend("auto", backend_loaders(ONNX, torch_factory=_torch_factory))
     assert isinstance(backend, OrtBackend)
@@ -184,7 +206,7 @@ def test_auto_with_real_loaders_picks_onnxruntime_cpu() -> None:
 def test_auto_without_onnx_falls_back_to_torch() -> None:
     pytest.importorskip("torch")
     backend = choose_backend("auto", backend_loaders(None, torch_factory=_torch_factory))
-    assert backend.name == ("torch-cuda" if _cuda() else "torch")
+    assert backend.name == "torch"  # torch CUDA only when named, even where a GPU exists
     assert backend.input_names[0] == "mel"
 
 
@@ -316,6 +338,17 @@ def test_torch_cuda_matches_onnxruntime(cuda_graphs: bool) -> None:
     for frames in (4, 8, 4):  # a new shape captures a new graph; the old one is replayed
         mels = _mels(10, frames, seed=frames)
         _assert_parity(_stream(cuda, mels), _stream(ort, mels))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not ort_cuda_available(), reason="needs onnxruntime-gpu and a CUDA GPU")
+def test_ort_cuda_matches_onnxruntime_cpu() -> None:
+    cuda = choose_backend("onnxruntime-cuda", backend_loaders(ONNX))
+    assert cuda.name == "onnxruntime-cuda"
+    cpu = OrtBackend(ONNX)
+    for frames in (4, 16):
+        mels = _mels(10, frames, seed=frames)
+        _assert_parity(_stream(cuda, mels), _stream(cpu, mels))
 
 
 @pytest.mark.tensorrt

@@ -19,6 +19,7 @@ from avatar.engine import AvatarEngine
 from avatar.engine.budget import TickPhase
 from avatar.errors import AudioInputError
 from avatar.frames import AudioChunk, MotionFrame, SpeechEventKind, VideoFrame
+from avatar.render.i420 import rgb_to_i420
 from tests.conftest import WEIGHTS
 
 SAMPLE = WEIGHTS.parent / "assets" / "sample.ogg"
@@ -75,7 +76,7 @@ async def run_offline(
     engine: AvatarEngine, audio: np.ndarray, block: int = 960, rate: int = 48000
 ) -> list[VideoFrame]:
     for i in range(0, len(audio), block):
-        engine.push_audio(AudioChunk(audio[i : i + block], rate, 0))
+        engine.push_audio(AudioChunk(audio[i : i + block], rate))
     engine.end_input()
     return [f async for f in engine]
 
@@ -156,7 +157,11 @@ def test_odd_rates_are_resampled_and_bad_input_is_refused(backend, speech) -> No
     assert abs(len(frames) - 50) <= 1
     assert all(np.isfinite(f.audio.samples).all() for f in frames if f.audio is not None)
     with pytest.raises(AudioInputError, match="sample rate"):
-        make_engine(backend, FakeClock()).push_audio(AudioChunk(np.zeros(10, np.float32), 0, 0))
+        make_engine(backend, FakeClock()).push_audio(AudioChunk(np.zeros(10, np.float32), 0))
+    # input has no timeline and no speech flag of its own: refused, not ignored
+    for chunk in (AudioChunk(x[:960], 48000, pts_ns=20 * MS), AudioChunk(x[:960], 48000, 0, False)):
+        with pytest.raises(AudioInputError, match="pts_ns or is_speech"):
+            make_engine(backend, FakeClock()).push_audio(chunk)
 
 
 async def _live(backend: OrtBackend, speech: np.ndarray, cost_ns: int = 0) -> dict[str, Any]:
@@ -179,7 +184,7 @@ async def _live(backend: OrtBackend, speech: np.ndarray, cost_ns: int = 0) -> di
         nonlocal sent
         while sent < until_s * 48000 and sent < len(audio):
             while sent <= clock.now_ns() * 48000 // 1_000_000_000 and sent < len(audio):
-                engine.push_audio(AudioChunk(audio[sent : sent + 960], 48000, 0))
+                engine.push_audio(AudioChunk(audio[sent : sent + 960], 48000))
                 sent += 960
             await clock.advance(20 * MS)
 
@@ -193,6 +198,23 @@ async def _live(backend: OrtBackend, speech: np.ndarray, cost_ns: int = 0) -> di
     task.cancel()
     return {"engine": engine, "frames": frames, "before": before, "after": after,
             "pending_s": pending}  # fmt: skip
+
+
+def test_frames_carry_their_i420_planes_made_after_the_marker(backend, speech) -> None:  # type: ignore[no-untyped-def]
+    renderer = JawRenderer()
+    renderer.size = 32  # room for the 24-pixel sync marker
+    cfg = EngineConfig(sync_marker=True)
+    audio = np.concatenate([np.zeros(24000, np.float32), speech[: 48000 * 2]])
+    engine = AvatarEngine(backend, renderer, FakeClock(), cfg, VadConfig(), 25.0, realtime=False,
+                          executor=InlineExecutor(), i420=True)  # fmt: skip
+    frames = asyncio.run(run_offline(engine, audio))
+    plain = asyncio.run(run_offline(make_engine(backend, FakeClock(), JawRenderer()), audio[:4800]))
+    assert all(f.i420 is None for f in plain)  # only engines built for an encoder convert
+    assert any((f.image[:24, :24] == 255).all() for f in frames)  # some audio was loud
+    for f in frames:
+        assert f.i420 is not None and np.array_equal(f.i420, rgb_to_i420(f.image))
+    repeats = [(a, b) for a, b in itertools.pairwise(frames) if a.image is b.image]
+    assert repeats and all(a.i420 is b.i420 for a, b in repeats)  # idle repeats convert once
 
 
 def test_live_stream_returns_to_live_after_a_stall(backend, speech) -> None:  # type: ignore[no-untyped-def]
@@ -219,7 +241,7 @@ def test_clear_buffer_interrupts_buffered_speech(backend, speech) -> None:  # ty
     async def run() -> tuple[list[VideoFrame], AvatarEngine]:
         clock = SteppedClock()
         engine = make_engine(backend, clock)  # buffered (text-to-speech): nothing skipped
-        engine.push_audio(AudioChunk(speech, 48000, 0))  # 8 s queued at once
+        engine.push_audio(AudioChunk(speech, 48000))  # 8 s queued at once
         frames: list[VideoFrame] = []
         engine.start()
         it = aiter(engine)

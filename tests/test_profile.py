@@ -36,7 +36,8 @@ class CountingClock(FakeClock):
 
 def _engine(backend, clock, observer: Observer) -> AvatarEngine:  # type: ignore[no-untyped-def]
     return AvatarEngine(backend, JawRenderer(), clock, EngineConfig(), VadConfig(), 25.0,
-                        realtime=False, executor=InlineExecutor(), observer=observer)  # fmt: skip
+                        realtime=False, executor=InlineExecutor(), observer=observer,
+                        i420=True)  # fmt: skip
 
 
 def test_meter_off_reads_no_clock_and_on_times_every_stage() -> None:
@@ -56,13 +57,25 @@ def test_meter_off_reads_no_clock_and_on_times_every_stage() -> None:
     speaking = [f for f in on if f.motion is not None and f.motion.is_speech]
     assert speaking
     for f in speaking[5:]:
-        assert f.timing is not None and "render" in f.timing.stages
+        assert f.timing is not None and {"render", "colour"} <= set(f.timing.stages)
+        assert f.timing.starts["colour"] >= f.timing.render_end_ns  # in the render hop, after it
         profiler.done(f)
         assert {"inbox", "ready"} <= set(profiler.records[-1].waits)
     analysed = set().union(*(set(f.timing.analysis) for f in on if f.timing is not None))
     assert {"resample", "vad", "features", "motion"} <= analysed
     assert NULL_OBSERVER.take() == {} and NULL_OBSERVER.report() == []
     assert [m["type"] for m in profiler.report(frames=True)] == ["profile", "profile_frames"]
+
+
+def test_out_wait_runs_from_the_hand_out_to_the_senders_first_stage() -> None:
+    ms = 1_000_000
+    timing = FrameTiming(0, 0, 0, 0, 1 * ms, 7 * ms, emit_ns=10 * ms)
+    timing.starts = {"colour": 7 * ms, "encode": 12 * ms}  # colour made in the render hop
+    assert record_from("s", 0, timing, 0).waits["out"] == pytest.approx(2.0)
+    timing.starts = {"colour": 11 * ms, "encode": 12 * ms}  # a frame without planes: the sender's
+    assert record_from("s", 0, timing, 0).waits["out"] == pytest.approx(1.0)
+    timing.starts = {"colour": 7 * ms}  # not encoded (yet)
+    assert "out" not in record_from("s", 0, timing, 0).waits
 
 
 def _records(n: int = 60) -> list:  # type: ignore[type-arg]

@@ -300,6 +300,7 @@ def test_profile_mode_times_every_stage_up_to_the_wire() -> None:
             f["stages"]
         )
         assert {"inbox", "ready", "out"} <= set(f["waits"]) and f["latency_ms"] > 0
+        assert f["starts"]["colour"] < f["emit_ms"]  # in the render hop, not the video track
     assert any(marked for _, _, marked in peer.received.video)  # loud frames carry the marker
 
 

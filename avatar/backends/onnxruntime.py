@@ -124,3 +124,17 @@ def ort_cuda_available() -> bool:
     except ImportError:
         return False
     return CUDA_PROVIDER in ort.get_available_providers()
+
+
+def read_onnx_meta(onnx_path: Path) -> dict[str, Any]:
+    """The ``avatar.meta`` JSON of an ONNX model (``onnx`` if installed, else onnxruntime)."""
+    try:
+        import onnx
+    except ImportError:
+        return OrtBackend(onnx_path).meta
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    raw = next((p.value for p in model.metadata_props if p.key == META_KEY), None)
+    if raw is None:
+        raise ModelError(f"{onnx_path} carries no '{META_KEY}' metadata; re-export it")
+    meta: dict[str, Any] = json.loads(raw)
+    return meta

@@ -1,8 +1,8 @@
 """One inference-backend protocol: ``run(inputs) -> outputs`` with fixed tensor names.
 
-A backend is chosen once (:func:`avatar.backends.select.choose_backend`; ``auto`` tries TensorRT,
-onnxruntime CUDA, onnxruntime CPU, torch CUDA fp16, torch CPU in that order); model wrappers only
-see :class:`InferenceBackend` and never branch on which one they got.
+A backend is chosen once (:func:`avatar.backends.select.choose_backend`; ``auto`` tries
+onnxruntime CUDA, onnxruntime CPU, then torch CPU: :data:`AUTO_ORDER`); model wrappers only see
+:class:`InferenceBackend` and never branch on which one they got.
 """
 
 from __future__ import annotations
@@ -17,9 +17,12 @@ BackendName = Literal["tensorrt", "onnxruntime-cuda", "onnxruntime", "torch-cuda
 BackendChoice = Literal[
     "auto", "tensorrt", "onnxruntime-cuda", "onnxruntime", "torch-cuda", "torch"
 ]
-# every backend name, in the order ``auto`` tries them
-BACKENDS: tuple[str, ...] = get_args(BackendName)
+BACKENDS: tuple[str, ...] = get_args(BackendName)  # every backend name
 BACKEND_CHOICES: tuple[str, ...] = get_args(BackendChoice)
+# What ``auto`` tries, in order: only backends whose parity tests have passed on the kind of
+# machine they run on. TensorRT and torch CUDA never have (no TensorRT here, no GPU lent to that
+# work: docs/renderers.md): they load only when named, until their GPU parity tests pass.
+AUTO_ORDER: tuple[BackendName, ...] = ("onnxruntime-cuda", "onnxruntime", "torch")
 
 Shape = tuple[int, ...]
 ShapeRange = tuple[Shape, Shape, Shape]  # (min, opt, max) of one input in a TensorRT profile

@@ -1,4 +1,6 @@
-"""Choosing a backend: every backend's loader, tried in the order ``auto`` prescribes."""
+"""Choosing a backend: every backend's loader; ``auto`` tries :data:`AUTO_ORDER` in turn.
+
+TensorRT's module is imported only when TensorRT is named (it is not in ``auto``'s order)."""
 
 from __future__ import annotations
 
@@ -6,9 +8,8 @@ import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from avatar.backends import tensorrt as trt  # imports tensorrt itself only when used
 from avatar.backends.onnxruntime import CUDA_PROVIDER, OrtBackend, ort_cuda_available
-from avatar.backends.protocol import BACKENDS, InferenceBackend, ShapeRange
+from avatar.backends.protocol import AUTO_ORDER, BACKENDS, InferenceBackend, ShapeRange
 from avatar.backends.torch import TorchBackend, TorchCudaBackend, import_torch_cuda
 from avatar.errors import BackendUnavailable, ConfigError
 
@@ -45,7 +46,9 @@ def backend_loaders(
 
 
 def choose_backend(preference: str, loaders: Mapping[str, Loader]) -> InferenceBackend:
-    """The backend ``preference`` names, or for ``auto`` the first of :data:`BACKENDS` that loads.
+    """The backend ``preference`` names, or for ``auto`` the first of :data:`AUTO_ORDER` that
+    loads (onnxruntime CUDA, onnxruntime CPU, torch CPU; never TensorRT or torch CUDA, whose GPU
+    parity tests have not run: they load only when named).
 
     Only :class:`BackendUnavailable` moves ``auto`` on; a broken model file still raises. An
     explicit preference that cannot load raises :class:`BackendUnavailable` saying why.
@@ -55,7 +58,7 @@ def choose_backend(preference: str, loaders: Mapping[str, Loader]) -> InferenceB
             f"unknown backend {preference!r}; choose one of auto, {', '.join(BACKENDS)}"
         )
     reasons: list[str] = []
-    for name in BACKENDS if preference == "auto" else (preference,):
+    for name in AUTO_ORDER if preference == "auto" else (preference,):
         try:
             backend = _load(name, loaders)
         except BackendUnavailable as e:
@@ -110,6 +113,8 @@ def _load_tensorrt(
     cache_dir: Path | None,
     input_shapes: ShapeProfile | None,
 ) -> InferenceBackend:
+    from avatar.backends import tensorrt as trt  # only when TensorRT is named
+
     trt.import_tensorrt()  # fail fast, before hashing the model
     cache_dir = cache_dir or trt.default_engine_cache_dir()
     if callable(input_shapes):

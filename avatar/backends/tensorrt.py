@@ -3,11 +3,12 @@
 Status, said plainly: this path has never run. There is no TensorRT on the development machines and
 none on the lent GPU image either, so :func:`build_tensorrt_engine` and :class:`TensorRTBackend`
 are written against the TensorRT 10 Python API documentation and have not been executed. What *is*
-tested here: :func:`engine_cache_key` (pure), :func:`read_onnx_meta` (with ``onnx`` and through the
-onnxruntime fallback), and that every entry point raises :class:`BackendUnavailable` when
-``tensorrt`` cannot be imported. ``tests/test_backends.py`` has a ``tensorrt``-marked parity test
-(fp16 engine vs. onnxruntime on the committed motion model) that runs wherever TensorRT and a GPU
-exist; run it before trusting this module.
+tested here: :func:`engine_cache_key` (pure), and that every entry point raises
+:class:`BackendUnavailable` when ``tensorrt`` cannot be imported. ``tests/test_backends.py`` has a
+``tensorrt``-marked parity test (fp16 engine vs. onnxruntime on the committed motion model) that
+runs wherever TensorRT and a GPU exist; run it before trusting this module. Until it has passed,
+``auto`` never picks TensorRT (:data:`~avatar.backends.protocol.AUTO_ORDER`): it loads only when a
+configuration names it.
 
 ``tensorrt`` and ``torch`` are imported inside functions only, so importing this module is free.
 Device buffers are torch CUDA tensors (torch is present wherever a GPU is).
@@ -26,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from avatar.backends.protocol import META_KEY, Shape, ShapeRange
+from avatar.backends.onnxruntime import read_onnx_meta
+from avatar.backends.protocol import Shape, ShapeRange
 from avatar.backends.torch import import_torch_cuda
 from avatar.errors import BackendUnavailable, ModelError
 
@@ -104,22 +106,6 @@ def _cupy_gpu_identity(torch_reason: str) -> tuple[str, str]:
     cc = str(cupy.cuda.Device(0).compute_capability)  # "90" for 9.0
     name = props["name"]
     return (name.decode() if isinstance(name, bytes) else str(name)), f"{cc[:-1]}.{cc[-1]}"
-
-
-def read_onnx_meta(onnx_path: Path) -> dict[str, Any]:
-    """The ``avatar.meta`` JSON of an ONNX model (``onnx`` if installed, else onnxruntime)."""
-    try:
-        import onnx
-    except ImportError:
-        from avatar.backends.onnxruntime import OrtBackend
-
-        return OrtBackend(onnx_path).meta
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    raw = next((p.value for p in model.metadata_props if p.key == META_KEY), None)
-    if raw is None:
-        raise ModelError(f"{onnx_path} carries no '{META_KEY}' metadata; re-export it")
-    meta: dict[str, Any] = json.loads(raw)
-    return meta
 
 
 def build_tensorrt_engine(

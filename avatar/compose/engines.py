@@ -35,13 +35,15 @@ def build_engine(
     """An engine for ``cfg.render.avatar`` with its own renderer and motion model state.
 
     ``live``: input from a microphone (late audio and frames are skipped to stay live);
-    otherwise buffered input (a file, text-to-speech) plays out in full. ``renderer`` and
-    ``backend``: ones already loaded, used instead of loading the configured ones."""
+    otherwise buffered input (a file, text-to-speech) plays out in full. A ``realtime`` engine
+    feeds a video encoder (a session's track, the profile and capacity drivers): its frames
+    carry their I420 planes, converted in the render hop. ``renderer`` and ``backend``: ones
+    already loaded, used instead of loading the configured ones."""
     return AvatarEngine(
         backend or load_motion_backend(cfg.motion.for_input(live)),
         renderer or load_renderer(cfg.render), clock,
         cfg.engine, cfg.vad, cfg.motion.fps, live=live, realtime=realtime, executor=executor,
-        observer=observer, idle_seed=cfg.render.idle_seed,
+        observer=observer, idle_seed=cfg.render.idle_seed, i420=realtime,
     )  # fmt: skip
 
 

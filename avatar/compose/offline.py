@@ -98,7 +98,7 @@ async def _run(engine: AvatarEngine, blocks: Iterable[np.ndarray], rate: int, si
         nonlocal pushed
         try:
             for block in blocks:
-                engine.push_audio(AudioChunk(block, rate, 0))
+                engine.push_audio(AudioChunk(block, rate))
                 pushed += len(block)
                 await engine.wait_for_room(max_pending_s=2.0)
         finally:

@@ -98,7 +98,7 @@ async def feed_realtime(engine: AvatarEngine, speech: np.ndarray, clock: Clock) 
     start = clock.now_ns()
     for k, i in enumerate(range(0, len(speech), PACKET_SAMPLES)):
         await clock.sleep_until(start + (k + 1) * PACKET_SAMPLES * NS_PER_S // OUTPUT_RATE)
-        engine.push_audio(AudioChunk(speech[i : i + PACKET_SAMPLES], OUTPUT_RATE, 0))
+        engine.push_audio(AudioChunk(speech[i : i + PACKET_SAMPLES], OUTPUT_RATE))
 
 
 # -- N live sessions ----------------------------------------------------------------------------

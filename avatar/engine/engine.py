@@ -2,7 +2,7 @@
 
 One :class:`AvatarEngine` per session (like LiveKit's avatar ``VideoGenerator``)::
 
-    engine.push_audio(AudioChunk(samples, rate, pts))    # any rate, mono float32
+    engine.push_audio(AudioChunk(samples, rate))         # any rate, mono float32
     engine.clear_buffer()                                # interruption: drop queued audio
     async for frame in engine:                           # VideoFrame: image + its audio + motion
         ...
@@ -15,11 +15,23 @@ Every pushed block takes one straight path through the stages, each in its own f
 Two tasks run per engine and neither blocks the event loop (the bracketed work runs in an
 executor): the *analysis* task takes pushed blocks in order through the audio front, the speech
 gate, the motion stage and the frame assembly; the *tick* task, paced by the frame budget, renders
-the next job (or an idle frame) and hands it out. Queues are bounded: live input skips the oldest
-audio when the analysis falls behind, the budget skips frames beyond its backlog (see
-:mod:`avatar.engine.budget` for the late-frame policy), and a frame the consumer does not take is
-dropped for a newer one. Offline (``realtime=False``, ``avatar render`` on a
+the next job (or an idle frame) and hands it out. With ``i420`` (engines that feed a video
+encoder) the render hop also converts the image to the encoder's I420 planes
+(:mod:`avatar.render.i420`), so the video track only wraps them. Queues are bounded: live input
+skips the oldest audio when the analysis falls behind, the budget skips frames beyond its backlog
+(see :mod:`avatar.engine.budget` for the late-frame policy), and a frame the consumer does not
+take is dropped for a newer one. Offline (``realtime=False``, ``avatar render`` on a
 :class:`~avatar.clock.FakeClock`) ticks wait for jobs and frames wait for the consumer.
+
+Pushed audio has no timeline of its own: blocks are laid end to end, and a block's time is when
+it was pushed (on the engine clock; latency is measured from it). Live input's timeline *is* its
+arrival: a gap in a microphone's packets is already silence on the output, where the paced ticks
+fill it with idle frames, so adding silence for a gap in the source's timestamps as well would play
+it twice and add its length to the latency; buffered input (a file, text-to-speech) is contiguous.
+A pushed :class:`~avatar.frames.AudioChunk` therefore leaves ``pts_ns`` and ``is_speech`` at their
+defaults, and the engine refuses others rather than ignore them. They are output fields: a
+frame's audio carries its time on the output timeline and whether the avatar speaks in it (the
+engine's own speech gate decides that from the sound).
 
 An :class:`~avatar.observe.Observer` (profiling) hears every stage; the default hears nothing.
 """
@@ -31,6 +43,7 @@ import contextvars
 import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -54,8 +67,29 @@ from avatar.units import ANALYSIS_RATE, OUTPUT_RATE
 T = TypeVar("T")
 log = logging.getLogger("avatar.engine")
 MAX_INPUT_RATE = 384_000
-_CLEAR = object()
-_END = object()
+
+
+@dataclass(slots=True)
+class PushedAudio:
+    """Inbox: a block :meth:`AvatarEngine.push_audio` queued, pushed at ``arrival_ns``."""
+
+    samples: np.ndarray  # (n,) float32 at ``rate``
+    rate: int
+    arrival_ns: int  # engine clock
+
+
+@dataclass(slots=True)
+class Clear:
+    """Inbox: :meth:`AvatarEngine.clear_buffer`: every stage drops its pending work."""
+
+
+@dataclass(slots=True)
+class EndOfInput:
+    """Inbox: :meth:`AvatarEngine.end_input`; outbox: the frames of all the input are out."""
+
+
+InboxItem = PushedAudio | Clear | EndOfInput
+OutboxItem = VideoFrame | EndOfInput
 
 
 class AvatarEngine:
@@ -75,6 +109,7 @@ class AvatarEngine:
         executor: Executor | None = None,
         observer: Observer = NULL_OBSERVER,
         idle_seed: int = 0,
+        i420: bool = False,
     ) -> None:
         self.clock, self.cfg, self.fps, self.rate = clock, cfg, fps, OUTPUT_RATE
         self.realtime, self.executor, self.observer = realtime, executor, observer
@@ -86,15 +121,16 @@ class AvatarEngine:
             backend, fps, OUTPUT_RATE, ANALYSIS_RATE, cfg.preroll_ms, observer, lead_ms / 1000
         )
         self.assembly = FrameAssembler(OUTPUT_RATE, fps, self.motion.delay, observer)
-        self.render = RenderStage(renderer, cfg, OUTPUT_RATE, fps, idle_seed)
+        self.render = RenderStage(renderer, cfg, OUTPUT_RATE, fps, idle_seed, i420=i420)
         self.budget = FrameBudget(fps, cfg, live=live, realtime=realtime)
         # live input is bounded (the oldest block is dropped); buffered input is unbounded
-        self._inbox: asyncio.Queue[Any] = asyncio.Queue(cfg.input_queue_chunks if live else 0)
+        self._inbox: asyncio.Queue[InboxItem] = asyncio.Queue(cfg.input_queue_chunks if live else 0)
         self._ready: Ready = Ready()
-        self._job_added = asyncio.Event()
-        self._out: asyncio.Queue[Any] = asyncio.Queue(cfg.output_queue_frames)
+        self._job_added = asyncio.Event()  # a job was added, or the analysis ended
+        self._out: asyncio.Queue[OutboxItem] = asyncio.Queue(cfg.output_queue_frames)
         self._generation = 0  # bumped by clear_buffer: results of older work are discarded
         self._input_done = False
+        self._analysis_done = False  # the end of input went through: no job will follow
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         self._samples_pushed = self._samples_out = 0  # for wait_for_room
@@ -126,12 +162,19 @@ class AvatarEngine:
             ]
 
     def push_audio(self, chunk: AudioChunk) -> None:
-        """Queue mono float32 audio at any rate (resampled to the output rate)."""
+        """Queue mono float32 audio at any rate (resampled to the output rate), placed right
+        after the audio pushed before it (``chunk.pts_ns`` and ``is_speech`` are output fields:
+        see the module docstring)."""
         if self._input_done or self._closed:
             raise RuntimeError("push_audio after end_input or close")
         rate = chunk.sample_rate
         if not 1000 <= rate <= MAX_INPUT_RATE:
             raise AudioInputError(f"audio sample rate {rate} Hz is not supported (1k-384k)")
+        if chunk.pts_ns or not chunk.is_speech:
+            raise AudioInputError(
+                "pushed audio takes no pts_ns or is_speech: blocks play one after another and "
+                "the engine's speech gate decides what is speech (leave both at their defaults)"
+            )
         samples = np.asarray(chunk.samples, np.float32).reshape(-1)
         if len(samples) == 0:
             return
@@ -139,9 +182,9 @@ class AvatarEngine:
         if self._inbox.full():
             old = self._inbox.get_nowait()  # a live source outran the analysis: keep the newest
             self.stats.skipped += 1
-            if isinstance(old, tuple):
-                self.stats.skipped_samples += len(old[0]) * self.rate // old[1]
-        self._inbox.put_nowait((samples, rate, self.clock.now_ns()))
+            if isinstance(old, PushedAudio):
+                self.stats.skipped_samples += len(old.samples) * self.rate // old.rate
+        self._inbox.put_nowait(PushedAudio(samples, rate, self.clock.now_ns()))
 
     async def wait_for_room(self, max_pending_s: float) -> None:
         """Backpressure for a producer faster than real time (a file): wait while more than
@@ -154,19 +197,18 @@ class AvatarEngine:
     def end_input(self) -> None:
         """No more audio: the frames of what was pushed are produced, then iteration ends."""
         if not self._input_done:
-            self._inbox.put_nowait(_END)
+            self._inbox.put_nowait(EndOfInput())
             self._input_done = True
 
     def clear_buffer(self) -> None:
         """Interruption: audio queued or not yet played is dropped; the avatar goes idle."""
         self._generation += 1
         while not self._inbox.empty():
-            item = self._inbox.get_nowait()
-            if item is _END:
+            if isinstance(self._inbox.get_nowait(), EndOfInput):
                 self._input_done = False
         self._ready.clear()
         self._samples_out = self._samples_pushed - self.stats.skipped_samples
-        self._inbox.put_nowait(_CLEAR)
+        self._inbox.put_nowait(Clear())
 
     def __aiter__(self) -> AvatarEngine:
         self.start()
@@ -174,11 +216,10 @@ class AvatarEngine:
 
     async def __anext__(self) -> VideoFrame:
         item = await self._out.get()
-        if item is _END:
-            self._out.put_nowait(_END)  # later calls end too
+        if isinstance(item, EndOfInput):
+            self._out.put_nowait(item)  # later calls end too
             raise StopAsyncIteration
-        frame: VideoFrame = item
-        return frame
+        return item
 
     async def aclose(self) -> None:
         """Stop the tasks; audio and frames not yet taken are dropped (and their memory)."""
@@ -224,27 +265,28 @@ class AvatarEngine:
                 for job in jobs:
                     self._add_job(job, now)
             if end:
-                self._ready.append((_end_job(), 0))
+                self._analysis_done = True
                 self._job_added.set()
                 return
 
-    def _analyze(self, batch: list[Any]) -> tuple[list[FrameJob], bool]:
+    def _analyze(self, batch: list[InboxItem]) -> tuple[list[FrameJob], bool]:
         jobs: list[FrameJob] = []
         for item in batch:
-            if item is _CLEAR:
-                jobs.clear()
-                self._interrupt()
-            elif item is _END:
-                return jobs + self._finish(), True
-            else:
-                jobs += self._analyze_safely(item)
+            match item:
+                case PushedAudio():
+                    jobs += self._analyze_safely(item)
+                case Clear():
+                    jobs.clear()
+                    self._interrupt()
+                case EndOfInput():
+                    return jobs + self._finish(), True
         return jobs, False
 
-    def _analyze_safely(self, item: tuple[np.ndarray, int, int]) -> list[FrameJob]:
+    def _analyze_safely(self, item: PushedAudio) -> list[FrameJob]:
         """A block through the stages; if the model fails, the block is dropped, every stage
         starts over (the avatar goes idle) and the fault is reported."""
         try:
-            return self.analyze(*item)
+            return self.analyze(item.samples, item.rate, item.arrival_ns)
         except Exception as exc:
             log.error("motion model failed: %r (the avatar goes idle)", exc, exc_info=exc)
             self._faults.append("motion model failed; the avatar is idle until new speech")
@@ -296,18 +338,18 @@ class AvatarEngine:
             await self.clock.sleep_until(due)
             if not self.realtime:
                 await self._wait_for_job()
+            if self._analysis_done and not self._ready:
+                await self._out.put(EndOfInput())
+                return
             job, ready_ns = self._ready.popleft() if self._ready else (None, due)
             self._job_added.clear()
-            if job is not None and job.index < 0:
-                await self._out.put(_END)
-                return
             budget.on_tick(due, ready_ns if job is not None else None, self._ready)
             frame = await self._call(self._render, job, budget.out, budget.pts(), due, ready_ns)
             await self._emit(frame)
             budget.after_frame(self.clock.now_ns(), self._ready)
 
     async def _wait_for_job(self) -> None:
-        while not self._ready:
+        while not self._ready and not self._analysis_done:
             await self._job_added.wait()
             self._job_added.clear()
 
@@ -325,6 +367,9 @@ class AvatarEngine:
             analysis=job.analysis if job is not None else {},
         )  # fmt: skip
         self.observer.span(frame, "render", start, end)
+        if self.render.i420:
+            self.render.colour(frame)
+            self.observer.span(frame, "colour", end, self.observer.now())
         return frame
 
     async def _emit(self, frame: VideoFrame) -> None:
@@ -349,7 +394,3 @@ class AvatarEngine:
         """``fn`` in the executor, in this task's context (log lines name the session)."""
         run = contextvars.copy_context().run
         return await asyncio.get_running_loop().run_in_executor(self.executor, run, fn, *args)
-
-
-def _end_job() -> FrameJob:
-    return FrameJob(-1, AudioChunk(np.zeros(0, np.float32), 1, 0), None, 0)

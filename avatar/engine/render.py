@@ -3,7 +3,9 @@
 The idle animator adds blinks, breathing and head sway on top of the job's motion (or of a
 closed, resting mouth when the model slept). In silence only every ``idle_render_every``-th frame
 is drawn (blinks always); the frames between repeat the last image. With ``sync_marker`` a white
-square in the top-left corner marks frames whose own audio is loud (A/V sync checks).
+square in the top-left corner marks frames whose own audio is loud (A/V sync checks). With
+``i420`` (a video encoder takes the frames) :meth:`RenderStage.colour` adds the image's I420 planes
+after the marker; a repeated image reuses its planes.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from avatar.frames import AudioChunk, MotionFrame, VideoFrame
 from avatar.motion.channels import BLENDSHAPES, VISEMES
 from avatar.motion.idle import IdleAnimator
 from avatar.render.base import Renderer
+from avatar.render.i420 import rgb_to_i420
 
 log = logging.getLogger("avatar.engine")
 MARKER_RMS, MARKER_PX = 0.05, 24
@@ -27,9 +30,17 @@ class RenderStage:
     """Motion + idle animation -> image; see the module docstring."""
 
     def __init__(
-        self, renderer: Renderer, cfg: EngineConfig, rate: int, fps: float, idle_seed: int = 0
+        self,
+        renderer: Renderer,
+        cfg: EngineConfig,
+        rate: int,
+        fps: float,
+        idle_seed: int = 0,
+        *,
+        i420: bool = False,
     ) -> None:
-        self.renderer, self.cfg, self.rate, self.fps = renderer, cfg, rate, fps
+        self.renderer, self.cfg, self.rate, self.fps, self.i420 = renderer, cfg, rate, fps, i420
+        self._planes: tuple[np.ndarray, np.ndarray] | None = None  # the last (image, its I420)
         self.idle = IdleAnimator(idle_seed)
         self._last: VideoFrame | None = None
         self.rendered = 0  # images drawn (the rest repeat the last one)
@@ -51,6 +62,15 @@ class RenderStage:
         frame = VideoFrame(index, pts, image, audio, motion, events)
         self._last = frame
         return frame
+
+    def colour(self, frame: VideoFrame) -> None:
+        """Give ``frame`` its image's I420 planes (the same planes while the image repeats)."""
+        last = self._planes
+        if last is not None and last[0] is frame.image:
+            frame.i420 = last[1]
+        else:
+            frame.i420 = rgb_to_i420(frame.image)
+            self._planes = (frame.image, frame.i420)
 
     def _draw(self, motion: MotionFrame, index: int, pts: int) -> np.ndarray:
         """The renderer's image; if it fails, the idle avatar (or the last image, or grey when

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from avatar.backends.onnxruntime import read_onnx_meta
 from avatar.backends.protocol import InferenceBackend, ShapeRange
 from avatar.backends.select import backend_loaders, choose_backend
-from avatar.backends.tensorrt import read_onnx_meta
 from avatar.backends.torch import TorchBackend
 from avatar.config import PACKAGE_DIR, MotionConfig
 from avatar.errors import BackendUnavailable, ModelError
@@ -51,7 +51,7 @@ def load_torch_backend(path: Path, threads: int = 1) -> TorchBackend:
 
 
 def load_motion_backend(cfg: MotionConfig) -> InferenceBackend:
-    """The first backend that loads, in the order ``auto`` prescribes (see ``choose_backend``)."""
+    """The configured backend, or for ``auto`` the first that loads (see ``choose_backend``)."""
     onnx = _existing(cfg.weights, ".onnx")
     pt = _existing(cfg.weights, ".pt")
     if onnx is None and pt is None:

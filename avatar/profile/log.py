@@ -18,6 +18,7 @@ from avatar.frames import FrameTiming
 STAGES = ("resample", "vad", "features", "motion", "render", "colour", "encode", "send")
 WAITS = ("inbox", "ready", "out")
 ANALYSIS = ("resample", "vad", "features", "motion")
+_SENDER = ("colour", "encode")  # what may run once the video sender takes a frame
 
 
 @dataclass(slots=True)
@@ -54,8 +55,11 @@ def record_from(session: str, index: int, timing: FrameTiming, origin_ns: int) -
     starts.update({k: ms(v) for k, v in timing.starts.items()})
     waits = {"inbox": timing.inbox_wait_ns / 1e6}
     waits["ready"] = (timing.render_start_ns - timing.ready_ns) / 1e6
-    if "colour" in timing.starts:
-        waits["out"] = (timing.starts["colour"] - timing.emit_ns) / 1e6
+    # the sender took the frame when its first stage after the hand-out began (colour made in
+    # the render hop began before it)
+    picked = [t for s, t in timing.starts.items() if s in _SENDER and t >= timing.emit_ns]
+    if picked:
+        waits["out"] = (min(picked) - timing.emit_ns) / 1e6
     stages = {k: v / 1e6 for k, v in {**timing.analysis, **timing.stages}.items()}
     return FrameRecord(
         session, index, timing.source_index, ms(timing.due_ns), ms(timing.emit_ns),

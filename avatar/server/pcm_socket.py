@@ -83,4 +83,4 @@ class PcmReader:
             raise AudioInputError("binary messages must hold whole s16le sample frames")
         pcm = from_pcm16(np.frombuffer(data, "<i2"))
         mono = pcm.reshape(-1, self.channels).mean(axis=1)
-        return AudioChunk(mono.astype(np.float32), self.rate, 0)
+        return AudioChunk(mono.astype(np.float32), self.rate)

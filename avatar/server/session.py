@@ -228,7 +228,7 @@ class Session:
             while True:
                 frame = await track.recv()
                 assert isinstance(frame, av.AudioFrame)
-                chunk = AudioChunk(to_mono(frame), frame.sample_rate, 0)
+                chunk = AudioChunk(to_mono(frame), frame.sample_rate)
                 self.engine.push_audio(chunk)
         except MediaStreamError:
             return

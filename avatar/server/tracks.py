@@ -5,7 +5,9 @@ Both outgoing tracks take their timestamps from the engine's frames: video frame
 ``k * 48000 / fps``. Both are handed to aiortc in the same step, so RTCP sender reports map them
 onto one wall clock and the browser plays them in sync. Pacing is done by the engine's ticks; the
 tracks only wait for their next frame (their queues are small and drop the oldest when full, so
-a stalled sender never builds up delay).
+a stalled sender never builds up delay). The engine's render hop has already converted each image
+to I420 (:mod:`avatar.render.i420`): the video track wraps the planes on the event loop, and
+aiortc's encoder, in its own executor, is the frame's only other thread hop.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from concurrent.futures import Executor
 from typing import Any
 
 import av
-import cv2
 import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
@@ -26,6 +27,7 @@ from avatar.audio.pcm import to_pcm16
 from avatar.clock import Clock
 from avatar.frames import AudioChunk, VideoFrame
 from avatar.observe import NULL_OBSERVER, Observer
+from avatar.render.i420 import i420_to_video_frame, rgb_to_i420
 from avatar.server.aiortc_hooks import make_encoder
 from avatar.units import NS_PER_S, OUTPUT_RATE, PACKET_SAMPLES, VIDEO_CLOCK
 
@@ -40,24 +42,23 @@ def _put_latest(queue: asyncio.Queue[Any], item: Any) -> bool:
     return dropped
 
 
-def rgb_to_video_frame(image: np.ndarray, pts_ns: int = 0) -> av.VideoFrame:
-    """RGB uint8 -> the encoder's yuv420p at ``pts_ns`` (done in an executor, not the sender).
-
-    OpenCV's I420 conversion (BT.601, as libswscale's default: within 5 levels, mean 0.1) is
-    ~10x faster than PyAV's ``reformat`` at 512x512 (0.4 vs 4.7 ms measured side by side)."""
-    h, w = image.shape[:2]
-    if h % 2 or w % 2:
-        out = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
-    else:
-        i420 = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2YUV_I420)
-        out = av.VideoFrame.from_ndarray(np.asarray(i420, np.uint8), format="yuv420p")
+def planes_to_video_frame(i420: np.ndarray, height: int, width: int, pts_ns: int) -> av.VideoFrame:
+    """I420 planes (:func:`~avatar.render.i420.rgb_to_i420`) -> an encoder's frame at ``pts_ns``."""
+    out = i420_to_video_frame(i420, height, width)
     out.pts = pts_ns * VIDEO_CLOCK // NS_PER_S
     out.time_base = fractions.Fraction(1, VIDEO_CLOCK)
     return out
 
 
+def rgb_to_video_frame(image: np.ndarray, pts_ns: int = 0) -> av.VideoFrame:
+    """RGB uint8 -> the encoder's yuv420p at ``pts_ns`` (a frame without planes; benchmarks)."""
+    h, w = image.shape[:2]
+    return planes_to_video_frame(rgb_to_i420(image), h, w, pts_ns)
+
+
 class EngineVideoTrack(MediaStreamTrack):
-    """The avatar's video: engine frames converted to YUV off the event loop. ``last`` and
+    """The avatar's video: each engine frame's I420 planes, wrapped on the event loop (a frame
+    that comes without planes is converted in ``executor``, off the loop). ``last`` and
     ``returned_ns`` name the frame the sender is encoding (for the sender's timing hook)."""
 
     kind = "video"
@@ -77,13 +78,15 @@ class EngineVideoTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         frame = await self.queue.get()
-        picked = self.observer.now()
-        loop = asyncio.get_running_loop()
-        out = await loop.run_in_executor(
-            self.executor, rgb_to_video_frame, frame.image, frame.pts_ns
-        )
+        i420 = frame.i420
+        if i420 is None:  # an engine built without i420: convert off the loop
+            picked = self.observer.now()
+            loop = asyncio.get_running_loop()
+            i420 = await loop.run_in_executor(self.executor, rgb_to_i420, frame.image)
+            self.observer.span(frame, "colour", picked, self.observer.now())
+        h, w = frame.image.shape[:2]
+        out = planes_to_video_frame(i420, h, w, frame.pts_ns)
         self.returned_ns = self.observer.now()
-        self.observer.span(frame, "colour", picked, self.returned_ns)
         self.last = frame
         return out
 
@@ -131,10 +134,11 @@ def pcm16_frame(pcm: np.ndarray, pts: int, rate: int = OUTPUT_RATE) -> av.AudioF
 
 
 class FrameEncoder:
-    """What the video sender does to a frame, without a network: colour conversion and aiortc's
-    own encoder (VP8 by default, with the options of :func:`~avatar.server.aiortc_hooks.
-    tune_encoders`), timed for the observer; the frame is then done. The profile and capacity
-    drivers use it in place of a peer connection."""
+    """What the video sender does to a frame, without a network: aiortc's own encoder (VP8 by
+    default, with the options of :func:`~avatar.server.aiortc_hooks.tune_encoders`) on the
+    frame's I420 planes (converted here, as *colour*, if the frame has none), timed for the
+    observer; the frame is then done. The profile and capacity drivers use it in place of a peer
+    connection."""
 
     def __init__(self, observer: Observer = NULL_OBSERVER, mime: str = "video/VP8") -> None:
         self.observer = observer
@@ -143,9 +147,13 @@ class FrameEncoder:
     def encode(self, frame: VideoFrame) -> None:
         obs = self.observer
         picked = obs.now()
-        yuv = rgb_to_video_frame(frame.image, frame.pts_ns)
-        coded = obs.now()
-        self._encoder.encode(yuv)
-        obs.span(frame, "colour", picked, coded)
-        obs.span(frame, "encode", coded, obs.now())
+        i420 = frame.i420
+        if i420 is None:
+            i420 = rgb_to_i420(frame.image)
+            coloured = obs.now()
+            obs.span(frame, "colour", picked, coloured)
+            picked = coloured
+        h, w = frame.image.shape[:2]
+        self._encoder.encode(planes_to_video_frame(i420, h, w, frame.pts_ns))
+        obs.span(frame, "encode", picked, obs.now())
         obs.done(frame)
