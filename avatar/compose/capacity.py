@@ -1,8 +1,9 @@
 """How many live sessions a machine holds: the server's per-session work, N at once, in real time.
 
 Each simulated session is what ``avatar serve`` runs for one peer, minus the network: speech
-pushed in 20 ms packets at real time, the engine (VAD, features, audio-to-motion, render on its
-ticks), then colour conversion and aiortc's own VP8 encoder for every frame. A frame is *late*
+pushed in 20 ms packets at real time, the engine (VAD, features, audio-to-motion, render and
+colour conversion on its ticks), then the server's video track hands each frame to aiortc's own
+VP8 encoder in the thread pool, as the sender does. A frame is *late*
 when its tick was missed (the engine skipped it) or when it was dropped because conversion and
 encoding could not keep up. The *encode-only* baseline runs the same sessions sending a static
 frame (conversion + encoding at 25 fps, nothing else). RTP packetization, SRTP, Opus and the
@@ -30,7 +31,7 @@ from avatar.frames import FrameTiming, VideoFrame
 from avatar.profile.log import FrameRecord, summarize
 from avatar.profile.profiler import Profiler
 from avatar.server.aiortc_hooks import tune_encoders
-from avatar.server.tracks import FrameEncoder
+from avatar.server.tracks import EngineVideoTrack, FrameEncoder
 from avatar.tasks import cancel, spawn
 from avatar.units import NS_PER_S
 
@@ -66,12 +67,15 @@ async def _avatar_session(
     loop = asyncio.get_running_loop()
     speech = session_speech(seconds + 2, offset_s=1.3 * k)
     feeder = spawn(feed_realtime(engine, speech, clock), f"bench-feed-{k}")
+    track = EngineVideoTrack(pool, encoder.observer)
     engine.start()
     end = clock.now_ns() + round(seconds * NS_PER_S)
     consumed = 0
     try:
-        async for frame in engine:
-            await loop.run_in_executor(pool, encoder.encode, frame)
+        async for frame in engine:  # the server's path: the video track, then the encoder
+            track.offer(frame)
+            picture = await track.recv()
+            await loop.run_in_executor(pool, encoder.encode_picture, picture, frame)
             consumed += 1
             if clock.now_ns() >= end:
                 break

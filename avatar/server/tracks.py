@@ -146,14 +146,18 @@ class FrameEncoder:
 
     def encode(self, frame: VideoFrame) -> None:
         obs = self.observer
-        picked = obs.now()
         i420 = frame.i420
         if i420 is None:
+            picked = obs.now()
             i420 = rgb_to_i420(frame.image)
-            coloured = obs.now()
-            obs.span(frame, "colour", picked, coloured)
-            picked = coloured
+            obs.span(frame, "colour", picked, obs.now())
         h, w = frame.image.shape[:2]
-        self._encoder.encode(planes_to_video_frame(i420, h, w, frame.pts_ns))
+        self.encode_picture(planes_to_video_frame(i420, h, w, frame.pts_ns), frame)
+
+    def encode_picture(self, picture: av.VideoFrame, frame: VideoFrame) -> None:
+        """``frame`` as a track handed it to the sender (``picture``), encoded."""
+        obs = self.observer
+        picked = obs.now()
+        self._encoder.encode(picture)
         obs.span(frame, "encode", picked, obs.now())
         obs.done(frame)
