@@ -50,6 +50,7 @@ from avatar.frames import AudioChunk
 from avatar.memory import give_back_memory
 from avatar.observe import Observer, combine
 from avatar.profile.profiler import Profiler
+from avatar.resources import web_root
 from avatar.server.aiortc_hooks import (
     check_hooks,
     configure_ice,
@@ -77,7 +78,7 @@ from avatar.units import NS_PER_S
 
 log = logging.getLogger("avatar.server")
 CONNECT_TIMEOUT_S = 30.0
-WEB_DIR = Path(__file__).resolve().parents[2] / "web"
+WEB_DIR = web_root()
 ORIGIN_CHECKED = ("/offer", "/ws", "/ws/audio", "/api/")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
