@@ -6,18 +6,39 @@
 
 export const EMIT = Symbol('emit');
 
-/** Minimal on/off/once emitter; listener exceptions are rethrown asynchronously (console). */
+/** @typedef {((event: any) => void) & {original?: (event: any) => void}} Listener */
+
+/**
+ * Minimal on/off/once emitter; listener exceptions are rethrown asynchronously (console).
+ * `Events` maps each event name to what its listeners receive.
+ * @template {object} Events
+ */
 export class Emitter {
+  /** @type {Map<keyof Events, Set<Listener>>} */
   #listeners = new Map();
 
+  /**
+   * Add a listener; returns a function that removes it.
+   * @template {keyof Events} K
+   * @param {K} name
+   * @param {(event: Events[K]) => void} fn
+   * @returns {() => void}
+   */
   on(name, fn) {
-    if (typeof fn !== 'function') throw new TypeError(`on('${name}', fn): fn must be a function`);
+    if (typeof fn !== 'function') throw new TypeError(`on('${String(name)}', fn): fn must be a function`);
     let set = this.#listeners.get(name);
     if (!set) this.#listeners.set(name, (set = new Set()));
     set.add(fn);
     return () => this.off(name, fn);
   }
 
+  /**
+   * Remove a listener added with on() or once().
+   * @template {keyof Events} K
+   * @param {K} name
+   * @param {(event: Events[K]) => void} fn
+   * @returns {void}
+   */
   off(name, fn) {
     const set = this.#listeners.get(name);
     if (!set) return;
@@ -26,7 +47,15 @@ export class Emitter {
     }
   }
 
+  /**
+   * Add a listener that runs once; returns a function that removes it.
+   * @template {keyof Events} K
+   * @param {K} name
+   * @param {(event: Events[K]) => void} fn
+   * @returns {() => void}
+   */
   once(name, fn) {
+    /** @type {Listener} */
     const wrapper = (arg) => {
       this.off(name, wrapper);
       fn.call(this, arg);
@@ -35,7 +64,12 @@ export class Emitter {
     return this.on(name, wrapper);
   }
 
-  /** @returns {boolean} whether anyone was listening */
+  /**
+   * @template {keyof Events} K
+   * @param {K} name
+   * @param {Events[K]} arg
+   * @returns {boolean} whether anyone was listening
+   */
   [EMIT](name, arg) {
     const set = this.#listeners.get(name);
     if (!set || set.size === 0) return false;
@@ -52,3 +86,41 @@ export class Emitter {
     return true;
   }
 }
+
+// -- Type-level only (no run-time effect) ---------------------------------------------------------
+// The modules built on Emitter end with a check that their classes match their .d.ts; tsc
+// (`make lint`) reports the names of the members that do not.
+
+/**
+ * The members of declaration `A` that implementation `I` lacks or types incompatibly: a property
+ * must be assignable to the declared one, a method must accept every argument list the declaration
+ * allows and return what it promises. `never` when `I` keeps every promise `A` makes.
+ * @template I, A
+ * @typedef {{[K in keyof A]-?: K extends keyof I ? (Keeps<I[K], A[K]> extends true ? never : K) : K}[keyof A]} Broken
+ */
+
+/**
+ * @template I, A
+ * @typedef {[A] extends [(...args: infer P) => infer R]
+ *   ? ([I] extends [(...args: infer Q) => infer S] ? ([P] extends [Q] ? ([S] extends [R] ? true : false) : false) : false)
+ *   : ([I] extends [A] ? true : false)} Keeps
+ */
+
+/**
+ * The public members of implementation `I` that declaration `A` does not mention (EMIT aside:
+ * only the modules that import it can fire events).
+ * @template I, A
+ * @typedef {Exclude<keyof I, keyof A | typeof EMIT>} Undeclared
+ */
+
+/**
+ * The static side of class `C`.
+ * @template C
+ * @typedef {Omit<C, 'prototype'>} Statics
+ */
+
+/**
+ * Compiles only when `T` is `never` (the error names what `T` is instead).
+ * @template {never} T
+ * @typedef {T} None
+ */
