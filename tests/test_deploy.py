@@ -248,7 +248,16 @@ def test_every_copy_source_is_in_the_build_context() -> None:
 
 
 @pytest.mark.parametrize(
-    "path", [".venv/bin/python", "data/x", "out/x", ".git/HEAD", "deploy/.env", "runs/x"]
+    "path",
+    [
+        ".venv/bin/python",
+        "data/x",
+        "out/x",
+        ".git/HEAD",
+        "deploy/.env",
+        "runs/x",
+        "avatar/web/node_modules/typescript/package.json",
+    ],
 )
 def test_dockerignore_keeps_local_state_out(path: str) -> None:
     assert ignored(path)
