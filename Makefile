@@ -48,9 +48,11 @@ lint: $(DEV_STAMP) $(TSC)
 	bash scripts/check_js.sh
 
 # The numeric tests run twice: on this CPU's widest SIMD path, then on the next narrower one.
+# Then the wheel: built from the sdist, installed into a fresh venv, served and rendered from.
 test: lint
 	$(BIN)/pytest -q
 	$(BIN)/python scripts/second_simd_path.py -- $(BIN)/pytest -q -m "numeric and not slow"
+	$(BIN)/python scripts/check_wheel.py
 
 train: $(DEV_STAMP)
 	bash scripts/setup_system.sh --train
