@@ -1,15 +1,16 @@
 # syntax=docker/dockerfile:1
 # CPU image of the real-time server:  docker build -t avatar .   (from the repository root)
 #   docker run --rm -e AVATAR_SECRET=... -p 8080:8080 -p 40000-40099:40000-40099/udp avatar \
-#     serve --host 0.0.0.0 --port 8080 --config /app/configs/default.yaml \
-#     --set server.web_dir=/app/web --set server.udp_ports=[40000,40099] \
+#     serve --host 0.0.0.0 --port 8080 --set server.udp_ports=[40000,40099] \
 #     --set server.ice_public_ip=PUBLIC_IP
 # deploy/docker-compose.yml and deploy/k8s/ run it with TURN; tests/test_deploy.py keeps the port,
 # the UDP range and the command the same in all three.
 #
-# The models ship inside the package (avatar/weights, avatar/avatars): nothing is downloaded at run
-# time. The wheels (onnxruntime, opencv-python-headless, av) bring their own libraries, so the
-# runtime stage adds no Debian package. Pin the base by digest for reproducible builds.
+# The models, the configs and the web client ship inside the package (avatar/weights,
+# avatar/avatars, avatar/configs, avatar/web): nothing is downloaded at run time, and the installed
+# package serves its own pages. The wheels (onnxruntime, opencv-python-headless, av) bring their own
+# libraries, so the runtime stage adds no Debian package. Pin the base by digest for reproducible
+# builds.
 ARG PYTHON_IMAGE=python:3.11-slim
 
 # -- build: install the project into a virtual environment ---------------------------------------
@@ -22,15 +23,12 @@ COPY pyproject.toml README.md ./
 COPY avatar ./avatar
 RUN /opt/venv/bin/pip install .
 
-# -- runtime: the environment, the config and the web client; no source tree, no build tools ------
+# -- runtime: the environment only; no source tree, no build tools ---------------------------------
 FROM ${PYTHON_IMAGE}
 RUN useradd --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin avatar
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-# An installed package does not see configs/ and web/ of a checkout: the command names them.
-COPY configs ./configs
-COPY web ./web
 # HOME and MPLCONFIGDIR point at /tmp so the image runs with a read-only root file system.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
@@ -52,6 +50,4 @@ STOPSIGNAL SIGTERM
 ENTRYPOINT ["avatar"]
 # Binding 0.0.0.0 needs AVATAR_SECRET in the environment (HMAC key of `avatar token`).
 CMD ["serve", "--host", "0.0.0.0", "--port", "8080", \
-     "--config", "/app/configs/default.yaml", \
-     "--set", "server.web_dir=/app/web", \
      "--set", "server.udp_ports=[40000,40099]"]

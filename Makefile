@@ -7,6 +7,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.run-installed
 DEV_STAMP := $(VENV)/.dev-installed
+# TypeScript for the JS client's type check, pinned in avatar/web/package-lock.json
+TSC := avatar/web/node_modules/.bin/tsc
 
 .PHONY: run sample test lint train bench clean
 
@@ -26,6 +28,11 @@ $(DEV_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --no-deps mediapipe==0.10.14
 	touch $(RUN_STAMP) $@
 
+# npm comes from scripts/setup_system.sh (the dev set-up runs it).
+$(TSC): avatar/web/package-lock.json | $(DEV_STAMP)
+	cd avatar/web && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 run: $(RUN_STAMP)
 	$(BIN)/avatar serve $(ARGS)
 
@@ -34,15 +41,18 @@ sample: $(RUN_STAMP)
 	$(BIN)/avatar render avatar/assets/sample.ogg -o out/sample.mp4
 	$(BIN)/avatar motion avatar/assets/sample.ogg -o out/motion.json --plot out/motion.png
 
-lint: $(DEV_STAMP)
+lint: $(DEV_STAMP) $(TSC)
 	$(BIN)/ruff check avatar tests scripts
 	$(BIN)/ruff format --check avatar tests scripts
 	$(BIN)/mypy avatar
+	bash scripts/check_js.sh
 
 # The numeric tests run twice: on this CPU's widest SIMD path, then on the next narrower one.
+# Then the wheel: built from the sdist, installed into a fresh venv, served and rendered from.
 test: lint
 	$(BIN)/pytest -q
 	$(BIN)/python scripts/second_simd_path.py -- $(BIN)/pytest -q -m "numeric and not slow"
+	$(BIN)/python scripts/check_wheel.py
 
 train: $(DEV_STAMP)
 	bash scripts/setup_system.sh --train
@@ -53,4 +63,5 @@ bench: $(DEV_STAMP)
 	$(BIN)/python scripts/bench_render.py
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache avatar/web/node_modules build dist \
+		avatar.egg-info

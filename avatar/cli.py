@@ -14,6 +14,7 @@ from pathlib import Path
 from avatar.backends.protocol import BACKEND_CHOICES
 from avatar.config import Config, load_config
 from avatar.errors import AvatarError
+from avatar.resources import installed_version
 
 log = logging.getLogger("avatar")
 
@@ -23,7 +24,7 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, help="YAML config (default configs/default.yaml)")
+    p.add_argument("--config", type=Path, help="YAML config (default: avatar/configs/default.yaml)")
     p.add_argument(
         "--set",
         action="append",
@@ -222,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="avatar", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--version", action="version", version=f"avatar {installed_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("motion", help="speech audio -> motion.json (ARKit blendshapes + visemes)")

@@ -1,4 +1,4 @@
-"""Pydantic configuration, loaded from ``configs/*.yaml`` and overridable per command.
+"""Pydantic configuration, loaded from ``avatar/configs/*.yaml`` and overridable per command.
 
 Overrides use dotted keys: ``load_config(overrides=["motion.fps=30", "vad.aggressiveness=3"])``.
 """
@@ -14,10 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from avatar.backends.protocol import BackendChoice
 from avatar.errors import ConfigError
+from avatar.resources import default_config
 from avatar.units import ANALYSIS_RATE
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-DEFAULT_CONFIG = PACKAGE_DIR.parent / "configs" / "default.yaml"
+DEFAULT_CONFIG = default_config()
 
 
 class _Section(BaseModel):
@@ -174,7 +175,7 @@ class ServerConfig(_Section):
     # process (HTTP, routing) and N worker processes (docs/deploy.md)
     workers: int | Literal["auto"] = 1
     stats_interval_s: float = Field(default=1.0, gt=0)
-    web_dir: str = ""  # the JS client and pages; "" = web/ next to the package
+    web_dir: str = ""  # the JS client and pages; "" = the package's own (avatar/web)
     profile: bool = False  # per-frame stage timing; live numbers and overlay on the page
     # TURN with coturn's shared secret (use-auth-secret): the page gets short-lived credentials
     # from GET /api/ice; the secret is read from the AVATAR_TURN_SECRET environment variable
@@ -215,7 +216,8 @@ def _set_dotted(tree: dict[str, Any], key: str, raw: str) -> None:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load ``path`` (default ``configs/default.yaml``) and apply ``key=value`` overrides."""
+    """Load ``path`` (default: the bundled ``avatar/configs/default.yaml``) and apply
+    ``key=value`` overrides."""
     tree: dict[str, Any] = {}
     src = Path(path) if path else DEFAULT_CONFIG
     if src.exists():

@@ -2,6 +2,7 @@
 # Debian packages the tests and the training need (nothing is needed to run `avatar motion`).
 # chromium: the browser end-to-end test (driven by playwright with executable_path).
 # coturn, iptables, iproute2: the TURN test (a real relay between network namespaces).
+# nodejs, npm: TypeScript's check of the JS client (make lint; skipped where node already is).
 #   scripts/setup_system.sh          speech synthesizers and human recordings for the tests
 #   scripts/setup_system.sh --train  plus the sentence material of the full training corpus
 set -euo pipefail
@@ -15,6 +16,8 @@ missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
+# Any node with npm will do (NodeSource's nodejs, say, which Debian's npm would conflict with).
+command -v npm >/dev/null || missing+=(nodejs npm)
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 if ! command -v apt-get >/dev/null; then
   echo "warning: not a Debian system; install ${missing[*]} by hand (tests that need them skip)" >&2

@@ -31,6 +31,7 @@ import yaml
 
 from avatar.cli import build_parser
 from avatar.config import Config, load_config
+from avatar.resources import default_config, web_root
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
@@ -247,7 +248,16 @@ def test_every_copy_source_is_in_the_build_context() -> None:
 
 
 @pytest.mark.parametrize(
-    "path", [".venv/bin/python", "data/x", "out/x", ".git/HEAD", "deploy/.env", "runs/x"]
+    "path",
+    [
+        ".venv/bin/python",
+        "data/x",
+        "out/x",
+        ".git/HEAD",
+        "deploy/.env",
+        "runs/x",
+        "avatar/web/node_modules/typescript/package.json",
+    ],
 )
 def test_dockerignore_keeps_local_state_out(path: str) -> None:
     assert ignored(path)
@@ -266,19 +276,17 @@ def test_image_runs_the_console_script() -> None:
     assert "command" not in avatar_container(), "Kubernetes must keep the image's ENTRYPOINT"
 
 
-def image_path(path: str) -> Path:
-    """The checkout path a path inside the image was copied from (WORKDIR /app + COPY x ./x)."""
-    workdir = instructions("WORKDIR")[-1].rstrip("/") + "/"
-    assert path.startswith(workdir), path
-    return ROOT / path.removeprefix(workdir)
-
-
 @pytest.mark.parametrize("where", ["Dockerfile CMD", "compose avatar", "k8s Deployment"])
-def test_serve_command_parses_and_its_files_are_in_the_image(where: str) -> None:
+def test_serve_command_parses_and_uses_the_packaged_config_and_pages(where: str) -> None:
+    """The runtime stage copies only the build stage's venv: the config and the pages the server
+    uses are the installed package's own (avatar/configs, avatar/web), so a command that named a
+    file would name one the image does not have."""
     args, cfg = serve(commands()[where])
     assert args.host == "0.0.0.0"
-    assert args.config and image_path(str(args.config)).is_file()
-    assert (image_path(cfg.server.web_dir) / "index.html").is_file()
+    assert args.config is None and cfg.server.web_dir == ""
+    assert [s for s in copy_sources() if s not in ("pyproject.toml", "README.md")] == ["avatar"]
+    assert default_config().is_relative_to(ROOT / "avatar") and default_config().is_file()
+    assert web_root().is_relative_to(ROOT / "avatar") and (web_root() / "index.html").is_file()
 
 
 def test_image_runs_as_the_pods_user() -> None:

@@ -1,6 +1,7 @@
 """What a page loads before it opens a session: the files of ``web/`` and the ``/api`` answers.
 
-- ``GET /`` and static files: ``web/`` (demo page, embed example, the JS client).
+- ``GET /`` and static files: ``avatar/web/`` (demo page, embed example, the JS client), or
+  ``server.web_dir``.
 - ``GET /api/avatars``: the bundled avatar names and the default.
 - ``GET /api/ice``: the ICE servers a page should use (short-lived TURN credentials when
   ``server.turn_urls`` is set; they are worth a token).
@@ -18,10 +19,11 @@ from aiohttp import web
 from avatar.config import Config
 from avatar.errors import RequestError
 from avatar.face.store import builtin_names
+from avatar.resources import web_root
 from avatar.server.gate import Gate
 from avatar.server.ice import ice_servers_for_page
 
-WEB_DIR = Path(__file__).resolve().parents[2] / "web"
+WEB_DIR = web_root()
 
 
 class Pages:

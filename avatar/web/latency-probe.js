@@ -36,6 +36,16 @@
 
 import {EMIT, Emitter} from './emitter.js';
 
+// The types of latency-probe.d.ts and avatar-client.d.ts.
+/**
+ * @import {LatencyProbeEvents, LatencyProbeOptions, LatencyStats} from './latency-probe.js'
+ * @import {ProfileMarker} from './avatar-client.js'
+ * @typedef {{oscillator: OscillatorNode, envelope: GainNode, detector: AudioWorkletNode,
+ *   destination: MediaStreamAudioDestinationNode, mic: MediaStreamAudioSourceNode | null}} BeepGraph
+ * @typedef {{interval: [number, number], beep: number, gain: number, windowMs: number}} BeepOptions
+ * @typedef {{offset: number, frame: number, time: number, sampleRate: number}} Onset what the worklet posts
+ */
+
 const WORKLET_NAME = 'avatar-latency-onset';
 const LOOKAHEAD_S = 2; // beeps are scheduled this far ahead of the context's clock
 const SCHEDULE_EVERY_MS = 250;
@@ -95,7 +105,12 @@ registerProcessor('${WORKLET_NAME}', AvatarLatencyOnset);
 /** Module-private: the constructor's token (use LatencyProbe.create()). */
 const FACTORY = Symbol('factory');
 
-/** Linear-interpolation percentile (numpy's default) of an ascending array. */
+/**
+ * Linear-interpolation percentile (numpy's default) of an ascending array.
+ * @param {number[]} sorted
+ * @param {number} q
+ * @returns {number | null}
+ */
 function percentile(sorted, q) {
   if (sorted.length === 0) return null;
   const pos = (sorted.length - 1) * q;
@@ -104,6 +119,10 @@ function percentile(sorted, q) {
   return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
 }
 
+/**
+ * @param {number | [number, number]} intervalMs
+ * @returns {[number, number]}
+ */
 function checkRange(intervalMs) {
   const [lo, hi] = Array.isArray(intervalMs) ? intervalMs : [intervalMs, intervalMs];
   if (!(Number.isFinite(lo) && Number.isFinite(hi) && lo > 0 && hi >= lo)) {
@@ -112,6 +131,10 @@ function checkRange(intervalMs) {
   return [lo, hi];
 }
 
+/**
+ * @param {MediaStream | MediaStreamTrack | null | undefined} value
+ * @returns {MediaStreamTrack | null}
+ */
 function audioTrackOf(value) {
   if (value === null || value === undefined) return null;
   if (typeof MediaStream !== 'undefined' && value instanceof MediaStream) {
@@ -130,27 +153,35 @@ function audioTrackOf(value) {
  * Events (`on(name, fn)`): 'sample' ({ms, onsetTime, frameTime, count, skippedFrames}),
  * 'onset' ({time}) for each beep while watching, 'missed' ({onsetTime}) for a beep never seen on
  * screen within the window.
+ * @extends {Emitter<LatencyProbeEvents>}
  */
 export class LatencyProbe extends Emitter {
-  /** The MediaStream to send: `AvatarClient.connect({audio: probe.stream})`. */ stream;
+  /** The MediaStream to send: `AvatarClient.connect({audio: probe.stream})`. @type {MediaStream} */ stream;
   /** @type {AudioContext} */ context;
-  /** End-to-end latencies measured so far, milliseconds (the array itself grows). */ samples = [];
+  /** End-to-end latencies measured so far, milliseconds (the array itself grows). @type {number[]} */ samples = [];
   /** Beeps that were not seen on screen within `windowMs` (counted only while watching). */ missed = 0;
   /** Beep onsets detected in the outgoing audio (while watching or not). */ beeps = 0;
 
-  #options;
-  #nodes;
+  /** @type {BeepOptions} */ #options;
+  /** @type {BeepGraph} */ #nodes;
   #scheduler = 0;
   #nextBeep = 0;
-  #pending = []; // onset times (performance.now() ms) waiting for their marked frame
-  #watch = null; // {video, cancel}
-  #marks = []; // {onsetTime, frameTime} of each sample, for the A/V offset
-  #echoes = []; // times the beeps came back in the received audio (listen())
-  #listener = null; // {source, detector, mute}
-  #recent = []; // marked or not, for the last RECENT_FRAMES presented frames
+  /** @type {number[]} */ #pending = []; // onset times (performance.now() ms) waiting for their marked frame
+  /** @type {{video: HTMLVideoElement, cancel: () => void} | null} */ #watch = null;
+  /** @type {{onsetTime: number, frameTime: number}[]} */ #marks = []; // of each sample, for the A/V offset
+  /** @type {number[]} */ #echoes = []; // times the beeps came back in the received audio (listen())
+  /** @type {{source: MediaStreamAudioSourceNode, detector: AudioWorkletNode, mute: GainNode} | null} */
+  #listener = null;
+  /** @type {boolean[]} */ #recent = []; // marked or not, for the last RECENT_FRAMES presented frames
   #closed = false;
 
-  /** @private Use LatencyProbe.create(). */
+  /**
+   * @private Use LatencyProbe.create().
+   * @param {symbol} token
+   * @param {AudioContext} context
+   * @param {BeepGraph} nodes
+   * @param {BeepOptions} options
+   */
   constructor(token, context, nodes, options) {
     super();
     if (token !== FACTORY) throw new TypeError('Use LatencyProbe.create() to create a LatencyProbe');
@@ -163,9 +194,8 @@ export class LatencyProbe extends Emitter {
 
   /**
    * Build the beep graph and start beeping.
-   * @param {{intervalMs?: number | [number, number], beepMs?: number, frequency?: number,
-   *          gain?: number, includeMic?: MediaStream | MediaStreamTrack | null,
-   *          windowMs?: number}} [options]
+   * @param {LatencyProbeOptions} [options]
+   * @returns {Promise<LatencyProbe>}
    */
   static async create({
     intervalMs = [1200, 1800],
@@ -184,7 +214,8 @@ export class LatencyProbe extends Emitter {
     if (!(windowMs > 0)) throw new RangeError('windowMs must be positive');
     const micTrack = audioTrackOf(includeMic);
 
-    const Context = globalThis.AudioContext ?? globalThis.webkitAudioContext;
+    /** @type {typeof AudioContext | undefined} (older Safari has only the prefixed one) */
+    const Context = globalThis.AudioContext ?? /** @type {any} */ (globalThis).webkitAudioContext;
     if (!Context) throw new Error('The latency probe needs the Web Audio API (AudioContext).');
     const context = new Context({latencyHint: 'interactive'});
     const moduleUrl = URL.createObjectURL(new Blob([WORKLET_SOURCE], {type: 'text/javascript'}));
@@ -241,10 +272,13 @@ export class LatencyProbe extends Emitter {
   /**
    * Resume the AudioContext (it may start suspended until a user gesture; call this from one).
    * Resolves after at most `timeoutMs` with whether it runs.
+   * @param {number} [timeoutMs]
+   * @returns {Promise<boolean>}
    */
   async resume(timeoutMs = 1000) {
     if (this.#closed) return false;
     if (this.context.state !== 'running') {
+      /** @type {ReturnType<typeof setTimeout> | undefined} */
       let timer;
       await Promise.race([
         this.context.resume().catch(() => {}),
@@ -275,6 +309,10 @@ export class LatencyProbe extends Emitter {
     this.#scheduler = setTimeout(() => this.#schedule(), SCHEDULE_EVERY_MS);
   }
 
+  /**
+   * @param {number} arrival
+   * @param {Onset | undefined} data
+   */
   #onOnset(arrival, data) {
     if (this.#closed || !data) return;
     this.beeps += 1;
@@ -286,12 +324,16 @@ export class LatencyProbe extends Emitter {
     this[EMIT]('onset', {time});
   }
 
-  /** Onsets older than the window before `time` will not be matched any more: missed. */
+  /**
+   * Onsets older than the window before `time` will not be matched any more: missed.
+   * @param {number} time
+   */
   #expire(time) {
     const limit = time - this.#options.windowMs;
-    while (this.#pending.length && this.#pending[0] < limit) this.#miss(this.#pending.shift());
+    while (this.#pending.length && this.#pending[0] < limit) this.#miss(/** @type {number} */ (this.#pending.shift()));
   }
 
+  /** @param {number} onsetTime */
   #miss(onsetTime) {
     this.missed += 1;
     this[EMIT]('missed', {onsetTime});
@@ -302,7 +344,7 @@ export class LatencyProbe extends Emitter {
    * beep gives one sample. `marker` is the ready message's `{x, y, size}` in the server's video
    * pixels; `videoSize` is the server's frame size (`info.size`, default 512).
    * @param {HTMLVideoElement} video
-   * @param {{x: number, y: number, size: number}} marker
+   * @param {ProfileMarker} marker
    * @param {number} [videoSize]
    */
   watch(video, marker, videoSize = 512) {
@@ -316,11 +358,17 @@ export class LatencyProbe extends Emitter {
 
     const canvas = document.createElement('canvas');
     const g = canvas.getContext('2d', {willReadFrequently: true, alpha: false});
+    if (!g) throw new Error('watch() needs a 2D canvas context, and this browser gave none');
     let wasMarked = true; // a square that is white from the start is no edge
+    /** @type {number | null} */
     let lastPresented = null;
     let handle = 0;
     const useFrames = typeof video.requestVideoFrameCallback === 'function';
 
+    /**
+     * @param {number} now
+     * @param {VideoFrameCallbackMetadata | null} meta null from requestAnimationFrame
+     */
     const onFrame = (now, meta) => {
       if (this.#watch?.video !== video) return;
       handle = useFrames ? video.requestVideoFrameCallback(onFrame) : requestAnimationFrame((t) => onFrame(t, null));
@@ -369,6 +417,10 @@ export class LatencyProbe extends Emitter {
    * A frame where the marker turned on (the frames after it, still marked, are the same beep).
    * It belongs to the latest onset before it; earlier unmatched onsets were missed.
    */
+  /**
+   * @param {number} frameTime
+   * @param {number} skippedFrames
+   */
   #onMarked(frameTime, skippedFrames) {
     let index = -1;
     for (let i = this.#pending.length - 1; i >= 0; i--) {
@@ -395,6 +447,7 @@ export class LatencyProbe extends Emitter {
    * Detect the beeps in the avatar's received audio (`avatar.audioTrack`, which must also play in
    * a media element), for `stats().avOffset`.
    * @param {MediaStreamTrack} track
+   * @returns {void}
    */
   listen(track) {
     if (this.#closed) throw new Error('This LatencyProbe is closed');
@@ -450,6 +503,7 @@ export class LatencyProbe extends Emitter {
    * other reasons (a light avatar image there, or speech from an included microphone), and the
    * samples cannot be trusted. `avOffset` (after `listen()`): `{count, p50, mean}` of received
    * audio minus displayed frame per beep, ms (positive: the sound trails the picture).
+   * @returns {LatencyStats}
    */
   stats() {
     const sorted = [...this.samples].sort((a, b) => a - b);
@@ -488,3 +542,16 @@ export class LatencyProbe extends Emitter {
     this.context.close().catch(() => {});
   }
 }
+
+// -- Type-level only (no run-time effect) ---------------------------------------------------------
+// tsc (`make lint`) fails here, naming the members, where LatencyProbe and latency-probe.d.ts
+// disagree (see the same check at the end of avatar-client.js).
+/**
+ * @import * as Declared from './latency-probe.js'
+ * @import {Broken, None, Statics, Undeclared} from './emitter.js'
+ * @typedef {[
+ *   None<Broken<LatencyProbe, Declared.LatencyProbe> | Undeclared<LatencyProbe, Declared.LatencyProbe>>,
+ *   None<Broken<Statics<typeof LatencyProbe>, Statics<typeof Declared.LatencyProbe>>
+ *     | Undeclared<Statics<typeof LatencyProbe>, Statics<typeof Declared.LatencyProbe>>>,
+ * ]} MatchesItsDeclaration
+ */

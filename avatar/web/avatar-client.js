@@ -17,7 +17,15 @@
 
 import {EMIT, Emitter} from './emitter.js';
 
+// The types of avatar-client.d.ts (a `./avatar-client.js` type import resolves to the .d.ts).
+/**
+ * @import {AvatarClientEvents, AvatarErrorCode, AvatarList, ConnectOptions, PcmSenderEvents,
+ *   PcmSenderOptions, ReadyMessage, ReplacedTracks, VideoCodec} from './avatar-client.js'
+ * @typedef {'jitterBufferTarget' | 'playoutDelayHint' | null} DelayProperty
+ */
+
 /** Codecs the server can send; the offerer picks one through setCodecPreferences. */
+/** @type {VideoCodec[]} */
 const VIDEO_CODECS = ['VP8', 'H264'];
 /** Retransmission and FEC entries stay in the preference list so loss recovery keeps working. */
 const RESILIENCE_CODEC = /^video\/(rtx|red|ulpfec|flexfec-03)$/i;
@@ -28,23 +36,33 @@ const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /** Module-private: constructors are reached only through the static factories. */
 const FACTORY = Symbol('factory');
+/** The public fields that #start() sets before connect() hands the client out. */
+const SET_BY_CONNECT = /** @type {any} */ (undefined);
 // Receiver jitter-buffer targets (ms; null = the browser's choice): see `jitterBuffer` in connect().
 const DEFAULT_JITTER_BUFFER = Object.freeze({audio: null, video: 0});
+
+/** `err.name` of whatever was thrown ('' when it has none). @param {unknown} err */
+const errorName = (err) => String(/** @type {{name?: unknown} | null | undefined} */ (err)?.name ?? '');
+/** `err.message`, or the thrown value itself, as text. @param {unknown} err */
+const errorText = (err) => String(/** @type {{message?: unknown} | null | undefined} */ (err)?.message || err);
 
 /**
  * An Error with a machine-readable `code`, so callers can react to, say, a denied microphone
  * differently from an unreachable server. `message` is always meant for people.
  */
 export class AvatarError extends Error {
+  /** @type {'AvatarError'} */ name = 'AvatarError';
+  /** @type {AvatarErrorCode} */ code;
+
   /**
-   * @param {string} code
+   * @param {AvatarErrorCode} code
    * @param {string} message
    * @param {{cause?: unknown, status?: number}} [options]
    */
   constructor(code, message, options = {}) {
     super(message, 'cause' in options ? {cause: options.cause} : undefined);
-    this.name = 'AvatarError';
     this.code = code;
+    /** The HTTP status, for code 'http'. */
     if (options.status !== undefined) this.status = options.status;
   }
 }
@@ -52,7 +70,8 @@ export class AvatarError extends Error {
 /**
  * The server's base URL as a directory URL, so that 'offer', 'api/avatars' and 'ws' resolve
  * beneath it (the server may live under a path prefix). Default: the page's own directory.
- * @param {string | URL | undefined} url
+ * @param {string | URL | null | undefined} url
+ * @returns {URL}
  */
 function resolveBase(url) {
   const here = globalThis.location?.href;
@@ -67,7 +86,12 @@ function resolveBase(url) {
   return base;
 }
 
-/** ws:// or wss:// URL for `path` under the base, with query parameters. */
+/**
+ * ws:// or wss:// URL for `path` under the base, with query parameters.
+ * @param {URL} base
+ * @param {string} path
+ * @param {Record<string, string>} params
+ */
 function socketUrl(base, path, params) {
   const url = new URL(path, base);
   url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
@@ -75,7 +99,12 @@ function socketUrl(base, path, params) {
   return url;
 }
 
-/** Request headers with `Authorization: Bearer <token>` when there is a token. */
+/**
+ * Request headers with `Authorization: Bearer <token>` when there is a token.
+ * @param {string | null | undefined} token
+ * @param {Record<string, string>} [headers]
+ * @returns {Record<string, string>}
+ */
 function authHeaders(token, headers = {}) {
   return token ? {...headers, Authorization: `Bearer ${token}`} : headers;
 }
@@ -83,6 +112,10 @@ function authHeaders(token, headers = {}) {
 /**
  * The ICE servers the server hands out (GET api/ice: its STUN/TURN servers, TURN with
  * short-lived credentials). An older server without the route: none.
+ * @param {URL} base
+ * @param {string | null | undefined} token
+ * @param {AbortSignal | undefined} signal
+ * @returns {Promise<RTCIceServer[]>}
  */
 async function serverIceServers(base, token, signal) {
   try {
@@ -94,15 +127,22 @@ async function serverIceServers(base, token, signal) {
   }
 }
 
-/** fetch + JSON with the server's `{"error": ...}` message surfaced as the Error's message. */
+/**
+ * fetch + JSON with the server's `{"error": ...}` message surfaced as the Error's message.
+ * @param {URL} url
+ * @param {RequestInit} init
+ * @param {string} what
+ * @returns {Promise<Record<string, any>>} the parsed JSON object (its fields are not checked)
+ */
 async function fetchJson(url, init, what) {
   let res;
   try {
     res = await fetch(url, init);
   } catch (err) {
     if (init.signal?.aborted) throw init.signal.reason ?? err;
-    throw new AvatarError('network', `Could not reach the avatar server at ${url.origin} (${what}): ${err?.message || err}`, {cause: err});
+    throw new AvatarError('network', `Could not reach the avatar server at ${url.origin} (${what}): ${errorText(err)}`, {cause: err});
   }
+  /** @type {any} */
   let body = null;
   try {
     body = await res.json();
@@ -121,6 +161,7 @@ async function fetchJson(url, init, what) {
   return body;
 }
 
+/** @returns {Promise<MediaStreamTrack>} */
 async function openMicrophone() {
   if (!globalThis.navigator?.mediaDevices?.getUserMedia) {
     throw new AvatarError('mic-unavailable',
@@ -131,7 +172,7 @@ async function openMicrophone() {
     const stream = await navigator.mediaDevices.getUserMedia({audio: MIC_CONSTRAINTS, video: false});
     return stream.getAudioTracks()[0];
   } catch (err) {
-    switch (err?.name) {
+    switch (errorName(err)) {
       case 'NotAllowedError':
       case 'SecurityError':
         throw new AvatarError('mic-denied',
@@ -143,7 +184,7 @@ async function openMicrophone() {
         throw new AvatarError('mic-unavailable',
           'The microphone could not be opened (is another application using it?).', {cause: err});
       default:
-        throw new AvatarError('mic-unavailable', `Could not open the microphone: ${err?.message || err}`, {cause: err});
+        throw new AvatarError('mic-unavailable', `Could not open the microphone: ${errorText(err)}`, {cause: err});
     }
   }
 }
@@ -153,6 +194,8 @@ async function openMicrophone() {
  * after it: aiortc answers with the offer's codecs in the offer's order and sends the first, so
  * this is how the browser chooses what the server encodes. Other codecs are left out on purpose:
  * asking for H264 must not silently end up as VP8.
+ * @param {RTCRtpTransceiver} transceiver
+ * @param {VideoCodec} codec
  */
 function preferVideoCodec(transceiver, codec) {
   if (typeof transceiver.setCodecPreferences !== 'function' || !globalThis.RTCRtpReceiver?.getCapabilities) {
@@ -169,29 +212,26 @@ function preferVideoCodec(transceiver, codec) {
 }
 
 /**
- * Resolves once ICE gathering is complete, or after `ms` regardless (true = complete).
- *
- * Why wait: the server (aiortc) does not take trickled candidates in its answer path, so the offer
- * must already carry them. Host candidates arrive within milliseconds, but a STUN/TURN server that
- * does not answer can stall gathering for many seconds; after the timeout the offer goes out with
- * what is there, and later candidates follow over the WebSocket.
- */
-/**
  * Ask a receiver to hold `ms` milliseconds in its jitter buffer (null: leave the browser's own
  * choice). `jitterBufferTarget` (ms) is the standard; older Chromium has `playoutDelayHint`
  * (seconds). Returns the property used, or null when the browser has neither.
+ * @param {RTCRtpReceiver} receiver
+ * @param {number | null | undefined} ms
+ * @returns {DelayProperty}
  */
 function setReceiverDelay(receiver, ms) {
   if (ms === null || ms === undefined) return null;
   const value = Math.max(0, Number(ms));
   if (!Number.isFinite(value)) throw new AvatarError('bad-option', `jitterBuffer wants milliseconds, not ${JSON.stringify(ms)}`);
+  // Either property may be missing, whatever the DOM types of the day say.
+  const r = /** @type {{jitterBufferTarget?: number | null, playoutDelayHint?: number}} */ (receiver);
   try {
-    if ('jitterBufferTarget' in receiver) {
-      receiver.jitterBufferTarget = value;
+    if ('jitterBufferTarget' in r) {
+      r.jitterBufferTarget = value;
       return 'jitterBufferTarget';
     }
-    if ('playoutDelayHint' in receiver) {
-      receiver.playoutDelayHint = value / 1000;
+    if ('playoutDelayHint' in r) {
+      r.playoutDelayHint = value / 1000;
       return 'playoutDelayHint';
     }
   } catch {
@@ -200,12 +240,24 @@ function setReceiverDelay(receiver, ms) {
   return null;
 }
 
+/**
+ * Resolves once ICE gathering is complete, or after `ms` regardless (true = complete).
+ *
+ * Why wait: the server (aiortc) does not take trickled candidates in its answer path, so the offer
+ * must already carry them. Host candidates arrive within milliseconds, but a STUN/TURN server that
+ * does not answer can stall gathering for many seconds; after the timeout the offer goes out with
+ * what is there, and later candidates follow over the WebSocket.
+ * @param {RTCPeerConnection} pc
+ * @param {number} ms
+ * @returns {Promise<boolean>}
+ */
 function waitForIceGathering(pc, ms) {
   if (pc.iceGatheringState === 'complete') return Promise.resolve(true);
   return new Promise((resolve) => {
     const check = () => {
       if (pc.iceGatheringState === 'complete') done(true);
     };
+    /** @param {boolean} complete */
     const done = (complete) => {
       clearTimeout(timer);
       pc.removeEventListener('icegatheringstatechange', check);
@@ -216,7 +268,12 @@ function waitForIceGathering(pc, ms) {
   });
 }
 
-/** The sender of `kind` in someone else's call that is (or may be) sending. */
+/**
+ * The sender of `kind` in someone else's call that is (or may be) sending.
+ * @param {RTCPeerConnection} pc
+ * @param {'audio' | 'video'} kind
+ * @returns {RTCRtpSender | null}
+ */
 function findSender(pc, kind) {
   const transceivers = pc.getTransceivers().filter(
     (t) => t.direction !== 'stopped' && t.currentDirection !== 'stopped' && t.receiver.track?.kind === kind);
@@ -225,10 +282,12 @@ function findSender(pc, kind) {
   return pc.getSenders().find((s) => s.track?.kind === kind) ?? null;
 }
 
+/** @param {unknown} value @returns {value is MediaStreamTrack} */
 function isAudioTrack(value) {
   return typeof MediaStreamTrack !== 'undefined' && value instanceof MediaStreamTrack && value.kind === 'audio';
 }
 
+/** @param {unknown} value @returns {value is MediaStream} */
 function isMediaStream(value) {
   return typeof MediaStream !== 'undefined' && value instanceof MediaStream;
 }
@@ -240,24 +299,27 @@ function isMediaStream(value) {
  * (server messages, passed as parsed objects; 'profile' only from a server started with --profile),
  * 'message' (every server message), 'error' (an AvatarError),
  * 'connectionstatechange' (the RTCPeerConnectionState string), 'close' ({reason}).
+ * @extends {Emitter<AvatarClientEvents>}
  */
 export class AvatarClient extends Emitter {
-  /** @type {RTCPeerConnection} */ pc;
+  /** @type {RTCPeerConnection} */ pc = SET_BY_CONNECT;
   /** @type {string | null} */ session = null;
-  /** The server's 'ready' message: {session, avatar, fps, size, blendshapes[, profile, marker]}. */ info = null;
-  /** @type {MediaStream} */ stream;
-  /** @type {MediaStreamTrack} */ videoTrack;
-  /** @type {MediaStreamTrack} */ audioTrack;
-  /** The server base URL (a directory URL string). */ url;
+  /** The server's 'ready' message: {session, avatar, fps, size, blendshapes[, profile, marker]}. @type {ReadyMessage | null} */ info = null;
+  /** @type {MediaStream} */ stream = SET_BY_CONNECT;
+  /** @type {MediaStreamTrack} */ videoTrack = SET_BY_CONNECT;
+  /** @type {MediaStreamTrack} */ audioTrack = SET_BY_CONNECT;
+  /** Which receiver property took each jitter-buffer target. @type {{audio: DelayProperty, video: DelayProperty}} */
+  jitterBuffer = {audio: null, video: null};
+  /** The server base URL (a directory URL string). @type {string} */ url;
 
-  #base;
-  #micTrack;
-  #ownsMic;
-  #dc = null;
-  #ws = null;
-  #token = null; // bearer token for the offer (servers that require one)
-  #key = null; // the session's key from the answer: opens its WebSockets
-  #wsQueue = [];
+  /** @type {URL} */ #base;
+  /** @type {MediaStreamTrack | null} */ #micTrack;
+  /** @type {boolean} */ #ownsMic;
+  /** @type {RTCDataChannel | null} */ #dc = null;
+  /** @type {WebSocket | null} */ #ws = null;
+  /** @type {string | null} */ #token = null; // bearer token for the offer (servers that require one)
+  /** @type {string | null} */ #key = null; // the session's key from the answer: opens its WebSockets
+  /** @type {string[]} */ #wsQueue = [];
   #trickle = false; // true once the offer has been sent: later candidates go over the WebSocket
   #useSocket = false;
   #sentEndOfCandidates = false;
@@ -265,11 +327,15 @@ export class AvatarClient extends Emitter {
   #closed = false;
   #speaking = false;
   #blendshapes = false;
-  #setupAbort = null; // AbortController of a connect() in progress
-  #readyResolve = null;
+  /** @type {AbortController | null} */ #setupAbort = null; // of a connect() in progress
+  /** @type {((ready: ReadyMessage) => void) | null} */ #readyResolve = null;
   #lastError = {message: '', at: 0};
 
-  /** @private Use AvatarClient.connect(). */
+  /**
+   * @private Use AvatarClient.connect().
+   * @param {symbol} token
+   * @param {{base: URL, micTrack: MediaStreamTrack | null, ownsMic: boolean, token?: string}} parts
+   */
   constructor(token, {base, micTrack, ownsMic, token: authToken}) {
     super();
     if (token !== FACTORY) throw new TypeError('Use AvatarClient.connect() to create an AvatarClient');
@@ -290,7 +356,7 @@ export class AvatarClient extends Emitter {
     return this.#closed;
   }
 
-  /** The data channel's state ('connecting' | 'open' | 'closing' | 'closed'). */
+  /** The data channel's state ('connecting' | 'open' | 'closing' | 'closed'). @returns {RTCDataChannelState} */
   get channelState() {
     return this.#dc?.readyState ?? 'closed';
   }
@@ -298,6 +364,7 @@ export class AvatarClient extends Emitter {
   /**
    * `{avatars: string[], default: string | null}` from the server's GET api/avatars.
    * @param {{url?: string | URL, signal?: AbortSignal}} [options]
+   * @returns {Promise<AvatarList>}
    */
   static async listAvatars({url, signal} = {}) {
     const body = await fetchJson(new URL('api/avatars', resolveBase(url)), {signal}, 'Listing avatars');
@@ -311,6 +378,8 @@ export class AvatarClient extends Emitter {
    * Open a session: microphone (if asked), offer, answer, connection, and the server's 'ready'.
    * Resolves with a connected client (its `info` holds the 'ready' message), or rejects with an
    * AvatarError (or the signal's reason when aborted). Nothing is left open when it rejects.
+   * @param {ConnectOptions} [options]
+   * @returns {Promise<AvatarClient>}
    */
   static async connect(options = {}) {
     const {
@@ -332,8 +401,9 @@ export class AvatarClient extends Emitter {
     const base = resolveBase(url);
 
     let videoCodec;
-    if (codec !== undefined && codec !== null && codec !== '' && String(codec).toLowerCase() !== 'auto') {
-      videoCodec = VIDEO_CODECS.find((c) => c.toLowerCase() === String(codec).toLowerCase());
+    const wanted = String(codec ?? '').toLowerCase(); // from JS anything may come: '' is 'auto' too
+    if (wanted !== '' && wanted !== 'auto') {
+      videoCodec = VIDEO_CODECS.find((c) => c.toLowerCase() === wanted);
       if (!videoCodec) {
         throw new AvatarError('bad-option', `Unknown codec ${JSON.stringify(codec)}: use ${VIDEO_CODECS.join(' or ')}`);
       }
@@ -354,7 +424,12 @@ export class AvatarClient extends Emitter {
     }
 
     const client = new AvatarClient(FACTORY, {base, micTrack, ownsMic, token});
-    if (on) for (const [name, fn] of Object.entries(on)) client.on(name, fn);
+    // Each listener gets its own event's message (Object.entries loses which name goes with which).
+    if (on) {
+      for (const [name, fn] of Object.entries(on)) {
+        client.on(/** @type {keyof AvatarClientEvents} */ (name), /** @type {(event: unknown) => void} */ (fn));
+      }
+    }
     try {
       // The permission prompt may take the user any time; the timeout starts after it.
       signal?.throwIfAborted();
@@ -367,16 +442,23 @@ export class AvatarClient extends Emitter {
     return client;
   }
 
+  /**
+   * @param {{avatar?: string, videoCodec?: VideoCodec, iceServers: RTCIceServer[], blendshapes: boolean,
+   *   jitterBuffer: ConnectOptions['jitterBuffer'], signal?: AbortSignal, timeout: number,
+   *   iceGatheringTimeout: number, websocket: boolean}} options
+   */
   async #start({avatar, videoCodec, iceServers, blendshapes, jitterBuffer, signal, timeout, iceGatheringTimeout, websocket}) {
     // Everything that can end the setup early (user abort, timeout, connection failure, a server
     // error message, the channel closing) aborts this controller; every wait races against it.
     const setup = (this.#setupAbort = new AbortController());
-    const onUserAbort = () => setup.abort(signal.reason);
+    const onUserAbort = () => setup.abort(signal?.reason);
     signal?.addEventListener('abort', onUserAbort, {once: true});
+    /** @type {Promise<never>} */
     const aborted = new Promise((_, reject) => {
       setup.signal.addEventListener('abort', () => reject(setup.signal.reason), {once: true});
     });
     aborted.catch(() => {}); // only observed through race()
+    /** @type {<T>(promise: Promise<T>) => Promise<T>} */
     const race = (promise) => Promise.race([promise, aborted]);
     const timer = setTimeout(() => setup.abort(this.#timeoutError(timeout)), timeout);
 
@@ -420,9 +502,10 @@ export class AvatarClient extends Emitter {
       // Read the SDP and switch to trickling in one synchronous step: a candidate gathered after
       // this line is not in the offer and must go over the WebSocket instead. (When gathering is
       // already complete the offer has every candidate and there is nothing to trickle.)
-      const sdp = pc.localDescription.sdp;
+      const sdp = /** @type {RTCSessionDescription} */ (pc.localDescription).sdp; // set just above
       this.#trickle = websocket && pc.iceGatheringState !== 'complete';
 
+      /** @type {{sdp: string, type: 'offer', audio: 'mic' | 'none', avatar?: string}} */
       const body = {sdp, type: 'offer', audio: this.#micTrack ? 'mic' : 'none'};
       if (avatar) body.avatar = String(avatar);
       const answer = await race(fetchJson(new URL('offer', this.#base), {
@@ -453,6 +536,7 @@ export class AvatarClient extends Emitter {
     }
   }
 
+  /** @param {number} ms */
   #timeoutError(ms) {
     const s = ms >= 1000 ? `${Number((ms / 1000).toFixed(1))} s` : `${ms} ms`;
     const state = this.pc?.connectionState;
@@ -492,6 +576,7 @@ export class AvatarClient extends Emitter {
     }
   }
 
+  /** @param {RTCIceCandidate | null} candidate */
   #onLocalCandidate(candidate) {
     if (!this.#trickle || this.#closed) return; // still part of the offer's SDP
     // End of candidates is null (some browsers: an empty candidate string).
@@ -510,7 +595,8 @@ export class AvatarClient extends Emitter {
   #openSocket() {
     let ws;
     try {
-      ws = new WebSocket(socketUrl(this.#base, 'ws', {session: this.session, key: this.#key ?? ''}));
+      // the session id is set: the socket opens only after an answer that named it
+      ws = new WebSocket(socketUrl(this.#base, 'ws', {session: String(this.session), key: this.#key ?? ''}));
     } catch (err) {
       console.warn('[AvatarClient] event WebSocket unavailable:', err);
       this.#wsQueue = [];
@@ -530,8 +616,13 @@ export class AvatarClient extends Emitter {
     });
   }
 
+  /**
+   * @param {string} text
+   * @param {'datachannel' | 'websocket'} via
+   */
   #onMessage(text, via) {
     if (this.#closed) return;
+    /** @type {any} */
     let msg;
     try {
       msg = JSON.parse(text);
@@ -570,10 +661,15 @@ export class AvatarClient extends Emitter {
     this[EMIT](msg.type, msg);
   }
 
+  /** @param {AvatarError} err */
   #emitError(err) {
     if (!this[EMIT]('error', err)) console.warn('[AvatarClient]', err.message);
   }
 
+  /**
+   * @param {{type: string, [key: string]: unknown}} message
+   * @returns {boolean}
+   */
   #send(message) {
     if (this.#closed || this.#dc?.readyState !== 'open') return false;
     this.#dc.send(JSON.stringify(message));
@@ -590,6 +686,7 @@ export class AvatarClient extends Emitter {
 
   /**
    * Ask for (or stop) one 'blendshapes' event per video frame.
+   * @param {boolean} [enabled]
    * @returns {boolean} false if the session is not open (nothing was sent)
    */
   subscribeBlendshapes(enabled = true) {
@@ -601,6 +698,7 @@ export class AvatarClient extends Emitter {
    * Show the avatar in a <video> element (video and the synchronised speech audio).
    * @returns {Promise<boolean>} false if the browser blocked playback (an 'error' event with code
    *   'autoplay' is emitted; call video.play() from a user gesture then)
+   * @param {HTMLVideoElement} video
    */
   async attach(video) {
     if (!video || typeof video.play !== 'function') throw new TypeError('attach() needs a <video> element');
@@ -612,7 +710,7 @@ export class AvatarClient extends Emitter {
       await video.play();
       return true;
     } catch (err) {
-      if (err?.name === 'AbortError') return false; // a newer load or srcObject replaced this one
+      if (errorName(err) === 'AbortError') return false; // a newer load or srcObject replaced this one
       this.#emitError(new AvatarError('autoplay',
         'The browser blocked playback with sound: click the video (or any control) to start it.', {cause: err}));
       return false;
@@ -624,6 +722,7 @@ export class AvatarClient extends Emitter {
    * outgoing audio) become the avatar's. Returns the tracks that were replaced, plus `restore()`.
    * @param {RTCPeerConnection} pc
    * @param {{audio?: boolean}} [options]
+   * @returns {Promise<ReplacedTracks>}
    */
   async replaceTracksIn(pc, {audio = true} = {}) {
     if (this.#closed) throw new AvatarError('closed', 'This AvatarClient is closed');
@@ -655,7 +754,8 @@ export class AvatarClient extends Emitter {
 
   /**
    * A PcmSender for this session (server-fed speech, e.g. from TTS in the page).
-   * @param {{sampleRate?: number, channels?: number, signal?: AbortSignal}} [options]
+   * @param {{sampleRate?: number, channels?: number, signal?: AbortSignal, timeout?: number}} [options]
+   * @returns {Promise<PcmSender>}
    */
   openPcm(options = {}) {
     if (!this.session) return Promise.reject(new AvatarError('closed', 'No session to send audio to'));
@@ -671,6 +771,7 @@ export class AvatarClient extends Emitter {
     this.#shutdown('local');
   }
 
+  /** @param {'local' | 'server' | 'failed'} reason */
   #shutdown(reason) {
     if (this.#closed) return;
     this.#teardown();
@@ -696,11 +797,15 @@ export class AvatarClient extends Emitter {
   }
 }
 
-/** Float samples in [-1, 1] (or already s16) -> little-endian s16 ready to send. */
+/**
+ * Float samples in [-1, 1] (or already s16) -> little-endian s16 ready to send.
+ * @param {Int16Array | Float32Array | Float64Array | ArrayBuffer} samples
+ * @returns {Int16Array<ArrayBuffer> | Uint8Array<ArrayBuffer>}
+ */
 function toS16le(samples) {
   let out;
   if (samples instanceof Int16Array) {
-    out = samples;
+    out = new Int16Array(samples); // a copy: WebSocket.send() refuses views of a SharedArrayBuffer
   } else if (samples instanceof Float32Array || samples instanceof Float64Array) {
     out = new Int16Array(samples.length);
     for (let i = 0; i < samples.length; i++) {
@@ -726,13 +831,20 @@ function toS16le(samples) {
  * Feeds PCM speech to a session over `ws/audio` (for TTS or an agent instead of the microphone;
  * connect the AvatarClient with audio: 'none'). Create with `PcmSender.open()`.
  * Events: 'error' (AvatarError), 'message' (server text messages), 'close' ({code, reason}).
+ * @extends {Emitter<PcmSenderEvents>}
  */
 export class PcmSender extends Emitter {
-  #ws;
-  /** Samples per second per channel, as announced to the server. */ sampleRate;
-  /** Interleaved channels per sample frame. */ channels;
+  /** @type {WebSocket} */ #ws;
+  /** Samples per second per channel, as announced to the server. @type {number} */ sampleRate;
+  /** Interleaved channels per sample frame. @type {number} */ channels;
 
-  /** @private Use PcmSender.open(). */
+  /**
+   * @private Use PcmSender.open().
+   * @param {symbol} token
+   * @param {WebSocket} ws
+   * @param {number} sampleRate
+   * @param {number} channels
+   */
   constructor(token, ws, sampleRate, channels) {
     super();
     if (token !== FACTORY) throw new TypeError('Use PcmSender.open() to create a PcmSender');
@@ -741,6 +853,7 @@ export class PcmSender extends Emitter {
     this.channels = channels;
     ws.addEventListener('message', (event) => {
       if (typeof event.data !== 'string') return;
+      /** @type {any} */
       let msg;
       try {
         msg = JSON.parse(event.data);
@@ -758,8 +871,8 @@ export class PcmSender extends Emitter {
 
   /**
    * Open `ws/audio?session=...&key=...` and announce the format.
-   * @param {{url?: string | URL, session?: string, key?: string, sampleRate?: number, channels?: number,
-   *          signal?: AbortSignal, timeout?: number}} options
+   * @param {Partial<PcmSenderOptions>} [options] `session` is required (an AvatarError without it)
+   * @returns {Promise<PcmSender>}
    */
   static async open({url, session, key = '', sampleRate = 16000, channels = 1, signal, timeout = 10000} = {}) {
     signal?.throwIfAborted();
@@ -769,13 +882,14 @@ export class PcmSender extends Emitter {
     const target = socketUrl(resolveBase(url), 'ws/audio', {session, key});
     const ws = new WebSocket(target);
     ws.binaryType = 'arraybuffer';
-    await new Promise((resolve, reject) => {
+    await /** @type {Promise<void>} */ (new Promise((resolve, reject) => {
       const cleanup = () => {
         clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
         ws.removeEventListener('open', onOpen);
         ws.removeEventListener('close', onClose);
       };
+      /** @param {unknown} err */
       const fail = (err) => {
         cleanup();
         try {
@@ -788,14 +902,15 @@ export class PcmSender extends Emitter {
         resolve();
       };
       // Browsers give no detail on 'error'; the following 'close' carries the code, if any.
+      /** @param {CloseEvent} event */
       const onClose = (event) => fail(new AvatarError('network',
         `Could not open the PCM WebSocket ${target.origin}${target.pathname} (code ${event.code}${event.reason ? ': ' + event.reason : ''}); is the session id valid?`));
-      const onAbort = () => fail(signal.reason);
+      const onAbort = () => fail(signal?.reason);
       const timer = setTimeout(() => fail(new AvatarError('timeout', 'Timed out opening the PCM WebSocket')), timeout);
       ws.addEventListener('open', onOpen);
       ws.addEventListener('close', onClose);
       signal?.addEventListener('abort', onAbort, {once: true});
-    });
+    }));
     ws.send(JSON.stringify({type: 'format', sample_rate: sampleRate, channels}));
     return new PcmSender(FACTORY, ws, sampleRate, channels);
   }
@@ -811,8 +926,9 @@ export class PcmSender extends Emitter {
   }
 
   /**
-   * Send samples (interleaved when channels > 1). Floats in [-1, 1] are converted to s16.
-   * @param {Int16Array | Float32Array | ArrayBuffer} samples
+   * Send samples (interleaved when channels > 1). Floats in [-1, 1] are converted to s16; an
+   * ArrayBuffer is sent as is (s16le bytes).
+   * @param {Int16Array | Float32Array | Float64Array | ArrayBuffer} samples
    */
   send(samples) {
     if (!this.isOpen) throw new AvatarError('closed', 'The PCM WebSocket is closed');
@@ -835,3 +951,21 @@ export class PcmSender extends Emitter {
     if (this.#ws.readyState === WebSocket.CONNECTING || this.#ws.readyState === WebSocket.OPEN) this.#ws.close(1000);
   }
 }
+
+// -- Type-level only (no run-time effect) ---------------------------------------------------------
+// tsc (`make lint`) fails here, naming the members, where a class above and avatar-client.d.ts
+// disagree: a member the declaration promises and the class lacks or types differently, or a
+// public member the declaration does not mention.
+/**
+ * @import * as Declared from './avatar-client.js'
+ * @import {Broken, None, Statics, Undeclared} from './emitter.js'
+ * @typedef {[
+ *   None<Broken<AvatarError, Declared.AvatarError> | Undeclared<AvatarError, Declared.AvatarError>>,
+ *   None<Broken<AvatarClient, Declared.AvatarClient> | Undeclared<AvatarClient, Declared.AvatarClient>>,
+ *   None<Broken<Statics<typeof AvatarClient>, Statics<typeof Declared.AvatarClient>>
+ *     | Undeclared<Statics<typeof AvatarClient>, Statics<typeof Declared.AvatarClient>>>,
+ *   None<Broken<PcmSender, Declared.PcmSender> | Undeclared<PcmSender, Declared.PcmSender>>,
+ *   None<Broken<Statics<typeof PcmSender>, Statics<typeof Declared.PcmSender>>
+ *     | Undeclared<Statics<typeof PcmSender>, Statics<typeof Declared.PcmSender>>>,
+ * ]} MatchesItsDeclaration
+ */

@@ -9,51 +9,87 @@
 import {AvatarClient} from './avatar-client.js';
 import {LatencyProbe} from './latency-probe.js';
 
-const $ = (id) => document.getElementById(id);
+/**
+ * @import {BlendshapesMessage, ProfileMessage, ProfileQuantiles, StatsMessage, VideoCodec} from './avatar-client.js'
+ * @typedef {'idle' | 'connecting' | 'connected'} DemoState
+ */
+
+/**
+ * The page's element `id`, of class `type` (index.html has them all: anything else is a broken page).
+ * @template {HTMLElement} T
+ * @param {string} id
+ * @param {{new (): T, name: string}} type
+ * @returns {T}
+ */
+function $(id, type) {
+  const found = document.getElementById(id);
+  if (!(found instanceof type)) throw new Error(`demo page: #${id} is not a ${type.name}`);
+  return found;
+}
+
+/**
+ * `selector` inside `root`, which the page's markup always has (see $ above).
+ * @param {ParentNode} root
+ * @param {string} selector
+ * @returns {HTMLElement}
+ */
+function part(root, selector) {
+  const found = root.querySelector(selector);
+  if (!(found instanceof HTMLElement)) throw new Error(`demo page: no ${selector} in its place`);
+  return found;
+}
+
+/** @param {string} id */
+const el = (id) => $(id, HTMLElement);
 const ui = {
-  video: $('avatar-video'),
-  avatar: $('avatar-select'),
-  codec: $('codec-select'),
-  audio: $('audio-select'),
-  start: $('start-button'),
-  stop: $('stop-button'),
-  clear: $('clear-button'),
-  error: $('error'),
-  speaking: $('speaking-indicator'),
-  blendToggle: $('blend-toggle'),
-  blendBars: $('blend-bars'),
-  probeToggle: $('probe-toggle'),
-  profileToggle: $('profile-toggle'),
-  profile: $('profile'),
-  profileBody: $('profile-body'),
-  profileNote: $('profile-note'),
-  counters: $('prof-counters'),
-  gauge: $('budget-gauge'),
-  stack: $('stage-stack'),
-  stageBars: $('stage-bars'),
-  waitBars: $('wait-bars'),
-  budgetMs: $('budget-ms'),
-  e2e: {p50: $('e2e-p50'), p95: $('e2e-p95'), sub: $('e2e-sub'), badge: $('e2e-badge'), badgeValue: $('e2e-badge-value')},
-  server: {p50: $('srv-p50'), p95: $('srv-p95')},
+  video: $('avatar-video', HTMLVideoElement),
+  avatar: $('avatar-select', HTMLSelectElement),
+  codec: $('codec-select', HTMLSelectElement),
+  audio: $('audio-select', HTMLSelectElement),
+  start: $('start-button', HTMLButtonElement),
+  stop: $('stop-button', HTMLButtonElement),
+  clear: $('clear-button', HTMLButtonElement),
+  error: el('error'),
+  speaking: el('speaking-indicator'),
+  blendToggle: $('blend-toggle', HTMLInputElement),
+  blendBars: el('blend-bars'),
+  probeToggle: $('probe-toggle', HTMLInputElement),
+  profileToggle: $('profile-toggle', HTMLInputElement),
+  profile: el('profile'),
+  profileBody: el('profile-body'),
+  profileNote: el('profile-note'),
+  counters: el('prof-counters'),
+  gauge: el('budget-gauge'),
+  stack: el('stage-stack'),
+  stageBars: el('stage-bars'),
+  waitBars: el('wait-bars'),
+  budgetMs: el('budget-ms'),
+  e2e: {p50: el('e2e-p50'), p95: el('e2e-p95'), sub: el('e2e-sub'), badge: el('e2e-badge'), badgeValue: el('e2e-badge-value')},
+  server: {p50: el('srv-p50'), p95: el('srv-p95')},
   stat: {
-    state: $('stat-state'),
-    avatar: $('stat-avatar'),
-    codec: $('stat-codec'),
-    resolution: $('stat-resolution'),
-    pageFps: $('stat-page-fps'),
-    serverFps: $('stat-server-fps'),
-    latency: $('stat-latency'),
-    frames: $('stat-frames'),
-    late: $('stat-late'),
-    skipped: $('stat-skipped'),
-    idle: $('stat-idle'),
-    queue: $('stat-queue'),
+    state: el('stat-state'),
+    avatar: el('stat-avatar'),
+    codec: el('stat-codec'),
+    resolution: el('stat-resolution'),
+    pageFps: el('stat-page-fps'),
+    serverFps: el('stat-server-fps'),
+    latency: el('stat-latency'),
+    frames: el('stat-frames'),
+    late: el('stat-late'),
+    skipped: el('stat-skipped'),
+    idle: el('stat-idle'),
+    queue: el('stat-queue'),
   },
 };
 
-/** What the page measures; tests read it. */
-const demo = (window.avatarDemo = {
-  state: 'idle', // 'idle' | 'connecting' | 'connected'
+/**
+ * What the page measures; tests read it as window.avatarDemo.
+ * @type {{state: DemoState, framesDisplayed: number, pageFps: number | null,
+ *   codec: string | null, lastStats: StatsMessage | null, lastProfile: ProfileMessage | null,
+ *   probe: LatencyProbe | null, e2e: number[]}}
+ */
+const demo = {
+  state: 'idle',
   framesDisplayed: 0, // frames presented by the <video> (requestVideoFrameCallback)
   pageFps: null, // displayed frames per second over the last second
   codec: null, // e.g. 'VP8', from getStats
@@ -61,15 +97,20 @@ const demo = (window.avatarDemo = {
   lastProfile: null, // the server's last 'profile' message (server started with --profile)
   probe: null, // the LatencyProbe while a probe session runs
   e2e: [], // end-to-end (mic -> screen) latencies in ms, browser clock: the probe's samples
-});
+};
+Object.assign(window, {avatarDemo: demo});
 
+/** @type {AvatarClient | null} */
 let client = null;
-let connecting = null; // AbortController while connect() runs
+/** @type {AbortController | null} */
+let connecting = null; // while connect() runs
+/** @type {(() => void) | null} */
 let stopSession = null; // undoes what a session set up (timers, frame counter)
 
 // ---------------------------------------------------------------------------------------------
 // UI state
 
+/** @param {DemoState} state */
 function setState(state) {
   demo.state = state;
   document.body.dataset.state = state;
@@ -81,11 +122,13 @@ function setState(state) {
   ui.audio.disabled = state !== 'idle' || ui.probeToggle.checked; // the probe is the input
 }
 
+/** @param {string} message */
 function showError(message) {
   ui.error.textContent = message || '';
   ui.error.hidden = !message;
 }
 
+/** @param {boolean} on */
 function setSpeaking(on) {
   ui.speaking.dataset.speaking = String(on);
 }
@@ -96,8 +139,10 @@ function resetStats() {
   setSpeaking(false);
 }
 
+/** @param {unknown} value @param {number} [digits] */
 const fmt = (value, digits = 0) => (typeof value === 'number' && Number.isFinite(value) ? value.toFixed(digits) : '–');
 
+/** @param {StatsMessage} stats */
 function showServerStats(stats) {
   demo.lastStats = stats;
   ui.stat.serverFps.textContent = fmt(stats.fps, 1);
@@ -118,11 +163,15 @@ function showServerStats(stats) {
  * Count frames the video element actually presents. `presentedFrames` also counts frames whose
  * callback was missed (a busy main thread), so it is preferred over counting callbacks.
  * Returns a stop function, or null where requestVideoFrameCallback is missing.
+ * @param {HTMLVideoElement} video
+ * @returns {(() => void) | null}
  */
 function countDisplayedFrames(video) {
   if (typeof video.requestVideoFrameCallback !== 'function') return null;
   let handle = 0;
+  /** @type {number | null} */
   let first = null;
+  /** @type {VideoFrameRequestCallback} */
   const onFrame = (_now, meta) => {
     if (typeof meta.presentedFrames === 'number') {
       first ??= meta.presentedFrames - 1;
@@ -136,7 +185,11 @@ function countDisplayedFrames(video) {
   return () => video.cancelVideoFrameCallback(handle);
 }
 
-/** Codec, resolution and decoder frame rate of the received video, from getStats. */
+/**
+ * Codec, resolution and decoder frame rate of the received video, from getStats.
+ * @param {RTCPeerConnection} pc
+ * @returns {Promise<{codec: string | null, width?: number, height?: number, framesPerSecond?: number} | null>}
+ */
 async function inboundVideo(pc) {
   const report = await pc.getStats();
   for (const stat of report.values()) {
@@ -152,7 +205,11 @@ async function inboundVideo(pc) {
   return null;
 }
 
-/** Once a second: page fps from the frame counter (or the decoder's rate), codec in use. */
+/**
+ * Once a second: page fps from the frame counter (or the decoder's rate), codec in use.
+ * @param {AvatarClient} activeClient
+ * @param {boolean} haveFrameCounter
+ */
 function startStatsLoop(activeClient, haveFrameCounter) {
   let lastFrames = demo.framesDisplayed;
   let lastTime = performance.now();
@@ -185,20 +242,24 @@ function startStatsLoop(activeClient, haveFrameCounter) {
 // ---------------------------------------------------------------------------------------------
 // Blendshape bars
 
+/** @type {string[]} */
 let blendNames = [];
+/** @type {BlendshapesMessage | null} */
 let blendPending = null;
 
+/** @param {string[] | undefined} names */
 function buildBlendBars(names) {
   blendNames = names ?? [];
   ui.blendBars.replaceChildren(...blendNames.map((name) => {
     const row = document.createElement('div');
     row.className = 'row';
     row.innerHTML = '<span class="name"></span><span class="bar"><span class="fill"></span></span>';
-    row.querySelector('.name').textContent = name;
+    part(row, '.name').textContent = name;
     return row;
   }));
 }
 
+/** @param {BlendshapesMessage} message */
 function showBlendshapes(message) {
   // Up to 25 messages a second: paint only the latest one per animation frame.
   const scheduled = blendPending !== null;
@@ -206,8 +267,9 @@ function showBlendshapes(message) {
   if (scheduled) return;
   requestAnimationFrame(() => {
     const fills = ui.blendBars.querySelectorAll('.fill');
-    blendPending.values?.forEach((v, i) => {
-      if (fills[i]) fills[i].style.transform = `scaleX(${Math.max(0, Math.min(1, v))})`;
+    blendPending?.values?.forEach((v, i) => {
+      const fill = fills[i];
+      if (fill instanceof HTMLElement) fill.style.transform = `scaleX(${Math.max(0, Math.min(1, v))})`;
     });
     blendPending = null;
   });
@@ -225,18 +287,31 @@ ui.blendToggle.addEventListener('change', () => {
 /** Pipeline stages and queues in the order a frame meets them; colours come from demo.css. */
 const STAGES = ['resample', 'vad', 'features', 'motion', 'render', 'colour', 'encode', 'send'];
 const WAITS = ['inbox', 'ready', 'out'];
+/** @param {string} name */
 const stageColour = (name) => `var(--st-${name}, var(--st-other))`;
+/** @param {string} name */
 const waitColour = (name) => `var(--wt-${name}, var(--wt-out))`;
 
 let profileOn = false; // the session's server is in profile mode (ready.profile, or profile messages)
 let probeOn = false; // the session's audio is the latency probe's beeps
 
+/** @param {unknown} v @returns {v is number} */
 const isNum = (v) => typeof v === 'number' && Number.isFinite(v);
-/** Milliseconds with the precision that matters at that size: 0.05, 3.1, 42. */
+/** Milliseconds with the precision that matters at that size: 0.05, 3.1, 42. @param {unknown} v */
 const fmtMs = (v) => (isNum(v) ? v.toFixed(v < 1 ? 2 : v < 10 ? 1 : 0) : '–');
-/** Width of `ms` on a track that is `budget` ms long; a non-zero value stays visible. */
+/**
+ * Width of `ms` on a track that is `budget` ms long; a non-zero value stays visible.
+ * @param {number | null | undefined} ms
+ * @param {number} budget
+ */
 const barWidth = (ms, budget) => (isNum(ms) && ms > 0 && budget > 0 ? `max(1px, ${Math.min(100, (ms / budget) * 100)}%)` : '0');
 
+/**
+ * @param {HTMLElement} container
+ * @param {string} name
+ * @param {string} colour
+ * @returns {HTMLElement}
+ */
 function barRow(container, name, colour) {
   const row = document.createElement('div');
   row.className = 'bar-row';
@@ -244,19 +319,31 @@ function barRow(container, name, colour) {
   row.dataset.missing = '';
   row.style.setProperty('--c', colour);
   row.innerHTML = '<span class="name"></span><span class="track"><span class="p95"></span><span class="p50"></span></span><span class="num">–</span>';
-  row.querySelector('.name').textContent = name;
+  part(row, '.name').textContent = name;
   container.append(row);
   return row;
 }
 
+/**
+ * @param {HTMLElement} container
+ * @param {string} name
+ * @param {string} colour
+ * @returns {HTMLElement}
+ */
 function rowFor(container, name, colour) {
-  return [...container.children].find((row) => row.dataset.name === name) ?? barRow(container, name, colour);
+  const rows = /** @type {HTMLElement[]} */ ([...container.children]); // barRow() made them all
+  return rows.find((row) => row.dataset.name === name) ?? barRow(container, name, colour);
 }
 
-/** One stage or queue: p50 solid, p95 as a lighter extension, both on the budget's scale. */
+/**
+ * One stage or queue: p50 solid, p95 as a lighter extension, both on the budget's scale.
+ * @param {HTMLElement} row
+ * @param {ProfileQuantiles | null | undefined} q
+ * @param {number} budget
+ */
 function showBar(row, q, budget) {
-  const [p50, p95] = [row.querySelector('.p50'), row.querySelector('.p95')];
-  const num = row.querySelector('.num');
+  const [p50, p95] = [part(row, '.p50'), part(row, '.p95')];
+  const num = part(row, '.num');
   const name = row.dataset.name;
   if (!q || !isNum(q.p50)) {
     row.dataset.missing = '';
@@ -285,14 +372,14 @@ function resetProfile() {
   ui.waitBars.replaceChildren();
   for (const name of STAGES) barRow(ui.stageBars, name, stageColour(name));
   for (const name of WAITS) barRow(ui.waitBars, name, waitColour(name));
-  ui.stack.querySelector('.track').replaceChildren();
-  ui.stack.querySelector('.num').textContent = '–';
-  ui.gauge.querySelector('.fill').style.width = '0';
-  ui.gauge.querySelector('.num').textContent = '–';
+  part(ui.stack, '.track').replaceChildren();
+  part(ui.stack, '.num').textContent = '–';
+  part(ui.gauge, '.fill').style.width = '0';
+  part(ui.gauge, '.num').textContent = '–';
   ui.gauge.removeAttribute('data-level');
   ui.budgetMs.textContent = '–';
   for (const chip of ui.counters.children) {
-    chip.querySelector('b').textContent = '–';
+    part(chip, 'b').textContent = '–';
     chip.removeAttribute('data-hot');
   }
   ui.server.p50.textContent = ui.server.p95.textContent = '–';
@@ -303,6 +390,7 @@ function resetProfile() {
   updateProfileVisibility();
 }
 
+/** @param {string} text */
 function setProfileNote(text) {
   ui.profileNote.textContent = text;
   ui.profileNote.hidden = !text;
@@ -316,7 +404,10 @@ function updateProfileVisibility() {
   ui.e2e.badge.hidden = !probeOn;
 }
 
-/** Once a second in profile mode: where the frame budget goes, and the server's latency. */
+/**
+ * Once a second in profile mode: where the frame budget goes, and the server's latency.
+ * @param {ProfileMessage} msg
+ */
 function showProfile(msg) {
   demo.lastProfile = msg;
   if (!profileOn) {
@@ -327,20 +418,23 @@ function showProfile(msg) {
   const budget = isNum(msg.budget_ms) && msg.budget_ms > 0 ? msg.budget_ms : 1000 / (fps || 25);
   ui.budgetMs.textContent = fmtMs(budget);
 
+  /** @type {Record<string, string | number | undefined>} */
   const counters = {fps: fmt(msg.fps, 1), frames: fmt(msg.frames), late: msg.late, skipped: msg.skipped, dropped: msg.dropped, idle: fmt(msg.idle)};
-  for (const chip of ui.counters.children) {
-    const value = counters[chip.dataset.key];
-    chip.querySelector('b').textContent = typeof value === 'string' ? value : fmt(value);
+  for (const chip of /** @type {HTMLElement[]} */ ([...ui.counters.children])) {
+    const value = counters[chip.dataset.key ?? ''];
+    part(chip, 'b').textContent = typeof value === 'string' ? value : fmt(value);
     chip.toggleAttribute('data-hot', chip.hasAttribute('data-warn') && isNum(value) && value > 0);
   }
 
   const use = msg.budget_use;
-  ui.gauge.querySelector('.fill').style.width = barWidth(isNum(use) ? use * budget : null, budget);
+  part(ui.gauge, '.fill').style.width = barWidth(isNum(use) ? use * budget : null, budget);
   ui.gauge.dataset.level = !isNum(use) ? 'ok' : use >= 1 ? 'over' : use >= 0.7 ? 'warn' : 'ok';
-  ui.gauge.querySelector('.num').textContent = isNum(use) ? `${(use * 100).toFixed(0)}% of ${fmtMs(budget)} ms` : '–';
+  part(ui.gauge, '.num').textContent = isNum(use) ? `${(use * 100).toFixed(0)}% of ${fmtMs(budget)} ms` : '–';
   ui.gauge.title = "Share of the frame budget (1/fps) the server's per-frame work used, last second";
 
+  /** @type {ProfileMessage['stages']} */
   const stages = msg.stages && typeof msg.stages === 'object' ? msg.stages : {};
+  /** @type {ProfileMessage['waits']} */
   const waits = msg.waits && typeof msg.waits === 'object' ? msg.waits : {};
   // Known stages in pipeline order; any new one the server reports is added after them.
   const stageNames = [...STAGES, ...Object.keys(stages).filter((n) => !STAGES.includes(n))];
@@ -363,11 +457,11 @@ function showProfile(msg) {
     seg.title = `${name}: mean ${fmtMs(ms)} ms`;
     segments.push(seg);
   }
-  ui.stack.querySelector('.track').replaceChildren(...segments);
-  ui.stack.querySelector('.num').textContent = segments.length ? `Σ ${fmtMs(sum)} ms` : '–';
+  part(ui.stack, '.track').replaceChildren(...segments);
+  part(ui.stack, '.num').textContent = segments.length ? `Σ ${fmtMs(sum)} ms` : '–';
   ui.stack.toggleAttribute('data-over', sum > budget);
 
-  const lat = msg.latency_ms ?? {};
+  const lat = msg.latency_ms ?? {p50: null, p95: null};
   ui.server.p50.textContent = fmtMs(lat.p50);
   ui.server.p95.textContent = fmtMs(lat.p95);
 }
@@ -381,7 +475,7 @@ function showE2E() {
   ui.e2e.p95.textContent = fmtMs(s.p95);
   ui.e2e.badgeValue.textContent = s.count ? `${fmtMs(s.p50)} ms` : '…';
   const last = probe.samples[probe.samples.length - 1];
-  setProfileNote(s.markedShare > 0.3
+  setProfileNote(s.markedShare !== null && s.markedShare > 0.3
     ? `The marker corner is white in ${(s.markedShare * 100).toFixed(0)}% of frames, not only after beeps: ` +
       'the avatar image there is too light for the probe, and its numbers cannot be trusted.'
     : '');
@@ -405,6 +499,7 @@ async function start() {
   resetProfile();
   setState('connecting');
   const abort = (connecting = new AbortController());
+  /** @type {LatencyProbe | null} */
   let probe = null;
   let session;
   try {
@@ -419,9 +514,11 @@ async function start() {
     }
     abort.signal.throwIfAborted();
     session = await AvatarClient.connect({
-      audio: probe ? probe.stream : ui.audio.value,
+      // The selects' values; one from the query string that is not an option's is passed on as
+      // it is, and connect() refuses it with a message that says what is wrong.
+      audio: probe ? probe.stream : /** @type {'mic' | 'none'} */ (ui.audio.value),
       avatar: ui.avatar.value || undefined,
-      codec: ui.codec.value || undefined,
+      codec: /** @type {VideoCodec | undefined} */ (ui.codec.value || undefined),
       blendshapes: ui.blendToggle.checked,
       jitterBuffer: jitterBufferParams(new URLSearchParams(location.search)),
       // a server that requires tokens: open the page as ...?token=<avatar token>
@@ -432,7 +529,7 @@ async function start() {
   } catch (err) {
     probe?.close();
     demo.probe = null;
-    if (err?.name !== 'AbortError') showError(err?.message || String(err));
+    if (!(err instanceof DOMException && err.name === 'AbortError')) showError(err instanceof Error ? err.message : String(err));
     setState('idle');
     return;
   } finally {
@@ -440,7 +537,7 @@ async function start() {
   }
 
   client = session;
-  window.avatarClient = session;
+  Object.assign(window, {avatarClient: session});
   ui.stat.avatar.textContent = session.info?.avatar ?? '–';
   buildBlendBars(session.info?.blendshapes);
 
@@ -487,7 +584,11 @@ async function start() {
   }
 }
 
-/** Time the beeps on screen: needs the marker square a server in profile mode paints. */
+/**
+ * Time the beeps on screen: needs the marker square a server in profile mode paints.
+ * @param {LatencyProbe} probe
+ * @param {AvatarClient} client
+ */
 function startProbe(probe, client) {
   const info = client.info;
   const marker = info?.marker;
@@ -499,7 +600,7 @@ function startProbe(probe, client) {
   }
   probe.on('sample', showE2E);
   probe.on('missed', showE2E);
-  probe.watch(ui.video, marker, info.size || 512);
+  probe.watch(ui.video, marker, info?.size || 512);
   probe.listen(client.audioTrack);
   showE2E();
 }
@@ -512,11 +613,15 @@ function stop() {
 ui.start.addEventListener('click', start);
 ui.stop.addEventListener('click', stop);
 ui.clear.addEventListener('click', () => client?.clear());
-$('controls').addEventListener('submit', (event) => event.preventDefault());
+$('controls', HTMLFormElement).addEventListener('submit', (event) => event.preventDefault());
 
 // ---------------------------------------------------------------------------------------------
 // Start-up: fill the avatar list, apply query parameters, maybe start at once.
 
+/**
+ * @param {HTMLSelectElement} select
+ * @param {string | null} value
+ */
 function selectValue(select, value) {
   if (!value) return;
   if (![...select.options].some((o) => o.value === value)) {
@@ -529,17 +634,22 @@ function selectValue(select, value) {
 async function loadAvatars() {
   try {
     const {avatars, default: fallback} = await AvatarClient.listAvatars();
+    /** @param {string} name */
     const label = (name) => (name === fallback && name !== 'default' ? `${name} (default)` : name);
     ui.avatar.replaceChildren(...avatars.map((name) => new Option(label(name), name)));
     if (fallback) ui.avatar.value = fallback;
   } catch (err) {
-    showError(`Could not list avatars: ${err.message}`);
+    showError(`Could not list avatars: ${err instanceof Error ? err.message : err}`);
   }
 }
 
-/** `?jb_audio=ms&jb_video=ms` (`off`: the browser's choice); absent: the client's default. */
+/**
+ * `?jb_audio=ms&jb_video=ms` (`off`: the browser's choice); absent: the client's default.
+ * @param {URLSearchParams} params
+ */
 function jitterBufferParams(params) {
   if (!params.has('jb_audio') && !params.has('jb_video')) return undefined;
+  /** @param {string} name */
   const read = (name) => {
     const v = params.get(name);
     return v === null || v === '' || v === 'off' ? null : Number(v);

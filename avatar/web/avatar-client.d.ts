@@ -367,11 +367,15 @@ export class AvatarClient {
   /**
    * Swap the avatar into an existing call: its outgoing video sender (and, unless
    * `audio: false`, its audio sender) get the avatar's tracks via replaceTrack. Throws an
-   * AvatarError with code 'no-video-sender' if the call sends no video. Keep the result to restore.
+   * AvatarError with code 'no-video-sender' if the call sends no video ('closed' once this client
+   * is closed). Keep the result to restore.
    */
   replaceTracksIn(pc: RTCPeerConnection, options?: {audio?: boolean}): Promise<ReplacedTracks>;
 
-  /** Open a {@link PcmSender} for this session (connect with audio: 'none' to use it alone). */
+  /**
+   * Open a {@link PcmSender} for this session (connect with audio: 'none' to use it alone). Rejects
+   * with an AvatarError ('closed') when there is no session.
+   */
   openPcm(options?: {sampleRate?: number; channels?: number; signal?: AbortSignal; timeout?: number}): Promise<PcmSender>;
 
   /** End the session: closes the connection and WebSocket; stops the microphone only if this client opened it. */
@@ -399,10 +403,11 @@ export class PcmSender {
 
   /**
    * Send samples, interleaved when channels > 1. Float32Array values in [-1, 1] are converted
-   * to s16; an ArrayBuffer is sent as raw s16le bytes. Throws if the socket is closed.
+   * to s16; an ArrayBuffer is sent as raw s16le bytes. Throws an AvatarError with code 'closed' if
+   * the socket is closed, a RangeError if the samples are not whole frames of `channels`.
    */
   send(samples: Int16Array | Float32Array | Float64Array | ArrayBuffer): void;
-  /** Interrupt: the server drops the audio queued so far. */
+  /** Interrupt: the server drops the audio queued so far. Throws an AvatarError ('closed') if the socket is closed. */
   clear(): void;
   /** Close the socket (the session stays up). */
   close(): void;
