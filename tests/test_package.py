@@ -95,3 +95,19 @@ def test_server_serves_the_page_and_the_client_from_any_working_directory(
     assert got["/embed.html"][0] == 200
     assert got["/api/avatars"][0] == 200 and "default" in json.loads(got["/api/avatars"][2])
     assert got["/nothing.js"][0] == 404
+
+
+def test_the_clients_development_files_are_not_served(tmp_path: Path) -> None:
+    """``npm ci`` puts ``node_modules`` inside the web folder of a checkout: never served, nor
+    dot files; the page and its scripts are."""
+    for name in ("index.html", "client.js", "node_modules/typescript/lib/tsc.js", ".npmrc"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+
+    async def statuses() -> list[int]:
+        async with running_server(f"server.web_dir={tmp_path}") as (url, _), \
+                aiohttp.ClientSession() as http:  # fmt: skip
+            paths = ("/", "/client.js", "/node_modules/typescript/lib/tsc.js", "/.npmrc")
+            return [(await http.get(url + p)).status for p in paths]
+
+    assert asyncio.run(statuses()) == [200, 200, 404, 404]

@@ -49,11 +49,12 @@ class Pages:
         return web.FileResponse(page)
 
     async def static(self, request: web.Request) -> web.StreamResponse:
-        """A file of ``web/`` (the JS client, pages); anything else is a JSON 404."""
+        """A file of ``web/`` (the JS client, pages); anything else is a JSON 404. The JS
+        client's development tools (``node_modules``, dot files) are not served."""
         root = self.web_dir.resolve()
         try:
             path = (root / request.match_info["path"]).resolve()
-            found = path.is_relative_to(root) and path.is_file()
+            found = path.is_relative_to(root) and path.is_file() and _public(path.relative_to(root))
         except (ValueError, OSError):  # NUL bytes, names too long
             found = False
         if not found:
@@ -68,3 +69,7 @@ class Pages:
         self.gate.authenticate(request)
         servers = ice_servers_for_page(self.cfg.server, self.wall())
         return web.json_response({"iceServers": servers})
+
+
+def _public(relative: Path) -> bool:
+    return not any(part == "node_modules" or part.startswith(".") for part in relative.parts)
