@@ -263,6 +263,39 @@ def test_clear_buffer_interrupts_buffered_speech(backend, speech) -> None:  # ty
     assert not any(f.motion is not None and f.motion.is_speech for f in after)
 
 
+def test_speech_after_an_interruption_is_a_new_utterance(backend, speech) -> None:  # type: ignore[no-untyped-def]
+    """clear_buffer resets every analysis stage: speech pushed after it starts afresh (a new
+    speech_start), and nothing of the interrupted utterance (motion, events) rides along."""
+
+    async def run() -> list[VideoFrame]:
+        clock = SteppedClock()
+        engine = make_engine(backend, clock)
+        engine.push_audio(AudioChunk(speech[: 3 * 48000], 48000))  # mid-sentence at the clear
+        engine.start()
+        it = aiter(engine)
+        for _ in range(40):
+            await clock.advance(40 * MS)
+            await anext(it)
+        engine.clear_buffer()
+        engine.push_audio(AudioChunk(speech[: 3 * 48000], 48000))
+        frames = []
+        for _ in range(60):
+            await clock.advance(40 * MS)
+            frames.append(await anext(it))
+        await engine.aclose()
+        return frames
+
+    frames = asyncio.run(run())
+    kinds = [e.kind for f in frames for e in f.events]
+    assert kinds[:1] == [SpeechEventKind.START], kinds  # the new utterance, not the old one's end
+    first_speech = next(
+        i for i, f in enumerate(frames) if f.motion is not None and f.motion.is_speech
+    )
+    assert any(
+        e.kind == SpeechEventKind.START for f in frames[: first_speech + 1] for e in f.events
+    )
+
+
 def test_tick_phase_moves_ticks_to_just_after_frames_are_ready() -> None:
     phase = TickPhase(40 * MS, window=5, margin_ns=5 * MS)
     shifts = [phase.observe(t * 40 * MS, t * 40 * MS - 25 * MS, 0) for t in range(5)]
