@@ -37,7 +37,7 @@ sample: $(RUN_STAMP)
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check avatar tests scripts
 	$(BIN)/ruff format --check avatar tests scripts
-	$(BIN)/mypy avatar
+	$(BIN)/mypy avatar tests scripts
 
 # The numeric tests run twice: on this CPU's widest SIMD path, then on the next narrower one.
 test: lint
