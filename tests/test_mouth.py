@@ -8,9 +8,9 @@ import pytest
 
 from avatar.face import mesh
 from avatar.face.rig import BASIS_INDEX, FaceRig, basis_weights
-from avatar.face.store import load_avatar
+from avatar.face.store import AvatarAssets, load_avatar
 from avatar.motion.channels import VISEME_INDEX
-from avatar.render.mouth import teeth_layer
+from avatar.render.mouth import Palette, teeth_layer
 from avatar.render.warp import WarpRenderer
 from tests.conftest import motion_frame
 
@@ -79,7 +79,9 @@ def test_rendering_is_stable_outside_the_mouth_and_jaw(closed: WarpRenderer) -> 
     assert np.array_equal(a[:nose], b[:nose])  # eyes, brows, forehead, nose: untouched
 
 
-def test_a_photo_with_teeth_opens_on_drawn_teeth_under_its_upper_lip(default_avatar) -> None:  # type: ignore[no-untyped-def]
+def test_a_photo_with_teeth_opens_on_drawn_teeth_under_its_upper_lip(
+    default_avatar: AvatarAssets,
+) -> None:
     r = WarpRenderer(default_avatar, 512)
     talking = motion_frame(jawOpen=0.5)
     talking.talking = 1.0  # (the smile relaxed, as in speech)
@@ -99,8 +101,7 @@ def test_the_interior_follows_the_head_pose(closed: WarpRenderer) -> None:
     assert not np.array_equal(moved, closed.render(motion_frame(jawOpen=0.4)))
 
 
-def _palette():  # type: ignore[no-untyped-def]
-    from avatar.render.mouth import Palette
+def _palette() -> Palette:
 
     c = np.array
     return Palette(c([220.0, 215, 200]), c([200.0, 120, 120]), c([170.0, 80, 80]),

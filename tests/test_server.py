@@ -45,12 +45,12 @@ async def running_server(
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]
     try:
         yield f"http://127.0.0.1:{port}", server
     finally:
         await runner.cleanup()
-        server.executor.shutdown(wait=False, cancel_futures=True)  # type: ignore[attr-defined]
+        server.executor.shutdown(wait=False, cancel_futures=True)
 
 
 def mouth_summary(avatar: str, size: int) -> Any:
