@@ -9,7 +9,6 @@ import importlib.util
 import logging
 import shutil
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 
 from avatar.backends.onnxruntime import OrtBackend, ort_cuda_available
 from avatar.backends.protocol import BACKENDS, InferenceBackend
-from avatar.backends.select import backend_loaders, choose_backend
+from avatar.backends.select import Loader, backend_loaders, choose_backend
 from avatar.backends.tensorrt import (
     TensorRTBackend,
     build_tensorrt_engine,
@@ -49,8 +48,8 @@ def _cuda() -> bool:
 class NamedBackend:
     """A backend that only says which loader made it (implements InferenceBackend)."""
 
-    input_names = ("x",)
-    output_names = ("y",)
+    input_names: tuple[str, ...] = ("x",)
+    output_names: tuple[str, ...] = ("y",)
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -60,10 +59,10 @@ class NamedBackend:
         return {"y": inputs["x"]}
 
 
-def fake_loaders(available: set[str], calls: list[str]) -> dict[str, Callable[[], Any]]:
+def fake_loaders(available: set[str], calls: list[str]) -> dict[str, Loader]:
     """A loader per backend name; those not in ``available`` raise BackendUnavailable."""
 
-    def loader(name: str) -> Callable[[], NamedBackend]:
+    def loader(name: str) -> Loader:
         def load() -> NamedBackend:
             calls.append(name)
             if name not in available:

@@ -28,6 +28,17 @@ from tests.test_server import running_server, speech
 SECRET = b"0123456789abcdef-test-secret"
 
 
+class RecordList(logging.Handler):
+    """Keeps the records it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 @pytest.fixture(scope="module")
 def offer_sdp() -> str:
     return asyncio.run(real_offer())
@@ -364,9 +375,14 @@ def test_an_unexpected_error_is_a_bare_500_and_logged(caplog: pytest.LogCaptureF
 
     from avatar.clock import MonotonicClock
     from avatar.config import Config
+    from avatar.engine import AvatarEngine
+    from avatar.observe import Observer
     from avatar.server.app import AvatarServer
 
-    server = AvatarServer(Config(), engines=None, clock=MonotonicClock())  # type: ignore[arg-type]
+    def no_engines(avatar: str, live: bool, observer: Observer) -> AvatarEngine:
+        raise AssertionError("this test opens no session")
+
+    server = AvatarServer(Config(), engines=no_engines, clock=MonotonicClock())
 
     async def broken(request: web.Request) -> web.Response:
         raise RuntimeError("secret internals /etc/passwd")
@@ -400,7 +416,7 @@ def test_a_model_fault_mid_session_is_an_error_event_and_the_stream_goes_on() ->
         clock, executor = MonotonicClock(), ThreadPoolExecutor(2)
 
         def engines(avatar: str, live: bool, observer: Any) -> Any:
-            flaky = FlakyBackend(load_motion_backend(cfg.motion), 40, 70)  # type: ignore[arg-type]
+            flaky = FlakyBackend(load_motion_backend(cfg.motion), 40, 70)
             return build_engine(cfg, clock, live=live, executor=executor, observer=observer,
                                 backend=flaky)  # fmt: skip
 
@@ -418,10 +434,8 @@ def test_a_model_fault_mid_session_is_an_error_event_and_the_stream_goes_on() ->
             await peer.close()
             return peer
 
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
+    handler = RecordList()
     handler.addFilter(SessionFilter())
-    handler.emit = records.append  # type: ignore[method-assign]
     logging.getLogger("avatar.engine").addHandler(handler)
     try:
         peer = asyncio.run(run())
@@ -429,5 +443,5 @@ def test_a_model_fault_mid_session_is_an_error_event_and_the_stream_goes_on() ->
         logging.getLogger("avatar.engine").removeHandler(handler)
     errors = [m["message"] for m in peer.received.messages if m.get("type") == "error"]
     assert errors and all("motion model failed" in e for e in errors)
-    failed = [r for r in records if "motion model failed" in r.getMessage()]
+    failed = [r for r in handler.records if "motion model failed" in r.getMessage()]
     assert failed and {getattr(r, "session", None) for r in failed} == {peer.session}
