@@ -53,6 +53,11 @@ class Timeline:
         return (self.slots - 1) * TICK / VIDEO_CLOCK
 
     @property
+    def largest_gap_s(self) -> float:
+        """The longest hole in the media timeline between two received frames."""
+        return self.largest_gap * TICK / VIDEO_CLOCK
+
+    @property
     def unaccounted_slots(self) -> int:
         """Grid slots with no frame that the server did not count either."""
         return self.slots - self.received - self.late - self.dropped
