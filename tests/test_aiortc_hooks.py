@@ -36,6 +36,7 @@ from avatar.server.aiortc_hooks import (
 )
 from avatar.server.tracks import EngineVideoTrack
 from avatar.testing.peer import AvatarPeer
+from tests.timeline import wait_until
 
 
 def test_the_pinned_aiortc_has_every_internal_we_hook() -> None:
@@ -139,10 +140,12 @@ def test_playout_delay_is_negotiated_and_on_every_video_packet() -> None:
                 seen.append((data[1] & 0x7F, read_playout_delay(data, ext_id)))
                 await original(data, arrival_time_ms)
 
+            video_pt = _payload_type(answer["sdp"], "video")
             with patch.object(dtls, "_handle_rtp_data", record):
                 await peer.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
                 await asyncio.wait_for(peer.connected.wait(), 20)
-                await asyncio.sleep(2.0)
+                # a second of video packets (not a second of this machine's time)
+                await wait_until(lambda: sum(pt == video_pt for pt, _ in seen) > 25)
                 await peer.close()
             return answer["sdp"], seen
 
