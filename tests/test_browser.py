@@ -50,8 +50,7 @@ def assert_presented(
 ) -> None:
     """On the media timeline (RTP timestamps of the presented frames): every frame the server
     sent reached the page, and >= 90 % of the 25 fps slots were presented, less those the
-    server counted as late or dropped (a loaded machine's). Broken pacing (frames in bursts,
-    several per screen refresh) presents far fewer; the page has no count of those."""
+    server or the page counted as late or dropped (a loaded machine's decisions)."""
     rtp = np.array([m["rtp"] for m in media], np.int64)
     assert np.all(np.diff(rtp) > 0) and np.all(np.diff(rtp) % TICK == 0), np.diff(rtp)[:20]
     slots = int((rtp[-1] - rtp[0]) // TICK + 1)
