@@ -8,13 +8,14 @@ import contextlib
 import io
 import json
 import logging
+import time
 from typing import Any
 
 import aiohttp
 import numpy as np
 import pytest
 
-from avatar.clock import FakeClock
+from avatar.clock import Clock, FakeClock
 from avatar.config import LimitsConfig
 from avatar.engine import AvatarEngine
 from avatar.errors import AudioInputError
@@ -24,8 +25,9 @@ from avatar.server.auth import OriginPolicy, mint_token, verify_token
 from avatar.server.limits import RateLimiter, SessionSlots
 from avatar.server.logs import SESSION, JsonFormatter, SessionFilter
 from avatar.server.offer import RequestError, check_sdp, parse_offer
+from avatar.units import NS_PER_S
 from tests.fuzz_harness import real_offer
-from tests.test_server import running_server, speech
+from tests.test_server import has_stats, running_server, speech
 from tests.timeline import assert_accounted, timeline, wait_until
 
 SECRET = b"0123456789abcdef-test-secret"
@@ -273,7 +275,8 @@ def test_metrics_health_faults_counted_and_drain() -> None:
         async with running_server("server.max_sessions=1") as (url, server):
             peer = AvatarPeer(url, speech(4.0))
             await peer.connect()
-            await asyncio.sleep(3.0)
+            frames = await wait_until(lambda: len(peer.received.video) >= 50 and has_stats(peer))
+            assert frames, "fewer than 50 frames and no stats message came"
             async with aiohttp.ClientSession() as http:
                 async with http.get(f"{url}/metrics") as r:
                     text = await r.text()
@@ -297,21 +300,47 @@ def test_metrics_health_faults_counted_and_drain() -> None:
     asyncio.run(run())
 
 
+class ShiftedClock:
+    """The monotonic clock plus an offset the test moves forward: the server's timers see time
+    pass that the machine never took (sleepers notice a shift within 20 ms)."""
+
+    def __init__(self) -> None:
+        self.offset_ns = 0
+
+    def now_ns(self) -> int:
+        return time.monotonic_ns() + self.offset_ns
+
+    def shift(self, dt_ns: int) -> None:
+        self.offset_ns += dt_ns
+
+    async def sleep_until(self, t_ns: int) -> None:
+        while (left := t_ns - self.now_ns()) > 0:
+            await asyncio.sleep(min(left / NS_PER_S, 0.02))
+
+
+_: type[Clock] = ShiftedClock  # mypy checks that the fake is the real protocol
+
+
 @pytest.mark.slow
 def test_a_vanished_peer_is_freed_within_the_reap_time_and_pcm_is_bounded() -> None:
+    from avatar.compose.serve import make_server
     from avatar.testing.peer import AvatarPeer
 
+    clock = ShiftedClock()
+
     async def run() -> None:
-        async with running_server() as (url, server):
+        async with running_server(make=lambda cfg: make_server(cfg, clock)) as (url, server):
             gone = AvatarPeer(url, speech(3.0))
             await gone.connect()
-            loop = asyncio.get_running_loop()
-            t0 = loop.time()
+            reap_ns = round(server.cfg.server.reap_s * NS_PER_S)
             gone.vanish()
-            while gone.session in server.sessions and loop.time() - t0 < 30:
-                await asyncio.sleep(0.1)
-            assert gone.session not in server.sessions
-            assert loop.time() - t0 <= server.cfg.server.reap_s + 4
+            # on the server's clock: 2 s short of the reap time it stays, past it it goes
+            clock.shift(reap_ns - 2 * NS_PER_S)
+            await asyncio.sleep(0.5)
+            assert gone.session in server.sessions, "reaped before reap_s of silence"
+            clock.shift(3 * NS_PER_S)
+            freed = await wait_until(lambda: gone.session not in server.sessions)
+            assert freed, "not reaped after reap_s of silence"
             await gone.close()
             # a session that never connects: its PCM socket stops reading when 4 s are queued
             idle = AvatarPeer(url, None)
