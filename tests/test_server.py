@@ -257,6 +257,17 @@ def test_websocket_pcm_drives_a_session_without_microphone() -> None:
     assert_accounted(peer.received.video, peer.received.messages, min_span_s=4.0)
 
 
+def profiles(peer: AvatarPeer) -> list[dict[str, Any]]:
+    return [m for m in peer.received.messages if m["type"] == "profile"]
+
+
+def speaking_frames(peer: AvatarPeer) -> list[dict[str, Any]]:
+    """The profiled frames the motion model analysed (speech)."""
+    msgs = peer.received.messages
+    frames = [f for m in msgs if m["type"] == "profile_frames" for f in m["frames"]]
+    return [f for f in frames if "motion" in f["stages"]]
+
+
 def test_profile_mode_times_every_stage_up_to_the_wire() -> None:
     async def run() -> AvatarPeer:
         async with running_server("server.profile=true", "engine.sync_marker=true") as (url, _):
@@ -264,7 +275,11 @@ def test_profile_mode_times_every_stage_up_to_the_wire() -> None:
                               summarize=lambda rgb: bool(rgb[2:22, 2:22].mean() > 200),
                               subscribe={"profile_frames": True})  # fmt: skip
             await peer.connect()
-            await asyncio.sleep(5.0)
+            # until three reports, 20 speaking frames and a marked frame came (not for 5 s)
+            await wait_until(
+                lambda: len(profiles(peer)) >= 3 and len(speaking_frames(peer)) > 20
+                and any(marked for _, _, marked in peer.received.video)
+            )  # fmt: skip
             await peer.close()
             return peer
 
@@ -272,10 +287,9 @@ def test_profile_mode_times_every_stage_up_to_the_wire() -> None:
     msgs = peer.received.messages
     ready = next(m for m in msgs if m["type"] == "ready")
     assert ready["profile"] is True and ready["marker"]["size"] > 0
-    live = [m for m in msgs if m["type"] == "profile"]
+    live = profiles(peer)
     assert len(live) >= 3 and live[-1]["stages"]["render"]["p50"] > 0
-    frames = [f for m in msgs if m["type"] == "profile_frames" for f in m["frames"]]
-    speaking = [f for f in frames if "motion" in f["stages"]]
+    speaking = speaking_frames(peer)
     assert len(speaking) > 20
     for f in speaking[-10:]:
         assert {"vad", "features", "motion", "render", "colour", "encode", "send"} <= set(
@@ -285,6 +299,10 @@ def test_profile_mode_times_every_stage_up_to_the_wire() -> None:
     assert any(marked for _, _, marked in peer.received.video)  # loud frames carry the marker
 
 
+def blendshapes(peer: AvatarPeer) -> list[dict[str, Any]]:
+    return [m for m in peer.received.messages if m["type"] == "blendshapes"]
+
+
 def test_ice_hosts_and_port_range_shape_the_answer_and_blendshapes_stream() -> None:
     async def run() -> tuple[str, AvatarPeer]:
         async with running_server("server.udp_ports=[41230, 41250]") as (url, _):
@@ -292,7 +310,8 @@ def test_ice_hosts_and_port_range_shape_the_answer_and_blendshapes_stream() -> N
             peer = AvatarPeer(url, audio, summarize=lambda _: None, subscribe={"blendshapes": True})
             await peer.connect()
             answer = peer.pc.remoteDescription.sdp
-            await asyncio.sleep(3.0)
+            # until the engine's media time passed the speech (0.5-2.5 s), not for 3 s
+            await wait_until(lambda: any(m.get("pts_ms", 0) > 2600 for m in blendshapes(peer)))
             await peer.close()
             return answer, peer
 
@@ -301,7 +320,7 @@ def test_ice_hosts_and_port_range_shape_the_answer_and_blendshapes_stream() -> N
     assert candidates
     for c in candidates:  # foundation component transport priority address port typ host
         assert c[4] == "127.0.0.1" and 41230 <= int(c[5]) <= 41250, c
-    shapes = [m for m in peer.received.messages if m["type"] == "blendshapes"]
+    shapes = blendshapes(peer)
     assert len(shapes) > 40 and all(len(m["values"]) == 16 for m in shapes)
     assert max(m["values"][0] for m in shapes) > 0.2  # jawOpen moves with the speech
     assert [m["frame"] for m in shapes] == sorted(m["frame"] for m in shapes)
