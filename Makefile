@@ -44,7 +44,7 @@ sample: $(RUN_STAMP)
 lint: $(DEV_STAMP) $(TSC)
 	$(BIN)/ruff check avatar tests scripts
 	$(BIN)/ruff format --check avatar tests scripts
-	$(BIN)/mypy avatar
+	$(BIN)/mypy avatar tests scripts
 	bash scripts/check_js.sh
 
 # The numeric tests run twice: on this CPU's widest SIMD path, then on the next narrower one.

@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 from avatar.config import load_config
 from avatar.motion.export import export_onnx
@@ -32,7 +33,7 @@ def main() -> None:
     cfg = load_config()
     train_set = load_corpus(args.corpus, "train")
     base = TrainOptions(corpus=args.corpus, out=args.out, minutes=args.minutes)
-    rows = {}
+    rows: dict[int, dict[str, Any]] = {}
     for ms in args.ms:
         settings = train_settings(dataclasses.replace(base, lookahead_ms=ms))
         model, history = train(train_set, None, settings, progress=False)
@@ -42,12 +43,14 @@ def main() -> None:
         metrics = evaluate_weights(
             cfg, args.corpus / "eval", out / "metrics.json", weights=out / "motion.onnx"
         )
-        rows[ms] = {"steps": history[-1]["step"], **metrics["sets"]}  # type: ignore[dict-item]
+        by_set = metrics["sets"]
+        assert isinstance(by_set, dict)  # set name -> its metrics
+        rows[ms] = {"steps": history[-1]["step"], **by_set}
         (args.out / "summary.json").write_text(json.dumps(rows, indent=1))
     header = " | ".join(f"{s} {m}" for s in SETS for m in METRICS)
     print(f"| lookahead | steps | {header} |")
     for ms, sets in rows.items():
-        vals = " | ".join(f"{sets[s][m]:.3f}" for s in SETS for m in METRICS)  # type: ignore[index]
+        vals = " | ".join(f"{sets[s][m]:.3f}" for s in SETS for m in METRICS)
         print(f"| {ms} ms | {sets['steps']} | {vals} |")
 
 

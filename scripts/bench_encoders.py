@@ -48,6 +48,7 @@ def psnr(
     decoder_name: str, depayload: Any, streams: list[list[bytes]], images: np.ndarray
 ) -> float:
     dec = av.CodecContext.create(decoder_name, "r")
+    assert isinstance(dec, av.VideoCodecContext)
     values = []
     for i, payloads in enumerate(streams):
         data = b"".join(depayload(p) for p in payloads)

@@ -69,7 +69,7 @@ def main() -> None:
     candidates: dict[str, Any] = {"onnxruntime-cpu": lambda: reference}
     candidates["torch-cuda-fp16-graphs"] = lambda: torch_backend(pt, cuda=True)
     candidates["onnxruntime-cuda"] = lambda: OrtBackend(onnx, providers=["CUDAExecutionProvider"])
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, make in candidates.items():
         try:
             backend = make()

@@ -142,7 +142,7 @@ def clean_env(venv: Path) -> dict[str, str]:
 def install(wheel: Path, venv: Path, work: Path) -> dict[str, str]:
     run([sys.executable, "-m", "venv", venv], cwd=work)
     env = clean_env(venv)
-    pip = [venv / "bin" / "python", "-m", "pip", "--disable-pip-version-check"]
+    pip: list[str | Path] = [venv / "bin" / "python", "-m", "pip", "--disable-pip-version-check"]
     run([*pip, "install", "--progress-bar", "off", wheel], cwd=work, env=env)
     where = run([venv / "bin" / "python", "-c", "import avatar; print(avatar.__file__)"],
                 cwd=work, env=env).strip()  # fmt: skip

@@ -23,7 +23,9 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -69,9 +71,9 @@ def write_clips(folder: Path, talkers: list[TalkerClip], utts: dict[str, list[Al
                      times=np.asarray(sheet_times.get(key, []), np.float64))  # fmt: skip
 
 
-def run_workers(job: dict[str, object], out: Path, code: Path | None, processes: int) -> None:
+def run_workers(job: Mapping[str, Any], out: Path, code: Path | None, processes: int) -> None:
     """The faces split over ``processes`` workers, each with ``code`` first on its path."""
-    faces = list(job["faces"])  # type: ignore[call-overload]
+    faces = list(job["faces"])
     env = dict(os.environ)
     if code is not None:
         env["PYTHONPATH"] = f"{code}{os.pathsep}{env.get('PYTHONPATH', '')}"
@@ -240,7 +242,7 @@ def report(args: argparse.Namespace, faces: list[Face], specs: dict[str, str],
     save(args, talk_rows, aligned)
 
 
-def _clean(d: dict[str, object]) -> dict[str, object]:
+def _clean(d: Mapping[str, object]) -> dict[str, object]:
     return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in d.items()}
 
 

@@ -18,6 +18,7 @@ import re
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests package
@@ -81,12 +82,12 @@ def report(h: FuzzHarness, surfaces: list[str]) -> None:
           f"{stream.max_gap_s * 1000:.0f} ms")  # fmt: skip
 
 
-def show_first(findings: list[Finding], key: object, tail: int = 0) -> None:
+def show_first(findings: list[Finding], key: Callable[[Finding], object], tail: int = 0) -> None:
     """Each kind once: how often, the first input that led to it, and what happened (its first
     two lines, and the last ``tail`` lines: a traceback's end)."""
     groups: dict[object, list[Finding]] = {}
     for f in findings:
-        groups.setdefault(key(f), []).append(f)  # type: ignore[operator]
+        groups.setdefault(key(f), []).append(f)
     for group in groups.values():
         first = group[0]
         print(f"  x{len(group)} on {first.surface}; first input: {first.input[:300]}")

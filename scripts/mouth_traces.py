@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -60,7 +61,9 @@ def run_face(face: dict[str, object], modes: dict[str, list[str]], clips: list[P
             frames = speech_frames(cfg, data["audio"], int(data["rate"]), renderer, backend)
             values = measure([f.image for f in frames])
             jaw = [float(f.motion.blendshapes[0]) if f.motion is not None else 0.0 for f in frames]
-            np.savez(folder / f"{clip.stem}.npz", jaw=np.asarray(jaw, np.float32), **values)
+            # one mapping: numpy's stubs would match a ``**values`` key to ``allow_pickle``
+            arrays: dict[str, Any] = {"jaw": np.asarray(jaw, np.float32), **values}
+            np.savez(folder / f"{clip.stem}.npz", **arrays)
             for t in data["times"]:
                 img = frames[min(round(float(t) * cfg.motion.fps), len(frames) - 1)].image
                 cv2.imwrite(str(folder / f"{clip.stem}@{float(t):.3f}.png"),

@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from avatar.backends.protocol import InferenceBackend
 from avatar.config import load_config
 from avatar.data.types import AlignedUtterance
 from avatar.motion.channels import BLENDSHAPE_INDEX
@@ -25,8 +26,8 @@ from avatar.train.evaluate import predict
 CHANNELS = ("jawOpen", "mouthPressLeft", "mouthPucker")
 
 
-def _panel(ax: plt.Axes, backend: object, utt: AlignedUtterance, fps: float) -> None:
-    bs, _ = predict(backend, utt.audio, fps)  # type: ignore[arg-type]
+def _panel(ax: plt.Axes, backend: InferenceBackend, utt: AlignedUtterance, fps: float) -> None:
+    bs, _ = predict(backend, utt.audio, fps)
     t = np.arange(len(bs)) / fps
     true, _ = motion_targets(utt.phones, t)
     wav_t = np.arange(len(utt.audio)) / utt.sample_rate

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 
 from avatar.audio.write import encode_audio
+from avatar.backends.protocol import InferenceBackend
 from avatar.config import FeatureConfig
+
+if TYPE_CHECKING:
+    from avatar.face.store import AvatarAssets
+    from avatar.frames import MotionFrame
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "avatar" / "weights"
 
@@ -22,8 +27,15 @@ class CountingBackend:
     """
 
     name = "counting"
-    input_names = ("mel", "conv1_state", "conv2_state", "k_cache", "v_cache", "cache_valid")
-    output_names = (
+    input_names: tuple[str, ...] = (
+        "mel",
+        "conv1_state",
+        "conv2_state",
+        "k_cache",
+        "v_cache",
+        "cache_valid",
+    )
+    output_names: tuple[str, ...] = (
         "blendshapes",
         "visemes",
         "conv1_state_out",
@@ -66,6 +78,9 @@ class CountingBackend:
         }
 
 
+_: type[InferenceBackend] = CountingBackend  # mypy checks that the fake is the real protocol
+
+
 @pytest.fixture
 def counting_backend() -> CountingBackend:
     return CountingBackend()
@@ -95,14 +110,14 @@ def speech_16k() -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
-def default_avatar():  # type: ignore[no-untyped-def]
+def default_avatar() -> AvatarAssets:
     """The bundled default avatar (astronaut photo, prepared and committed)."""
     from avatar.face.store import load_avatar
 
     return load_avatar("default")
 
 
-def motion_frame(index: int = 0, blink: float = 0.0, **shapes: float):  # type: ignore[no-untyped-def]
+def motion_frame(index: int = 0, blink: float = 0.0, **shapes: float) -> MotionFrame:
     """A MotionFrame with the named ARKit blendshapes set, the rest 0."""
     from avatar.frames import MotionFrame
     from avatar.motion.channels import BLENDSHAPE_INDEX
@@ -124,7 +139,8 @@ NUMERIC_MODULES = frozenset({
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if item.module is not None and item.module.__name__.split(".")[-1] in NUMERIC_MODULES:
+        module = item.module if isinstance(item, pytest.Function) else None
+        if module is not None and module.__name__.split(".")[-1] in NUMERIC_MODULES:
             item.add_marker(pytest.mark.numeric)
 
 

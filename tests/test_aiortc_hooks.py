@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import inspect
 from typing import Any
+from unittest.mock import patch
 
 import numpy as np
 import pytest
 from aiortc import RTCPeerConnection, RTCRtpCodecParameters, RTCSessionDescription
+from aiortc.codecs.h264 import H264Encoder
+from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.rtcrtpsender import RTCRtpSender
 
 from avatar.clock import MonotonicClock
@@ -32,6 +36,7 @@ from avatar.server.aiortc_hooks import (
 )
 from avatar.server.tracks import EngineVideoTrack
 from avatar.testing.peer import AvatarPeer
+from tests.timeline import wait_until
 
 
 def test_the_pinned_aiortc_has_every_internal_we_hook() -> None:
@@ -135,11 +140,13 @@ def test_playout_delay_is_negotiated_and_on_every_video_packet() -> None:
                 seen.append((data[1] & 0x7F, read_playout_delay(data, ext_id)))
                 await original(data, arrival_time_ms)
 
-            dtls._handle_rtp_data = record
-            await peer.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
-            await asyncio.wait_for(peer.connected.wait(), 20)
-            await asyncio.sleep(2.0)
-            await peer.close()
+            video_pt = _payload_type(answer["sdp"], "video")
+            with patch.object(dtls, "_handle_rtp_data", record):
+                await peer.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+                await asyncio.wait_for(peer.connected.wait(), 20)
+                # a second of video packets (not a second of this machine's time)
+                await wait_until(lambda: sum(pt == video_pt for pt, _ in seen) > 25)
+                await peer.close()
             return answer["sdp"], seen
 
     sdp, seen = asyncio.run(run())
@@ -180,20 +187,24 @@ def test_tuned_encoders_give_the_codec_our_options_over_aiortcs(mime: str) -> No
     assert aiortc.rtcrtpsender.get_encoder is make_encoder  # what every sender now calls
     codec = RTCRtpCodecParameters(mimeType=mime, clockRate=90000, payloadType=96)
     encoder = make_encoder(codec)
+    assert isinstance(encoder, Vp8Encoder | H264Encoder)
     given: list[dict[str, str]] = []
-    ctx_class = type(encoder).codec  # the property aiortc's `self.codec = ...` goes through
+    # the property aiortc's `self.codec = ...` goes through
+    ctx_class = inspect.getattr_static(encoder, "codec")
     yy, xx = np.mgrid[:128, :128]
     for i in range(5):
         image = np.stack([(xx + 9 * i) % 256, yy, (xx + yy) % 256], -1).astype(np.uint8)
         payloads, _ = encoder.encode(rgb_to_video_frame(image, i * 40_000_000))
+        tuned: Any = encoder.codec  # our wrapper of aiortc's context, which only it has _tuning
         if i == 0:
-            given.append(dict(encoder.codec._tuning))  # type: ignore[attr-defined]
+            given.append(dict(tuned._tuning))
         assert payloads
     ours = cfg.vp8 if mime == "video/VP8" else cfg.h264
     assert isinstance(ctx_class, property) and given == [ours]
     # the codec opened and took every option we gave (what it did not take stays listed)
-    left = encoder.codec.options  # type: ignore[attr-defined]
-    assert encoder.codec.is_open and not set(ours) & set(left)  # type: ignore[attr-defined]
+    assert encoder.codec is not None
+    left = encoder.codec.options
+    assert encoder.codec.is_open and not set(ours) & set(left)
 
 
 def test_a_tuned_context_merges_our_options_over_the_ones_aiortc_sets() -> None:

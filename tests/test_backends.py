@@ -11,7 +11,6 @@ import logging
 import shutil
 import sys
 import types
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import pytest
 
 from avatar.backends.onnxruntime import OrtBackend, ort_cuda_available, read_onnx_meta
 from avatar.backends.protocol import AUTO_ORDER, BACKENDS, InferenceBackend
-from avatar.backends.select import backend_loaders, choose_backend
+from avatar.backends.select import Loader, backend_loaders, choose_backend
 from avatar.backends.tensorrt import TensorRTBackend, build_tensorrt_engine, engine_cache_key
 from avatar.backends.torch import TorchBackend, TorchCudaBackend
 from avatar.errors import BackendUnavailable, ConfigError, ModelError
@@ -46,8 +45,8 @@ def _cuda() -> bool:
 class NamedBackend:
     """A backend that only says which loader made it (implements InferenceBackend)."""
 
-    input_names = ("x",)
-    output_names = ("y",)
+    input_names: tuple[str, ...] = ("x",)
+    output_names: tuple[str, ...] = ("y",)
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -57,10 +56,10 @@ class NamedBackend:
         return {"y": inputs["x"]}
 
 
-def fake_loaders(available: set[str], calls: list[str]) -> dict[str, Callable[[], Any]]:
+def fake_loaders(available: set[str], calls: list[str]) -> dict[str, Loader]:
     """A loader per backend name; those not in ``available`` raise BackendUnavailable."""
 
-    def loader(name: str) -> Callable[[], NamedBackend]:
+    def loader(name: str) -> Loader:
         def load() -> NamedBackend:
             calls.append(name)
             if name not in available:

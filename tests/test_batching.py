@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from avatar.backends.batching import BatchingBackend
+from avatar.backends.batching import BatchClient, BatchingBackend
 from avatar.backends.onnxruntime import OrtBackend
 from avatar.backends.protocol import InferenceBackend
 from avatar.clock import FakeClock
@@ -26,6 +26,7 @@ from avatar.compose.engines import Batchers, executor_workers
 from avatar.config import BatchConfig, EngineConfig, MotionConfig, RenderConfig
 from avatar.errors import ModelError
 from avatar.motion.channels import BATCH_AXES, STATE_NAMES
+from avatar.render.gan import GanRenderer
 from avatar.units import NS_PER_S
 from tests.conftest import WEIGHTS
 
@@ -313,7 +314,8 @@ def test_sessions_share_one_worker_per_model_when_enabled() -> None:
     assert first.meta["state_shapes"] == second.meta["state_shapes"]
     if GAN.exists():
         renderer = batchers.renderer(RenderConfig(avatar="carphone", renderer="gan", size=128))
-        assert renderer.backend.batcher in batchers.shared.values()  # type: ignore[attr-defined]
+        assert isinstance(renderer, GanRenderer) and isinstance(renderer.backend, BatchClient)
+        assert renderer.backend.batcher in batchers.shared.values()
     workers = list(batchers.shared.values())
     batchers.close()
     assert not any(w.alive for w in workers)

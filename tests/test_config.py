@@ -41,7 +41,7 @@ def test_missing_file(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.yaml")
 
 
-def test_buffered_input_can_have_its_own_motion_model(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_buffered_input_can_have_its_own_motion_model(tmp_path: Path) -> None:
     from avatar.config import MotionConfig
     from avatar.errors import ModelError
     from avatar.motion.runtime import BUILTIN_DIR, resolve_weights

@@ -13,12 +13,14 @@ import pytest
 
 from avatar.audio.io import iter_audio
 from avatar.backends.onnxruntime import OrtBackend
-from avatar.clock import FakeClock, SteppedClock
+from avatar.backends.protocol import InferenceBackend
+from avatar.clock import Clock, FakeClock, SteppedClock
 from avatar.config import EngineConfig, VadConfig
 from avatar.engine import AvatarEngine
 from avatar.engine.budget import TickPhase
 from avatar.errors import AudioInputError
 from avatar.frames import AudioChunk, MotionFrame, SpeechEventKind, VideoFrame
+from avatar.render.base import Renderer
 from avatar.render.i420 import rgb_to_i420
 from tests.conftest import WEIGHTS
 
@@ -65,7 +67,9 @@ def backend() -> OrtBackend:
     return OrtBackend(WEIGHTS / "motion.onnx")
 
 
-def make_engine(backend: OrtBackend, clock: Any, renderer: Any = None, **kw: Any) -> AvatarEngine:
+def make_engine(
+    backend: InferenceBackend, clock: Clock, renderer: Renderer | None = None, **kw: Any
+) -> AvatarEngine:
     renderer = renderer or JawRenderer()
     return AvatarEngine(
         backend, renderer, clock, EngineConfig(), VadConfig(), 25.0, executor=InlineExecutor(), **kw
@@ -81,7 +85,9 @@ async def run_offline(
     return [f async for f in engine]
 
 
-def test_offline_frames_tile_the_audio_and_follow_speech(backend, speech) -> None:  # type: ignore[no-untyped-def]
+def test_offline_frames_tile_the_audio_and_follow_speech(
+    backend: OrtBackend, speech: np.ndarray
+) -> None:
     audio = np.concatenate([np.zeros(48000, np.float32), speech, np.zeros(48000, np.float32)])
     engine = make_engine(backend, FakeClock(), realtime=False)
     frames = asyncio.run(run_offline(engine, audio))
@@ -99,7 +105,7 @@ def test_offline_frames_tile_the_audio_and_follow_speech(backend, speech) -> Non
     assert engine.stats.filled == engine.stats.skipped == engine.stats.late == 0
 
 
-def test_buffered_input_leads_the_sound_and_a_microphone_does_not(backend) -> None:  # type: ignore[no-untyped-def]
+def test_buffered_input_leads_the_sound_and_a_microphone_does_not(backend: OrtBackend) -> None:
     cfg = EngineConfig(lead_ms=60, live_lead_ms=0)
     buffered = AvatarEngine(backend, JawRenderer(), FakeClock(), cfg, VadConfig(), 25.0,
                             executor=InlineExecutor())  # fmt: skip
@@ -110,7 +116,9 @@ def test_buffered_input_leads_the_sound_and_a_microphone_does_not(backend) -> No
     assert buffered.motion.delay - live.motion.delay == 60 * 48
 
 
-def test_block_sizes_do_not_change_what_the_avatar_does(backend, speech) -> None:  # type: ignore[no-untyped-def]
+def test_block_sizes_do_not_change_what_the_avatar_does(
+    backend: OrtBackend, speech: np.ndarray
+) -> None:
     # A short clip: one word between pauses. Pushed as one block (a file, a TTS chunk) it must
     # animate as when it arrives in 20 ms packets (a microphone). Only at the wake point may a
     # big block show more: frames whose audio had already passed when the packet that woke the
@@ -137,7 +145,7 @@ def test_block_sizes_do_not_change_what_the_avatar_does(backend, speech) -> None
         assert np.abs(jaw - ref_jaw)[speaking].max() <= 2, block
 
 
-def test_silence_costs_no_model_and_half_the_renders(backend) -> None:  # type: ignore[no-untyped-def]
+def test_silence_costs_no_model_and_half_the_renders(backend: OrtBackend) -> None:
     rng = np.random.default_rng(0)
     quiet = (0.002 * rng.standard_normal(48000 * 4)).astype(np.float32)  # room noise, no voice
     renderer = JawRenderer()
@@ -149,7 +157,9 @@ def test_silence_costs_no_model_and_half_the_renders(backend) -> None:  # type: 
     assert renderer.calls < 0.7 * len(frames)  # idle frames rendered every 2nd (blinks always)
 
 
-def test_odd_rates_are_resampled_and_bad_input_is_refused(backend, speech) -> None:  # type: ignore[no-untyped-def]
+def test_odd_rates_are_resampled_and_bad_input_is_refused(
+    backend: OrtBackend, speech: np.ndarray
+) -> None:
     engine = make_engine(backend, FakeClock(), realtime=False)
     x = speech[::2][: 22050 * 2].copy()  # treat as 22.05 kHz: 2 s
     x[100] = np.nan
@@ -200,7 +210,9 @@ async def _live(backend: OrtBackend, speech: np.ndarray, cost_ns: int = 0) -> di
             "pending_s": pending}  # fmt: skip
 
 
-def test_frames_carry_their_i420_planes_made_after_the_marker(backend, speech) -> None:  # type: ignore[no-untyped-def]
+def test_frames_carry_their_i420_planes_made_after_the_marker(
+    backend: OrtBackend, speech: np.ndarray
+) -> None:
     renderer = JawRenderer()
     renderer.size = 32  # room for the 24-pixel sync marker
     cfg = EngineConfig(sync_marker=True)
@@ -217,7 +229,7 @@ def test_frames_carry_their_i420_planes_made_after_the_marker(backend, speech) -
     assert repeats and all(a.i420 is b.i420 for a, b in repeats)  # idle repeats convert once
 
 
-def test_live_stream_returns_to_live_after_a_stall(backend, speech) -> None:  # type: ignore[no-untyped-def]
+def test_live_stream_returns_to_live_after_a_stall(backend: OrtBackend, speech: np.ndarray) -> None:
     r = asyncio.run(_live(backend, speech))
     engine, frames = r["engine"], r["frames"]
     assert engine.stats.skipped >= 40  # the 2 s backlog was dropped, not played late
@@ -228,7 +240,9 @@ def test_live_stream_returns_to_live_after_a_stall(backend, speech) -> None:  # 
     assert pts == sorted(pts) and len(set(pts)) == len(pts)
 
 
-def test_slow_renders_skip_ticks_instead_of_falling_behind(backend, speech) -> None:  # type: ignore[no-untyped-def]
+def test_slow_renders_skip_ticks_instead_of_falling_behind(
+    backend: OrtBackend, speech: np.ndarray
+) -> None:
     r = asyncio.run(_live(backend, speech, cost_ns=70 * MS))  # each render takes ~2 ticks
     engine = r["engine"]
     assert engine.stats.late > 0.3 * engine.stats.frames
@@ -237,7 +251,7 @@ def test_slow_renders_skip_ticks_instead_of_falling_behind(backend, speech) -> N
     assert max(r["before"]) <= 300 * MS
 
 
-def test_clear_buffer_interrupts_buffered_speech(backend, speech) -> None:  # type: ignore[no-untyped-def]
+def test_clear_buffer_interrupts_buffered_speech(backend: OrtBackend, speech: np.ndarray) -> None:
     async def run() -> tuple[list[VideoFrame], AvatarEngine]:
         clock = SteppedClock()
         engine = make_engine(backend, clock)  # buffered (text-to-speech): nothing skipped
@@ -263,7 +277,9 @@ def test_clear_buffer_interrupts_buffered_speech(backend, speech) -> None:  # ty
     assert not any(f.motion is not None and f.motion.is_speech for f in after)
 
 
-def test_speech_after_an_interruption_is_a_new_utterance(backend, speech) -> None:  # type: ignore[no-untyped-def]
+def test_speech_after_an_interruption_is_a_new_utterance(
+    backend: OrtBackend, speech: np.ndarray
+) -> None:
     """clear_buffer resets every analysis stage: speech pushed after it starts afresh (a new
     speech_start), and nothing of the interrupted utterance (motion, events) rides along."""
 
@@ -309,7 +325,7 @@ def test_tick_phase_moves_ticks_to_just_after_frames_are_ready() -> None:
 class FlakyBackend:
     """The real model, except that calls ``fail_from`` to ``fail_to`` raise (a model fault)."""
 
-    def __init__(self, real: OrtBackend, fail_from: int, fail_to: int) -> None:
+    def __init__(self, real: InferenceBackend, fail_from: int, fail_to: int) -> None:
         self.real, self.fail_from, self.fail_to, self.calls = real, fail_from, fail_to, 0
         self.name, self.meta = real.name, real.meta
         self.input_names, self.output_names = real.input_names, real.output_names
@@ -336,12 +352,11 @@ class FlakyRenderer(JawRenderer):
 
 
 def test_a_model_fault_gives_the_idle_avatar_and_an_error_then_speech_again(
-    backend,
-    speech,  # type: ignore[no-untyped-def]
+    backend: OrtBackend, speech: np.ndarray
 ) -> None:
     clean = asyncio.run(run_offline(make_engine(backend, FakeClock()), speech))
     flaky = FlakyBackend(backend, 3, 6)
-    engine = make_engine(flaky, FakeClock())  # type: ignore[arg-type]
+    engine = make_engine(flaky, FakeClock())
     frames = asyncio.run(run_offline(engine, speech))
     # the timeline goes on; each failed block drops its own audio and the frames the model was
     # holding back (its look-ahead and the mouth's lead), nothing more
@@ -356,7 +371,9 @@ def test_a_model_fault_gives_the_idle_avatar_and_an_error_then_speech_again(
     assert flaky.calls > 6
 
 
-def test_a_renderer_fault_shows_the_idle_face_and_is_reported(backend, speech) -> None:  # type: ignore[no-untyped-def]
+def test_a_renderer_fault_shows_the_idle_face_and_is_reported(
+    backend: OrtBackend, speech: np.ndarray
+) -> None:
     engine = make_engine(backend, FakeClock(), renderer=FlakyRenderer(fail_from=30))
     frames = asyncio.run(run_offline(engine, speech))
     faults = engine.take_faults()

@@ -15,6 +15,7 @@ from avatar.backends.onnxruntime import OrtBackend
 from avatar.errors import ModelError
 from avatar.face import sketch
 from avatar.face.rig import FaceRig, basis_weights
+from avatar.face.store import AvatarAssets
 from tests.conftest import motion_frame
 
 torch = pytest.importorskip("torch")
@@ -23,6 +24,7 @@ from avatar.face.sketch import INPUT_NAMES  # noqa: E402
 from avatar.gan.data import VideoFaceData, fit_blendshapes, mouth_pairs  # noqa: E402
 from avatar.gan.export import export_generator  # noqa: E402
 from avatar.gan.generator import GeneratorDims, MouthGenerator  # noqa: E402
+from avatar.render.gan import GanRenderer  # noqa: E402
 
 
 def random_inputs(rng: np.random.Generator, batch: int) -> dict[str, np.ndarray]:
@@ -61,22 +63,25 @@ def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[MouthGenerator,
 
 
 @pytest.fixture()
-def gan_renderer(default_avatar, tiny_onnx, tmp_path: Path) -> Any:  # type: ignore[no-untyped-def]
+def gan_renderer(
+    default_avatar: AvatarAssets, tiny_onnx: tuple[MouthGenerator, Path], tmp_path: Path
+) -> GanRenderer:
     from avatar.face.store import load_avatar, save_avatar
-    from avatar.render.gan import GanRenderer
 
     save_avatar(default_avatar, tmp_path)
     return GanRenderer(load_avatar(str(tmp_path)), RecordingBackend(OrtBackend(tiny_onnx[1])), 256)
 
 
-def test_rig_inversion_recovers_blendshapes(default_avatar) -> None:  # type: ignore[no-untyped-def]
+def test_rig_inversion_recovers_blendshapes(default_avatar: AvatarAssets) -> None:
     rig = FaceRig(default_avatar.landmarks)
     truth = motion_frame(jawOpen=0.45, mouthFunnel=0.3, mouthSmileLeft=0.2).blendshapes
     fitted = fit_blendshapes(rig, rig.landmarks(basis_weights(truth)))
     assert np.abs(fitted - truth).max() < 0.05
 
 
-def test_onnx_generator_matches_torch_at_several_batches(tiny_onnx) -> None:  # type: ignore[no-untyped-def]
+def test_onnx_generator_matches_torch_at_several_batches(
+    tiny_onnx: tuple[MouthGenerator, Path],
+) -> None:
     model, path = tiny_onnx
     backend = OrtBackend(path)
     assert backend.input_names == INPUT_NAMES and backend.meta["kind"] == sketch.GENERATOR_KIND
@@ -93,15 +98,17 @@ def test_onnx_generator_matches_torch_at_several_batches(tiny_onnx) -> None:  # 
 def test_generator_keeps_the_warp_where_its_mask_is_closed() -> None:
     torch.manual_seed(0)
     model = MouthGenerator(GeneratorDims(size=64, width=8)).eval()
+    bias = model.head.bias
+    assert bias is not None
     with torch.no_grad():
-        model.head.bias[3] = -1e4  # the mask channel: sigmoid -> 0
+        bias[3] = -1e4  # the mask channel: sigmoid -> 0
     inputs = {k: torch.from_numpy(v) for k, v in random_inputs(np.random.default_rng(1), 2).items()}
     with torch.no_grad():
         (out,) = model(*(inputs[n] for n in INPUT_NAMES))
     assert torch.equal(out, inputs["warped"])
 
 
-def test_rig_sketch_region_covers_the_mouth_at_rest_and_moved(default_avatar) -> None:  # type: ignore[no-untyped-def]
+def test_rig_sketch_region_covers_the_mouth_at_rest_and_moved(default_avatar: AvatarAssets) -> None:
     rig = FaceRig(default_avatar.landmarks)
     box = sketch.mouth_box(rig.rest)
     rest = sketch.rig_sketch(rig, basis_weights(np.zeros(16)), box, 64)
@@ -114,11 +121,14 @@ def test_rig_sketch_region_covers_the_mouth_at_rest_and_moved(default_avatar) ->
     assert np.array_equal(mixed[0] > 0, sketch.region_of(wide))
 
 
-def test_training_pairs_are_what_the_renderer_feeds(default_avatar, gan_renderer) -> None:  # type: ignore[no-untyped-def]
+def test_training_pairs_are_what_the_renderer_feeds(
+    default_avatar: AvatarAssets, gan_renderer: GanRenderer
+) -> None:
     """Same blendshapes, same avatar: the training input's painted region and sketch are exactly
     the renderer's (only the surroundings differ: the real frame's in training)."""
     motion = motion_frame(jawOpen=0.5, mouthFunnel=0.3)
     gan_renderer.render(motion)
+    assert isinstance(gan_renderer.backend, RecordingBackend)
     fed = gan_renderer.backend.last
     a = default_avatar
     # fitted video blendshapes are in the rig's units: the model's jawOpen after the face's map
@@ -135,7 +145,7 @@ def test_training_pairs_are_what_the_renderer_feeds(default_avatar, gan_renderer
     assert np.array_equal(mixed[:, region], fed["warped"][0][:, region])
 
 
-def test_gan_renderer_refines_the_warp_inside_the_mouth_box(gan_renderer) -> None:  # type: ignore[no-untyped-def]
+def test_gan_renderer_refines_the_warp_inside_the_mouth_box(gan_renderer: GanRenderer) -> None:
     motion = motion_frame(jawOpen=0.4)
     img = gan_renderer.render(motion)
     assert img.shape == (256, 256, 3) and img.dtype == np.uint8
@@ -147,13 +157,16 @@ def test_gan_renderer_refines_the_warp_inside_the_mouth_box(gan_renderer) -> Non
     assert diff.max() == 0  # and nothing outside its box
 
 
-def test_gan_renderer_refuses_a_generator_of_an_older_version(default_avatar) -> None:  # type: ignore[no-untyped-def]
-    from avatar.render.gan import GanRenderer
-
+def test_gan_renderer_refuses_a_generator_of_an_older_version(default_avatar: AvatarAssets) -> None:
     class OldGenerator:
-        name, meta = "old", {"kind": "gan-mouth", "dims": {"size": 64}}
-        input_names = ("reference", "retrieved", "context", "sketch", "code")
-        output_names = ("mouth",)
+        """A generator of the previous version: five inputs, no "warped" one."""
+
+        name = "old"
+        input_names: tuple[str, ...] = ("reference", "retrieved", "context", "sketch", "code")
+        output_names: tuple[str, ...] = ("mouth",)
+
+        def __init__(self) -> None:
+            self.meta: dict[str, Any] = {"kind": "gan-mouth", "dims": {"size": 64}}
 
         def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             raise AssertionError("never run")
@@ -185,7 +198,9 @@ def test_short_training_run_writes_a_renderer_avatar(tmp_path: Path) -> None:
 
 @pytest.mark.tensorrt
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None, reason="needs TensorRT")
-def test_tensorrt_generator_engine_matches_onnxruntime(tiny_onnx, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_tensorrt_generator_engine_matches_onnxruntime(
+    tiny_onnx: tuple[MouthGenerator, Path], tmp_path: Path
+) -> None:
     from avatar.backends.tensorrt import TensorRTBackend, build_tensorrt_engine
 
     path = tiny_onnx[1]

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 torch = pytest.importorskip("torch")
 
@@ -27,7 +31,7 @@ def _random_model(dims: MotionDims = SMALL) -> MotionTransformer:
     return model.eval()
 
 
-def _stream(model: MotionTransformer, mel: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+def _stream(model: MotionTransformer, mel: Tensor, sizes: list[int]) -> Tensor:
     state = model.initial_state(1)
     outs, i = [], 0
     for n in sizes:

@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from avatar.face import mesh
 from avatar.face.rig import BASIS_INDEX, FaceRig, basis_weights
-from avatar.face.store import load_avatar
+from avatar.face.store import AvatarAssets, load_avatar
 from avatar.motion.channels import VISEME_INDEX
-from avatar.render.mouth import teeth_layer
+from avatar.render.base import head_pose_matrix
+from avatar.render.mouth import Palette, teeth_layer
 from avatar.render.warp import WarpRenderer
 from tests.conftest import motion_frame
 
@@ -79,7 +81,9 @@ def test_rendering_is_stable_outside_the_mouth_and_jaw(closed: WarpRenderer) -> 
     assert np.array_equal(a[:nose], b[:nose])  # eyes, brows, forehead, nose: untouched
 
 
-def test_a_photo_with_teeth_opens_on_drawn_teeth_under_its_upper_lip(default_avatar) -> None:  # type: ignore[no-untyped-def]
+def test_a_photo_with_teeth_opens_on_drawn_teeth_under_its_upper_lip(
+    default_avatar: AvatarAssets,
+) -> None:
     r = WarpRenderer(default_avatar, 512)
     talking = motion_frame(jawOpen=0.5)
     talking.talking = 1.0  # (the smile relaxed, as in speech)
@@ -91,16 +95,38 @@ def test_a_photo_with_teeth_opens_on_drawn_teeth_under_its_upper_lip(default_ava
     assert column[len(column) // 2] < 60  # the dark cavity below them
 
 
-def test_the_interior_follows_the_head_pose(closed: WarpRenderer) -> None:
-    m = motion_frame(jawOpen=0.4)
-    m.head_pose = np.array([0.0, 0.0, 0.05, 0.01, 0.0, 0.0], np.float32)
-    moved = closed.render(m)
-    assert moved.shape == (256, 256, 3)
-    assert not np.array_equal(moved, closed.render(motion_frame(jawOpen=0.4)))
+def _opening_mask(r: WarpRenderer, jaw: float, pose: np.ndarray) -> np.ndarray:
+    """The inner-lip opening at ``jaw`` moved by the 2x3 ``pose``, less its anti-aliased rim."""
+    lm = r.rig.landmarks(basis_weights(motion_frame(jawOpen=jaw).blendshapes))
+    lm = lm @ pose[:, :2].T + pose[:, 2]
+    contour = np.vstack([lm[list(mesh.LIPS_INNER_UPPER)], lm[list(mesh.LIPS_INNER_LOWER)][::-1]])
+    mask = np.zeros((r.size, r.size), np.uint8)
+    cv2.fillPoly(mask, [np.round(contour).astype(np.int32)], 1)
+    return cv2.erode(mask, np.ones((3, 3), np.uint8)).astype(bool)
 
 
-def _palette():  # type: ignore[no-untyped-def]
-    from avatar.render.mouth import Palette
+@pytest.mark.parametrize(
+    "pose", [(0.0, 0.0, 0.06, 0.01, 0.015, 0.0), (0.0, 0.0, 0.0, 6 / 256, 4 / 256, 0.0)]
+)
+def test_the_interior_follows_the_head_pose(closed: WarpRenderer, pose: tuple[float, ...]) -> None:
+    """Turned and shifted, the open mouth's interior (teeth, tongue, cavity) is the unposed
+    frame's moved by the pose's affine: the interior's painter got the head pose. (Painted
+    where the unposed mouth was, it differs from the moved frame as much as the unposed does.)"""
+    still = closed.render(motion_frame(jawOpen=0.4))
+    posed = motion_frame(jawOpen=0.4)
+    posed.head_pose = np.array(pose, np.float32)
+    moved = closed.render(posed).astype(np.float32)
+    m = head_pose_matrix(posed.head_pose, closed.size, closed.pivot)
+    assert m is not None and moved.shape == still.shape
+    expected = cv2.warpAffine(still, m, (closed.size, closed.size)).astype(np.float32)
+    opening = _opening_mask(closed, 0.4, m)  # the face is not tapered there: pose applies fully
+    assert opening.sum() > 200
+    err = float(np.abs(moved - expected)[opening].mean())
+    unposed = float(np.abs(moved - still.astype(np.float32))[opening].mean())
+    assert err < 0.4 * unposed, (err, unposed)
+
+
+def _palette() -> Palette:
 
     c = np.array
     return Palette(c([220.0, 215, 200]), c([200.0, 120, 120]), c([170.0, 80, 80]),

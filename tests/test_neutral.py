@@ -11,7 +11,7 @@ import pytest
 from avatar.face import mesh
 from avatar.face.neutral import close_lips, shows_teeth
 from avatar.face.rig import BASIS_INDEX, NEUTRAL_ELEVATION, NEUTRAL_WIDTH, FaceRig, basis_weights
-from avatar.face.store import load_avatar
+from avatar.face.store import AvatarAssets, load_avatar
 from avatar.render.warp import WarpRenderer
 from tests.conftest import motion_frame
 
@@ -30,7 +30,9 @@ def _teeth_share(image: np.ndarray, lm: np.ndarray) -> float:
     return float(((px.mean(1) > 150) & (sat < 0.15)).mean())
 
 
-def test_the_lips_close_over_the_teeth_and_nothing_far_from_the_mouth_moves(default_avatar) -> None:  # type: ignore[no-untyped-def]
+def test_the_lips_close_over_the_teeth_and_nothing_far_from_the_mouth_moves(
+    default_avatar: AvatarAssets,
+) -> None:
     photo, lm = default_avatar.portrait, default_avatar.landmarks
     assert shows_teeth(lm) and _teeth_share(photo, lm) > 0.2
     closed, closed_lm = close_lips(photo, lm)
@@ -42,7 +44,7 @@ def test_the_lips_close_over_the_teeth_and_nothing_far_from_the_mouth_moves(defa
     assert np.array_equal(closed[far > 1.6 * d], photo[far > 1.6 * d])
 
 
-def test_face_mesh_reads_the_closed_photo_as_closed_lips(default_avatar) -> None:  # type: ignore[no-untyped-def]
+def test_face_mesh_reads_the_closed_photo_as_closed_lips(default_avatar: AvatarAssets) -> None:
     closed, _ = close_lips(default_avatar.portrait, default_avatar.landmarks)
     with mesh.FaceMesh(max_faces=1, static=True) as fm:
         (before,) = fm.detect(default_avatar.portrait)
@@ -59,7 +61,7 @@ def test_a_closed_mouth_is_left_alone() -> None:
     assert image is carphone.portrait and lm is carphone.landmarks
 
 
-def test_a_resting_smile_relaxes_to_a_talkers_mouth(default_avatar) -> None:  # type: ignore[no-untyped-def]
+def test_a_resting_smile_relaxes_to_a_talkers_mouth(default_avatar: AvatarAssets) -> None:
     rig = FaceRig(close_lips(default_avatar.portrait, default_avatar.landmarks)[1])
     elevation, width = rig.smile()
     assert elevation > 0.1 and width > 0.95  # the astronaut smiles
@@ -77,7 +79,7 @@ def test_a_face_that_does_not_smile_has_nothing_to_relax() -> None:
     assert np.abs(rig.bases[BASIS_INDEX["relax"]]).max() == 0.0
 
 
-def test_the_rendered_smile_follows_the_talking_envelope(default_avatar) -> None:  # type: ignore[no-untyped-def]
+def test_the_rendered_smile_follows_the_talking_envelope(default_avatar: AvatarAssets) -> None:
     r = WarpRenderer(default_avatar, 256)
     rest, talk = motion_frame(), motion_frame()
     talk.talking = 1.0

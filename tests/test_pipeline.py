@@ -7,6 +7,7 @@ import numpy as np
 from avatar.compose.offline import speech_frames
 from avatar.config import load_config
 from avatar.engine.assembly import AudioSlicer
+from avatar.face.store import AvatarAssets
 from avatar.motion.idle import IdleAnimator
 from avatar.render.warp import WarpRenderer
 from tests.conftest import motion_frame
@@ -26,7 +27,7 @@ def test_slicer_tiles_audio_exactly_at_any_fps() -> None:
         assert pieces[1].pts_ns == round(48000 / fps) * 1_000_000_000 // 48000
 
 
-def test_offline_frames_carry_their_audio(default_avatar) -> None:  # type: ignore[no-untyped-def]
+def test_offline_frames_carry_their_audio(default_avatar: AvatarAssets) -> None:
     t = np.arange(int(2.3 * 48000)) / 48000
     audio = (0.3 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 2 * t) > 0)).astype(np.float32)
     renderer = WarpRenderer(default_avatar, 128)

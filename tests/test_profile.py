@@ -10,12 +10,20 @@ import numpy as np
 import pytest
 
 from avatar.audio.io import iter_audio
-from avatar.clock import FakeClock
+from avatar.backends.protocol import InferenceBackend
+from avatar.clock import Clock, FakeClock
 from avatar.config import EngineConfig, VadConfig
 from avatar.engine import AvatarEngine
 from avatar.frames import FrameTiming
 from avatar.observe import NULL_OBSERVER, Observer
-from avatar.profile.log import STAGES, ProfileLog, record_from, summarize, trace_events
+from avatar.profile.log import (
+    STAGES,
+    FrameRecord,
+    ProfileLog,
+    record_from,
+    summarize,
+    trace_events,
+)
 from avatar.profile.profiler import Profiler
 from avatar.profile.report import write_report
 from tests.test_engine import SAMPLE, InlineExecutor, JawRenderer, run_offline
@@ -34,7 +42,7 @@ class CountingClock(FakeClock):
         return super().now_ns()
 
 
-def _engine(backend, clock, observer: Observer) -> AvatarEngine:  # type: ignore[no-untyped-def]
+def _engine(backend: InferenceBackend, clock: Clock, observer: Observer) -> AvatarEngine:
     return AvatarEngine(backend, JawRenderer(), clock, EngineConfig(), VadConfig(), 25.0,
                         realtime=False, executor=InlineExecutor(), observer=observer,
                         i420=True)  # fmt: skip
@@ -78,7 +86,7 @@ def test_out_wait_runs_from_the_hand_out_to_the_senders_first_stage() -> None:
     assert "out" not in record_from("s", 0, timing, 0).waits
 
 
-def _records(n: int = 60) -> list:  # type: ignore[type-arg]
+def _records(n: int = 60) -> list[FrameRecord]:
     out = []
     for i in range(n):
         due = i * 40_000_000

@@ -9,6 +9,7 @@ import gzip
 import io
 import json
 import logging
+import time
 from concurrent.futures import Executor
 from typing import Any
 
@@ -18,17 +19,32 @@ import pytest
 
 from avatar.clock import Clock, FakeClock, unix_time
 from avatar.config import LimitsConfig
+from avatar.engine import AvatarEngine
 from avatar.errors import AudioInputError, RequestError
+from avatar.observe import Observer
 from avatar.server.auth import OriginPolicy, mint_token, verify_token
 from avatar.server.limits import RateLimiter, SessionSlots
 from avatar.server.logs import SESSION, JsonFormatter, SessionFilter
 from avatar.server.offer import check_sdp, parse_offer
 from avatar.server.pcm_socket import PcmReader
 from avatar.server.sessions import EngineFactory
+from avatar.units import NS_PER_S
 from tests.fuzz_harness import real_offer
-from tests.test_server import running_server, speech
+from tests.test_server import has_stats, running_server, speech
+from tests.timeline import assert_accounted, timeline, wait_until
 
 SECRET = b"0123456789abcdef-test-secret"
+
+
+class RecordList(logging.Handler):
+    """Keeps the records it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
 @pytest.fixture(scope="module")
@@ -112,18 +128,25 @@ def test_offers_no_session_could_answer_are_refused_before_any_work(offer_sdp: s
     )
 
 
+def _send_format(reader: PcmReader, **fields: object) -> None:
+    cleared: list[bool] = []
+    reader.control(json.dumps({"type": "format", **fields}), lambda: cleared.append(True))
+    assert not cleared  # a format message interrupts nothing
+
+
 def test_pcm_format_takes_integers_only() -> None:
     reader = PcmReader()
-    for fmt in (
+    bad: list[dict[str, object]] = [
         {"sample_rate": 16000, "channels": 1.0},
         {"sample_rate": 16000, "channels": True},
         {"sample_rate": 16000.0},
         {"sample_rate": True},
         {"sample_rate": "16000"},
-    ):
+    ]
+    for fmt in bad:
         with pytest.raises(AudioInputError):
-            reader.control(json.dumps({"type": "format", **fmt}), None)  # type: ignore[arg-type]
-    reader.control(json.dumps({"type": "format", "sample_rate": 16000, "channels": 2}), None)  # type: ignore[arg-type]
+            _send_format(reader, **fmt)
+    _send_format(reader, sample_rate=16000, channels=2)
     assert len(reader.chunk(b"\x00\x00" * 8).samples) == 4
 
 
@@ -254,7 +277,8 @@ def test_metrics_health_faults_counted_and_drain() -> None:
         async with running_server("server.max_sessions=1") as (url, server):
             peer = AvatarPeer(url, speech(4.0))
             await peer.connect()
-            await asyncio.sleep(3.0)
+            frames = await wait_until(lambda: len(peer.received.video) >= 50 and has_stats(peer))
+            assert frames, "fewer than 50 frames and no stats message came"
             async with aiohttp.ClientSession() as http:
                 async with http.get(f"{url}/metrics") as r:
                     text = await r.text()
@@ -278,21 +302,50 @@ def test_metrics_health_faults_counted_and_drain() -> None:
     asyncio.run(run())
 
 
+class ShiftedClock:
+    """The monotonic clock plus an offset the test moves forward: the server's timers see time
+    pass that the machine never took (sleepers notice a shift within 20 ms)."""
+
+    def __init__(self) -> None:
+        self.offset_ns = 0
+
+    def now_ns(self) -> int:
+        return time.monotonic_ns() + self.offset_ns
+
+    def shift(self, dt_ns: int) -> None:
+        self.offset_ns += dt_ns
+
+    async def sleep_until(self, t_ns: int) -> None:
+        while (left := t_ns - self.now_ns()) > 0:
+            await asyncio.sleep(min(left / NS_PER_S, 0.02))
+
+
+_: type[Clock] = ShiftedClock  # mypy checks that the fake is the real protocol
+
+
 @pytest.mark.slow
 def test_a_vanished_peer_is_freed_within_the_reap_time_and_pcm_is_bounded() -> None:
+    from avatar.compose.serve import make_server
     from avatar.testing.peer import AvatarPeer
 
+    clock = ShiftedClock()
+
     async def run() -> None:
-        async with running_server() as (url, server):
+        async with running_server(make=lambda cfg: make_server(cfg, clock)) as (url, server):
             gone = AvatarPeer(url, speech(3.0))
             await gone.connect()
-            loop = asyncio.get_running_loop()
-            t0 = loop.time()
+            reap_ns = round(server.cfg.server.reap_s * NS_PER_S)
             gone.vanish()
-            while gone.session in server.sessions and loop.time() - t0 < 30:
-                await asyncio.sleep(0.1)
-            assert gone.session not in server.sessions
-            assert loop.time() - t0 <= server.cfg.server.reap_s + 4
+            vanished = clock.now_ns()
+            await asyncio.sleep(0.3)  # what it sent before it went lands
+            # on the server's clock: 1 s short of the reap time it stays, past it it goes
+            clock.shift(reap_ns - NS_PER_S)
+            await asyncio.sleep(0.3)
+            assert gone.session in server.sessions, "reaped before reap_s of silence"
+            clock.shift(NS_PER_S)
+            freed = await wait_until(lambda: gone.session not in server.sessions)
+            silent_s = (clock.now_ns() - vanished) / NS_PER_S  # by the server's clock
+            assert freed and silent_s < reap_ns / NS_PER_S + 2, f"reaped after {silent_s:.1f} s"
             await gone.close()
             # a session that never connects: its PCM socket stops reading when 4 s are queued
             idle = AvatarPeer(url, None)
@@ -333,29 +386,41 @@ def _parse_metrics(text: str) -> dict[str, float]:
 @pytest.mark.slow
 def test_sigterm_drains_and_exits() -> None:
     import signal
-    import time
 
     from avatar.testing.browser import server_process
     from avatar.testing.peer import AvatarPeer
 
-    async def run(server: Any) -> tuple[AvatarPeer, int, float]:
+    drain_s = 2.0
+    told_at: list[int] = []  # frames received when the shutdown message came
+
+    async def run(server: Any) -> tuple[AvatarPeer, int]:
         peer = AvatarPeer(server.url, speech(2.0))
         await peer.connect()
-        for _ in range(50):  # the data channel is open once "ready" arrives
-            if any(m.get("type") == "ready" for m in peer.received.messages):
-                break
-            await asyncio.sleep(0.1)
-        t0 = time.monotonic()
+        # the data channel is open once "ready" arrives
+        assert await wait_until(
+            lambda: any(m.get("type") == "ready" for m in peer.received.messages)
+        )
+        assert peer.channel is not None
+
+        def on_message(message: object) -> None:
+            if not told_at and '"shutdown"' in str(message):
+                told_at.append(len(peer.received.video))
+
+        peer.channel.on("message", on_message)
         server.proc.send_signal(signal.SIGTERM)
         rc = await asyncio.get_running_loop().run_in_executor(None, server.proc.wait, 15)
-        took = time.monotonic() - t0
         await peer.close()
-        return peer, rc, took
+        return peer, rc
 
-    with server_process("--set", "server.drain_s=2") as server:
-        peer, rc, took = asyncio.run(run(server))
+    with server_process("--set", f"server.drain_s={drain_s}") as server:
+        peer, rc = asyncio.run(run(server))
     assert rc == 0
-    assert 2.0 <= took < 10  # waited for the session, then stopped
+    # waited for the session, then stopped: after the notice, the session streamed for the
+    # drain's time on the media timeline (less the last frames in flight at the close, plus
+    # those that were on their way when the notice left), no longer
+    assert told_at, "no shutdown message"
+    t = timeline(peer.received.video[told_at[0] :], peer.received.messages)
+    assert drain_s / 2 <= t.span_s <= drain_s + 1.0, t
     log = "\n".join(server.log)
     assert "draining 1 sessions" in log and "Traceback" not in log
     assert any(m.get("type") == "shutdown" for m in peer.received.messages)
@@ -439,12 +504,14 @@ def test_a_model_fault_mid_session_is_an_error_event_and_the_stream_goes_on() ->
     from avatar.testing.peer import AvatarPeer
     from tests.test_engine import FlakyBackend
 
+    made: list[FlakyBackend] = []
+
     def flaky_server(cfg: Config) -> AvatarServer:
         def flaky_engines(clock: Clock, executor: Executor) -> EngineFactory:
-            def engines(avatar: str, live: bool, observer: Any) -> Any:
-                flaky = FlakyBackend(load_motion_backend(cfg.motion), 40, 70)  # type: ignore[arg-type]
+            def engines(avatar: str, live: bool, observer: Observer) -> AvatarEngine:
+                made.append(FlakyBackend(load_motion_backend(cfg.motion), 40, 70))
                 return build_engine(cfg, clock, live=live, executor=executor, observer=observer,
-                                    backend=flaky)  # fmt: skip
+                                    backend=made[-1])  # fmt: skip
 
             return engines
 
@@ -454,18 +521,17 @@ def test_a_model_fault_mid_session_is_an_error_event_and_the_stream_goes_on() ->
         async with running_server(make=flaky_server) as (url, server):
             peer = AvatarPeer(url, speech(4.0))
             await peer.connect()
-            await asyncio.sleep(3.0)
+            faults_over = await wait_until(lambda: bool(made) and made[0].calls > 70)
+            assert faults_over, f"the model was called {made[0].calls if made else 0} times"
             before = len(peer.received.video)
-            await asyncio.sleep(1.0)
-            assert len(peer.received.video) - before >= 20  # still streaming after the fault
+            streaming = await wait_until(lambda: len(peer.received.video) > before + 20)
+            assert streaming, "no frames after the model fault"
             assert len(server.sessions) == 1
             await peer.close()
             return peer
 
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
+    handler = RecordList()
     handler.addFilter(SessionFilter())
-    handler.emit = records.append  # type: ignore[method-assign]
     logging.getLogger("avatar.engine").addHandler(handler)
     try:
         peer = asyncio.run(run())
@@ -473,5 +539,6 @@ def test_a_model_fault_mid_session_is_an_error_event_and_the_stream_goes_on() ->
         logging.getLogger("avatar.engine").removeHandler(handler)
     errors = [m["message"] for m in peer.received.messages if m.get("type") == "error"]
     assert errors and all("motion model failed" in e for e in errors)
-    failed = [r for r in records if "motion model failed" in r.getMessage()]
+    assert_accounted(peer.received.video, peer.received.messages)  # the timeline went on
+    failed = [r for r in handler.records if "motion model failed" in r.getMessage()]
     assert failed and {getattr(r, "session", None) for r in failed} == {peer.session}

@@ -19,8 +19,8 @@ from avatar.config import Config, load_config
 from avatar.face.store import load_avatar
 from avatar.server.app import AvatarServer
 from avatar.testing.peer import AvatarPeer
-from avatar.units import VIDEO_CLOCK
 from tests.conftest import WEIGHTS
+from tests.timeline import assert_accounted, wait_until
 
 SAMPLE = WEIGHTS.parent / "assets" / "sample.ogg"
 pytestmark = pytest.mark.slow
@@ -45,12 +45,12 @@ async def running_server(
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]
     try:
         yield f"http://127.0.0.1:{port}", server
     finally:
         await runner.cleanup()
-        server.executor.shutdown(wait=False, cancel_futures=True)  # type: ignore[attr-defined]
+        server.executor.shutdown(wait=False, cancel_futures=True)
 
 
 def mouth_summary(avatar: str, size: int) -> Any:
@@ -88,31 +88,8 @@ def window(times: np.ndarray, values: np.ndarray, a: float, b: float, q: float =
     return float(np.percentile(values[(times > a) & (times < b)], q))
 
 
-def received_fps(video: list[tuple[int, int, Any]], skip_s: float = 1.0) -> float:
-    t = np.array([a for a, _, _ in video]) / 1e9
-    t = t[t >= t[0] + skip_s]
-    return (len(t) - 1) / (t[-1] - t[0])
-
-
-def assert_steady_25fps(video: list[tuple[int, int, Any]], skip_s: float = 1.0) -> None:
-    """The stream keeps the 25 fps media timeline and keeps up with it.
-
-    Judged on the frames' own timestamps, not on this machine's speed: every frame sits on
-    the 40 ms grid; at least 90 % of the grid's frames arrive (the server's queues drop the
-    oldest frame when a loaded machine falls behind, by design); and the delay does not
-    build up (arrival minus media time, last second against the first, under 250 ms).
-    """
-    arrival = np.array([a for a, _, _ in video]) / 1e9
-    pts = np.array([p for _, p, _ in video])
-    keep = arrival >= arrival[0] + skip_s
-    arrival, pts = arrival[keep], pts[keep]
-    tick = VIDEO_CLOCK // 25
-    expected = (pts[-1] - pts[0]) // tick + 1
-    lag = (arrival - arrival[0]) - (pts - pts[0]) / VIDEO_CLOCK
-    growth = float(np.median(lag[-25:]) - np.median(lag[:25]))
-    seen = f"{len(pts)} of {expected} frames, delay grew {growth * 1e3:.0f} ms"
-    assert np.all(np.diff(pts) % tick == 0) and np.all(np.diff(pts) > 0), seen
-    assert len(pts) >= 0.9 * expected and growth < 0.25, seen
+def has_stats(peer: AvatarPeer) -> bool:
+    return any(m.get("type") == "stats" for m in peer.received.messages)
 
 
 async def stream(peer: AvatarPeer, seconds: float) -> int:
@@ -140,7 +117,7 @@ def test_two_peers_speech_in_lip_synced_avatar_out() -> None:
 
     peer, t0, messages = asyncio.run(run())
     video, audio_in = peer.received.video, peer.received.audio
-    assert_steady_25fps(video)
+    assert_accounted(video, messages, min_span_s=6.0)
     assert {v[2][1].shape for v in video} == {(64, 64, 3)}  # 512x512 frames
     times, mouth = mouth_activity(video, t0)
     speaking, resting = window(times, mouth, 2.3, 5.3), window(times, mouth, 7.3, 9.0)
@@ -186,8 +163,9 @@ def test_three_sessions_with_different_avatars_and_audio_never_cross() -> None:
     for key, (avatar, _) in plans.items():
         peer, t0 = result[key]
         video = peer.received.video
-        # 3 servers + 3 client peers share 2 cores in this process: fps is not the point here
-        assert received_fps(video) >= 10.0, key
+        # 3 sessions + 3 client peers share 2 cores in this process: frames may be late or
+        # dropped, but each one is on the timeline or counted by the server
+        assert_accounted(video, peer.received.messages, min_span_s=7.0)
         thumb = video[-1][2][1].astype(np.float32)
         err = {n: float(np.abs(thumb - p).mean()) for n, p in portraits.items()}
         assert min(err, key=err.__getitem__) == avatar, (key, err)  # its own face, nobody else's
@@ -234,8 +212,12 @@ def test_bad_requests_get_clear_errors_and_others_keep_streaming() -> None:
                     assert r.status == 404 and "no such session" in (await r.json())["error"]
                 async with http.get(f"{url}/api/avatars") as r:
                     assert "carphone" in (await r.json())["avatars"]
-            await asyncio.sleep(1.0)
-            assert len(good.received.video) > before + 15  # unaffected
+            # unaffected: new frames keep coming, each missing one counted by the server
+            more = await wait_until(
+                lambda: len(good.received.video) > before + 15 and has_stats(good)
+            )
+            assert more, f"the good session stopped streaming at {len(good.received.video)}"
+            assert_accounted(good.received.video, good.received.messages)
             assert len(server.sessions) == 1, server.sessions  # failed offers left nothing
             await good.close()
 
@@ -272,7 +254,18 @@ def test_websocket_pcm_drives_a_session_without_microphone() -> None:
     times, mouth = mouth_activity(peer.received.video, t0)
     speaking, after = window(times, mouth, 1.5, 3.8), window(times, mouth, 4.8, 5.6)
     assert speaking > 5 * max(after, 0.05), (speaking, after)
-    assert_steady_25fps(peer.received.video)
+    assert_accounted(peer.received.video, peer.received.messages, min_span_s=4.0)
+
+
+def profiles(peer: AvatarPeer) -> list[dict[str, Any]]:
+    return [m for m in peer.received.messages if m["type"] == "profile"]
+
+
+def speaking_frames(peer: AvatarPeer) -> list[dict[str, Any]]:
+    """The profiled frames the motion model analysed (speech)."""
+    msgs = peer.received.messages
+    frames = [f for m in msgs if m["type"] == "profile_frames" for f in m["frames"]]
+    return [f for f in frames if "motion" in f["stages"]]
 
 
 def test_profile_mode_times_every_stage_up_to_the_wire() -> None:
@@ -282,7 +275,11 @@ def test_profile_mode_times_every_stage_up_to_the_wire() -> None:
                               summarize=lambda rgb: bool(rgb[2:22, 2:22].mean() > 200),
                               subscribe={"profile_frames": True})  # fmt: skip
             await peer.connect()
-            await asyncio.sleep(5.0)
+            # until three reports, 20 speaking frames and a marked frame came (not for 5 s)
+            await wait_until(
+                lambda: len(profiles(peer)) >= 3 and len(speaking_frames(peer)) > 20
+                and any(marked for _, _, marked in peer.received.video)
+            )  # fmt: skip
             await peer.close()
             return peer
 
@@ -290,10 +287,9 @@ def test_profile_mode_times_every_stage_up_to_the_wire() -> None:
     msgs = peer.received.messages
     ready = next(m for m in msgs if m["type"] == "ready")
     assert ready["profile"] is True and ready["marker"]["size"] > 0
-    live = [m for m in msgs if m["type"] == "profile"]
+    live = profiles(peer)
     assert len(live) >= 3 and live[-1]["stages"]["render"]["p50"] > 0
-    frames = [f for m in msgs if m["type"] == "profile_frames" for f in m["frames"]]
-    speaking = [f for f in frames if "motion" in f["stages"]]
+    speaking = speaking_frames(peer)
     assert len(speaking) > 20
     for f in speaking[-10:]:
         assert {"vad", "features", "motion", "render", "colour", "encode", "send"} <= set(
@@ -304,6 +300,10 @@ def test_profile_mode_times_every_stage_up_to_the_wire() -> None:
     assert any(marked for _, _, marked in peer.received.video)  # loud frames carry the marker
 
 
+def blendshapes(peer: AvatarPeer) -> list[dict[str, Any]]:
+    return [m for m in peer.received.messages if m["type"] == "blendshapes"]
+
+
 def test_ice_hosts_and_port_range_shape_the_answer_and_blendshapes_stream() -> None:
     async def run() -> tuple[str, AvatarPeer]:
         async with running_server("server.udp_ports=[41230, 41250]") as (url, _):
@@ -311,7 +311,8 @@ def test_ice_hosts_and_port_range_shape_the_answer_and_blendshapes_stream() -> N
             peer = AvatarPeer(url, audio, summarize=lambda _: None, subscribe={"blendshapes": True})
             await peer.connect()
             answer = peer.pc.remoteDescription.sdp
-            await asyncio.sleep(3.0)
+            # until the engine's media time passed the speech (0.5-2.5 s), not for 3 s
+            await wait_until(lambda: any(m.get("pts_ms", 0) > 2600 for m in blendshapes(peer)))
             await peer.close()
             return answer, peer
 
@@ -320,7 +321,7 @@ def test_ice_hosts_and_port_range_shape_the_answer_and_blendshapes_stream() -> N
     assert candidates
     for c in candidates:  # foundation component transport priority address port typ host
         assert c[4] == "127.0.0.1" and 41230 <= int(c[5]) <= 41250, c
-    shapes = [m for m in peer.received.messages if m["type"] == "blendshapes"]
+    shapes = blendshapes(peer)
     assert len(shapes) > 40 and all(len(m["values"]) == 16 for m in shapes)
     assert max(m["values"][0] for m in shapes) > 0.2  # jawOpen moves with the speech
     assert [m["frame"] for m in shapes] == sorted(m["frame"] for m in shapes)

@@ -60,7 +60,9 @@ def test_the_jaw_target_is_the_faces_opening_a_lead_earlier(talking_video: Path,
     assert info["shards"] == 1 and len(frames.mel) == info["frames"]
     assert frames.mel.shape[1] == cfg.n_mels and len(frames.jaw) == len(frames.mel)
     times, opening = video_mouth(talking_video)
-    scale = float(info["scales"]["carphone"])  # type: ignore[index]
+    scales = info["scales"]
+    assert isinstance(scales, dict)
+    scale = float(scales["carphone"])
     k = 100  # the frame ending at 1.01 s shows the mouth of 1.01 s - the lead
     t = (k + 1) * cfg.hop / cfg.sample_rate - TALKER_LEAD_S
     want = jaw_for_opening(np.interp(t, times, opening) * scale)

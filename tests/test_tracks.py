@@ -51,7 +51,7 @@ def test_planes_are_the_conversion_the_track_made_before(h: int, w: int) -> None
         before = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
     else:  # OpenCV, as before
         before = av.VideoFrame.from_ndarray(
-            cv2.cvtColor(image, cv2.COLOR_RGB2YUV_I420), format="yuv420p"
+            np.asarray(cv2.cvtColor(image, cv2.COLOR_RGB2YUV_I420), np.uint8), format="yuv420p"
         )
     after = i420_to_video_frame(i420, h, w)
     assert (after.width, after.height, after.format.name) == (w, h, "yuv420p")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -136,7 +137,7 @@ def test_flush_closes_speech_and_the_timeline_continues() -> None:
 
 
 @pytest.mark.parametrize("frame_ms", [10, 20, 30])
-def test_every_webrtcvad_frame_size_works(frame_ms: int) -> None:
+def test_every_webrtcvad_frame_size_works(frame_ms: Literal[10, 20, 30]) -> None:
     gate = SpeechGate(VadConfig(frame_ms=frame_ms))
     x = padded(np.concatenate([vowel(0.7), np.zeros(8000, np.float32), vowel(0.5)]))
     items = run(gate, x, block=777)

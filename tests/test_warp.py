@@ -9,12 +9,13 @@ import pytest
 
 from avatar.face import mesh
 from avatar.face.rig import BASIS_INDEX, FaceRig, basis_weights
+from avatar.face.store import AvatarAssets
 from avatar.render.warp import WarpRenderer
 from tests.conftest import motion_frame
 
 
 @pytest.fixture(scope="module")
-def renderer(default_avatar):  # type: ignore[no-untyped-def]
+def renderer(default_avatar: AvatarAssets) -> WarpRenderer:
     return WarpRenderer(default_avatar, 256)
 
 
@@ -24,13 +25,13 @@ def _gap(lm: np.ndarray) -> float:
     return float((lo - up).max())
 
 
-def test_rig_closes_the_portraits_smile_at_rest(default_avatar) -> None:  # type: ignore[no-untyped-def]
+def test_rig_closes_the_portraits_smile_at_rest(default_avatar: AvatarAssets) -> None:
     rig = FaceRig(default_avatar.landmarks)
     assert mesh.inner_lip_gap(default_avatar.landmarks) > 10  # the photo shows teeth
     assert _gap(rig.landmarks(basis_weights(np.zeros(16)))) <= 0.0
 
 
-def test_jaw_opens_monotonically_and_bilabials_seal(default_avatar) -> None:  # type: ignore[no-untyped-def]
+def test_jaw_opens_monotonically_and_bilabials_seal(default_avatar: AvatarAssets) -> None:
     rig = FaceRig(default_avatar.landmarks)
     gaps = [_gap(rig.landmarks(basis_weights(motion_frame(jawOpen=j).blendshapes))) for j in
             (0.1, 0.3, 0.5, 0.7)]  # fmt: skip
@@ -39,7 +40,7 @@ def test_jaw_opens_monotonically_and_bilabials_seal(default_avatar) -> None:  # 
     assert _gap(rig.landmarks(basis_weights(pp.blendshapes))) <= 0.0
 
 
-def test_blink_brings_the_lids_together(default_avatar) -> None:  # type: ignore[no-untyped-def]
+def test_blink_brings_the_lids_together(default_avatar: AvatarAssets) -> None:
     rig = FaceRig(default_avatar.landmarks)
     w = basis_weights(np.zeros(16), blink=1.0)
     assert w[BASIS_INDEX["blink"]] == 1.0
@@ -51,7 +52,7 @@ def test_blink_brings_the_lids_together(default_avatar) -> None:  # type: ignore
         assert opening.max() < 0.2 * rest.max()
 
 
-def test_render_is_an_rgb_frame_that_changes_only_the_face(renderer) -> None:  # type: ignore[no-untyped-def]
+def test_render_is_an_rgb_frame_that_changes_only_the_face(renderer: WarpRenderer) -> None:
     img = renderer.render(motion_frame(jawOpen=0.5))
     assert img.shape == (256, 256, 3) and img.dtype == np.uint8
     x0, y0, x1, y1 = renderer.roi
@@ -60,7 +61,7 @@ def test_render_is_an_rgb_frame_that_changes_only_the_face(renderer) -> None:  #
     assert np.array_equal(img[outside], renderer.portrait[outside])
 
 
-def test_open_mouth_shows_a_dark_cavity_and_closed_lips_do_not(renderer) -> None:  # type: ignore[no-untyped-def]
+def test_open_mouth_shows_a_dark_cavity_and_closed_lips_do_not(renderer: WarpRenderer) -> None:
     lm = renderer.rig.rest[list(mesh.LIPS_OUTER_UPPER + mesh.LIPS_OUTER_LOWER)]
     x0, y0 = lm.min(0).astype(int)
     x1, y1 = lm.max(0).astype(int)
@@ -73,7 +74,7 @@ def test_open_mouth_shows_a_dark_cavity_and_closed_lips_do_not(renderer) -> None
     assert dark_share(0.6) > 0.08
 
 
-def test_face_mesh_reads_the_rendered_mouth_opening(default_avatar) -> None:  # type: ignore[no-untyped-def]
+def test_face_mesh_reads_the_rendered_mouth_opening(default_avatar: AvatarAssets) -> None:
     r = WarpRenderer(default_avatar, 512)
     with mesh.FaceMesh(max_faces=1, static=True) as fm:
         gaps = []
@@ -89,7 +90,7 @@ def test_face_mesh_reads_the_rendered_mouth_opening(default_avatar) -> None:  # 
     assert gaps[0] < gaps[1] < gaps[2] and gaps[2] > 0.12
 
 
-def test_head_pose_moves_the_image(renderer) -> None:  # type: ignore[no-untyped-def]
+def test_head_pose_moves_the_image(renderer: WarpRenderer) -> None:
     still = renderer.render(motion_frame())
     m = motion_frame()
     m.head_pose = np.array([0.03, 0, 0.02, 0, 0, 0], np.float32)
@@ -97,7 +98,7 @@ def test_head_pose_moves_the_image(renderer) -> None:  # type: ignore[no-untyped
     assert np.abs(moved.astype(int) - still).mean() > 2
 
 
-def test_one_renderer_draws_for_several_sessions_at_once(renderer) -> None:  # type: ignore[no-untyped-def]
+def test_one_renderer_draws_for_several_sessions_at_once(renderer: WarpRenderer) -> None:
     """The server shares one warp renderer per avatar between sessions on executor threads:
     drawing keeps no state, so concurrent frames equal the same frames drawn one by one."""
     from concurrent.futures import ThreadPoolExecutor

@@ -2,7 +2,10 @@
 :class:`AvatarPeer`, then a JSON line on stdout with what came back and the ICE pair used.
 
     python -m tests.turn_client URL [--turn URL --username U --credential P] [--relay-only]
-        [--seconds 3] [--connect-timeout 10]
+        [--frames 50] [--connect-timeout 10]
+
+Once connected it waits for ``--frames`` video frames, as many audio packets and a stats
+message (not for a time), and reports the frames' timestamps and the server's last counts.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from avatar.audio.io import iter_audio
 from avatar.testing.peer import AvatarPeer
 from tests.conftest import WEIGHTS
+from tests.timeline import wait_until
 
 SAMPLE = WEIGHTS.parent / "assets" / "sample.ogg"
 
@@ -56,13 +60,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         result["connected"] = True
         result["connect_s"] = round(time.monotonic() - t0, 2)
         result["pair"] = nominated_pair(peer.pc)
-        await asyncio.sleep(args.seconds)
+        got = peer.received
+        result["media"] = await wait_until(
+            lambda: len(got.video) >= args.frames and len(got.audio) >= args.frames
+            and any(m.get("type") == "stats" for m in got.messages)
+        )  # fmt: skip
     except TimeoutError:
         result["error"] = f"not connected after {args.connect_timeout} s"
     finally:
         result["ice_state"] = peer.pc.iceConnectionState
         result["video_frames"] = len(peer.received.video)
         result["audio_frames"] = len(peer.received.audio)
+        result["video_pts"] = [pts for _, pts, _ in peer.received.video]
+        result["stats"] = [m for m in peer.received.messages if m.get("type") == "stats"][-1:]
         await peer.close()
     return result
 
@@ -74,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--username")
     p.add_argument("--credential")
     p.add_argument("--relay-only", action="store_true")
-    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--frames", type=int, default=50, help="video frames to wait for")
     p.add_argument("--connect-timeout", type=float, default=10.0)
     args = p.parse_args(argv)
     result = asyncio.run(run(args))

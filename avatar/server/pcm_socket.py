@@ -12,6 +12,7 @@ waits ahead of playout: the socket is not read while the session is that far ahe
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import numpy as np
 from aiohttp import WSMsgType, web
@@ -38,7 +39,7 @@ async def serve_pcm(
             break
         try:
             if msg.type == WSMsgType.TEXT:
-                if reader.control(msg.data, session) == "end":
+                if reader.control(msg.data, session.clear) == "end":
                     break
             elif msg.type == WSMsgType.BINARY:
                 session.engine.push_audio(reader.chunk(msg.data))
@@ -57,13 +58,14 @@ class PcmReader:
         self.rate: int | None = None
         self.channels = 1
 
-    def control(self, text: str, session: Session) -> str:
+    def control(self, text: str, clear: Callable[[], None]) -> str:
+        """A text message: ``format``, ``clear`` (calls ``clear``) or ``end``; its type."""
         msg = json_object(text)
         kind = msg.get("type") if msg else None
         if kind == "format" and msg is not None:
             self._set_format(msg.get("sample_rate"), msg.get("channels", 1))
         elif kind == "clear":
-            session.clear()
+            clear()
         elif kind != "end":
             raise AudioInputError(f"unknown control message {text[:60]!r}")
         return str(kind)

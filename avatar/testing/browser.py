@@ -183,11 +183,3 @@ def codec_in_use(page: Any) -> str:
       return mime;
     }"""
     return str(page.evaluate(js))
-
-
-def presented_fps(samples: list[dict[str, Any]], skip_s: float = 1.0) -> float:
-    """Frames the page presented per second (``presentedFrames`` counts every one)."""
-    t0 = samples[0]["t"] + skip_s * 1000
-    kept = [s for s in samples if s["t"] >= t0]
-    dt = (kept[-1]["t"] - kept[0]["t"]) / 1000
-    return (kept[-1]["presented"] - kept[0]["presented"]) / dt
