@@ -6,22 +6,12 @@ runs it at start, ``tests/test_aiortc_hooks.py`` in CI), so an upgrade that move
 fails loudly instead of silently measuring or configuring something else. The process-wide ones
 are installed once, by the composition root (:func:`install_hooks`).
 
-- :func:`shorten_audio_jitter_buffer`: ``RTCRtpReceiver.__jitter_buffer`` (name-mangled), which
-  holds 4 incoming audio packets (80 ms) before decoding.
-- :func:`time_sender`: ``RTCRtpSender._next_encoded_frame(codec)``, wrapped to time encode/send.
-- :func:`configure_ice`: ``aioice.ice.get_host_addresses(use_ipv4, use_ipv6)`` (which skips
-  127.0.0.1) and the ``asyncio`` module aioice binds its UDP sockets through (for a port range).
-  aiortc builds its ``aioice.Connection`` objects itself, so these are process-wide (one server
-  per process).
-- :func:`watch_inbound`: ``RTCIceTransport._connection`` (the ``aioice.Connection``) and its
-  ``data_received(data, component)``, which aioice's protocol calls for every non-STUN datagram.
-- :func:`tune_encoders` / :func:`make_encoder`: ``aiortc.rtcrtpsender.get_encoder`` (how a sender
-  makes its encoder) and the ``codec`` context aiortc's VP8 and H264 encoders create on their
-  first frame and give their ``options`` to before it opens.
-- :func:`negotiate_playout_delay` / :func:`send_playout_delay`: ``aiortc.codecs.HEADER_EXTENSIONS``
-  (the extensions aiortc offers and accepts, process-wide) and ``RTCRtpSender``'s
-  ``__rtp_header_extensions_map`` (name-mangled), whose ``set(values)`` packs every packet's
-  header extensions.
+Each module says which internals its hooks rely on:
+
+- :mod:`.receiver`: aiortc's incoming audio jitter buffer; when the peer last sent anything.
+- :mod:`.sender`: encode and send times of the video sender; the playout-delay extension.
+- :mod:`.encoders`: our libvpx / libx264 options over aiortc's.
+- :mod:`.ice`: the host addresses ICE gathers on, and a UDP port range (aioice).
 """
 
 from __future__ import annotations
