@@ -14,10 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from avatar.backends.protocol import BackendChoice
 from avatar.errors import ConfigError
-from avatar.resources import default_config
+from avatar.resources import default_config, package_root
 from avatar.units import ANALYSIS_RATE
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = package_root()
 DEFAULT_CONFIG = default_config()
 
 

@@ -17,14 +17,19 @@ from avatar.errors import AvatarError
 DEFAULT_CONFIG_NAME = "default.yaml"
 
 
-def package_dir(name: str) -> Path:
-    """The folder ``name`` of the installed ``avatar`` package, as a real path (the server hands
-    its files to ``sendfile``; the models are memory-mapped by onnxruntime)."""
-    found = files("avatar") / name
+def package_root() -> Path:
+    """The installed ``avatar`` package's folder, as a real path (the server hands its files to
+    ``sendfile``; the models are memory-mapped by onnxruntime)."""
+    found = files("avatar")
     if not isinstance(found, Path):  # a zip import: nothing here can be served or mapped from it
-        raise AvatarError(f"avatar/{name} is not a folder on disk ({found}): install the package "
+        raise AvatarError(f"the avatar package is not a folder on disk ({found}): install it "
                           "from its wheel or a checkout, not as a zip archive")  # fmt: skip
     return found
+
+
+def package_dir(name: str) -> Path:
+    """The folder ``name`` of the package (``web``, ``configs``, ``weights``...)."""
+    return package_root() / name
 
 
 def web_root() -> Path:
