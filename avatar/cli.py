@@ -62,7 +62,32 @@ def cmd_render(args: argparse.Namespace) -> int:
         if value is not None:
             overrides.append(f"{key}={value}")
     cfg = load_config(args.config, overrides)
-    print(render_file(args.audio, args.output, cfg, args.frames, progress=not args.quiet))
+    if (args.audio is None) == (args.text is None):
+        raise SystemExit("avatar render: give a speech file or --text, not both")
+    if args.text is None:
+        print(render_file(args.audio, args.output, cfg, args.frames, progress=not args.quiet))
+        return 0
+    import tempfile
+
+    from avatar.audio.tts import speak, write_wave
+
+    speech = speak(args.text, args.voice or "slt")
+    with tempfile.TemporaryDirectory(prefix="avatar-tts-") as tmp:
+        wav = Path(tmp) / "speech.wav"
+        write_wave(wav, speech.audio, speech.rate)
+        print(render_file(wav, args.output, cfg, args.frames, progress=not args.quiet))
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from avatar.compose.renders import run_worker
+
+    overrides = list(args.set)
+    for key, value in (("renders.redis", args.redis), ("renders.store", args.store),
+                       ("renders.s3_endpoint", args.s3_endpoint)):  # fmt: skip
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    run_worker(load_config(args.config, overrides), args.metrics_port, args.drain_s)
     return 0
 
 
@@ -155,6 +180,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         overrides.append(f"render.avatar={args.avatar}")
     if args.ice_host:
         overrides.append(f"server.ice_hosts={args.ice_host}")
+    if args.redis:
+        overrides.append(f"renders.redis={args.redis}")
+    if args.store:
+        overrides.append(f"renders.store={args.store}")
     if args.ice_public_ip:
         overrides.append(f"server.ice_public_ip={args.ice_public_ip}")
     if args.profile:
@@ -237,7 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_motion)
 
     r = sub.add_parser("render", help="speech audio -> talking-avatar mp4 (audio muxed in sync)")
-    r.add_argument("audio", type=Path, help="wav, flac, mp3, ogg/opus... any rate, mono or stereo")
+    r.add_argument("audio", type=Path, nargs="?",
+                   help="wav, flac, mp3, ogg/opus... any rate, mono or stereo")  # fmt: skip
+    r.add_argument("--text", help="speak this text instead (local TTS: festival)")
+    r.add_argument("--voice", choices=["slt", "kal", "ked"], help="TTS voice (default slt)")
     r.add_argument("-o", "--output", type=Path, default=Path("out.mp4"))
     r.add_argument("--avatar", help="bundled avatar name or a folder from `avatar prepare`")
     r.add_argument("--renderer", choices=["warp", "gan"])
@@ -269,8 +301,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile", action="store_true",
         help="latency profiling: per-frame stage times to the page (overlay), sync marker on",
     )  # fmt: skip
+    sv.add_argument("--redis", help="queue render jobs for `avatar worker`s (renders.redis)")
+    sv.add_argument("--store", help="render results: a folder or s3://bucket[/prefix]")
     _common(sv)
     sv.set_defaults(func=cmd_serve)
+
+    wk = sub.add_parser("worker", help="run queued render jobs (POST /v1/renders) from Redis")
+    wk.add_argument("--redis", help="the queue, e.g. redis://127.0.0.1:6379/0 (renders.redis)")
+    wk.add_argument("--store", help="results: a folder or s3://bucket[/prefix] (renders.store)")
+    wk.add_argument("--s3-endpoint", help="an S3-compatible server's URL (renders.s3_endpoint)")
+    wk.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    wk.add_argument("--drain-s", type=float, default=30.0,
+                    help="on SIGTERM a running job may finish this long")  # fmt: skip
+    _common(wk)
+    wk.set_defaults(func=cmd_worker)
 
     tk = sub.add_parser("token", help="mint a session token for a server that requires them")
     tk.add_argument("--ttl", type=int, help="lifetime in seconds (default server.auth.token_ttl_s)")

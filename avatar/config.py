@@ -196,6 +196,27 @@ class ServerConfig(_Section):
         return v
 
 
+class RendersConfig(_Section):
+    """Render jobs (``/v1/renders``, ``avatar worker``; docs/renders.md): text or audio in, a
+    finished video out. With no Redis the jobs run in the serving process, one at a time, and
+    results go to a local folder; with ``redis`` they are queued for ``avatar worker``s."""
+
+    redis: str = ""  # "" = jobs run in this process; redis://host:6379/0 = queued (arq)
+    store: str = "renders"  # a local folder, or s3://bucket[/prefix] (docs/renders.md)
+    s3_endpoint: str = ""  # e.g. http://127.0.0.1:8333; "" = AWS; keys from AWS_* variables
+    url_ttl_s: int = Field(default=3600, ge=60)  # presigned result URLs (S3 store)
+    job_timeout_s: float = Field(default=900.0, gt=0)  # one try of one job
+    max_tries: int = Field(default=3, ge=1)  # a worker that dies mid-job: the job runs again
+    max_queued: int = Field(default=1000, ge=1)  # jobs waiting; past it: 503 + Retry-After
+    max_text_chars: int = Field(default=5000, ge=1)
+    max_audio_mb: float = Field(default=50.0, gt=0)  # an upload or a fetched audio_url
+    max_audio_s: float = Field(default=600.0, gt=0)  # longest input speech
+    fetch_timeout_s: float = Field(default=10.0, gt=0)  # audio_url: the whole download
+    allow_private_urls: bool = False  # audio_url / webhook_url on loopback or private networks
+    max_size: int = Field(default=1024, ge=64, le=2048)  # largest video side a job may ask
+    keep_days: float = Field(default=7.0, gt=0)  # job records (Redis) live this long
+
+
 class Config(_Section):
     vad: VadConfig = VadConfig()
     features: FeatureConfig = FeatureConfig()
@@ -203,6 +224,7 @@ class Config(_Section):
     render: RenderConfig = RenderConfig()
     engine: EngineConfig = EngineConfig()
     server: ServerConfig = ServerConfig()
+    renders: RendersConfig = RendersConfig()
 
 
 def _set_dotted(tree: dict[str, Any], key: str, raw: str) -> None:

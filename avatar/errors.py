@@ -56,3 +56,7 @@ class RequestError(AvatarError):
 
 class HookError(AvatarError):
     """aiortc or aioice changed underneath one of our hooks (:mod:`avatar.server.aiortc_hooks`)."""
+
+
+class TextError(AvatarError):
+    """Text that cannot be spoken: empty, too long, control characters, an unknown voice."""

@@ -9,6 +9,8 @@ half-rate idle) and nothing is skipped.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import math
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
@@ -24,7 +26,8 @@ from avatar.engine.engine import AvatarEngine
 from avatar.face.image import save_rgb
 from avatar.frames import AudioChunk, VideoFrame
 from avatar.render.base import Renderer
-from avatar.render.video import Mp4Writer
+from avatar.render.upscale import upscale
+from avatar.render.video import Container, VideoWriter
 from avatar.tasks import cancel, spawn
 from avatar.units import OUTPUT_RATE
 
@@ -59,10 +62,26 @@ def speech_frames(
     return frames
 
 
+FrameHook = Callable[[int, int], None]  # (frames written, frames expected); may raise to stop
+
+
 def render_file(
-    audio: Path, output: Path, cfg: Config, frames_dir: Path | None = None, progress: bool = True
+    audio: Path,
+    output: Path,
+    cfg: Config,
+    frames_dir: Path | None = None,
+    progress: bool = True,
+    *,
+    size: int | None = None,
+    container: Container = "mp4",
+    on_frame: FrameHook | None = None,
 ) -> str:
-    """Write ``output`` (and PNGs into ``frames_dir``); returns a one-line summary."""
+    """Write ``output`` (and PNGs into ``frames_dir``); returns a one-line summary.
+
+    ``size``: the video's side; above the renderer's own (``render.size``, at most the
+    avatar's portrait) every frame is upscaled (:mod:`avatar.render.upscale`). ``on_frame`` is
+    told after each frame; an exception it raises stops the render (a job's cancel or timeout).
+    """
     engine = offline_engine(cfg)
     reader = iter_audio(audio, rate=OUTPUT_RATE, block_s=1.0)
     if frames_dir:
@@ -70,15 +89,21 @@ def render_file(
     total = reader.info.duration_s
     bar = tqdm(total=round(total, 1) if total else None, unit="s", desc=audio.name,
                disable=not progress)  # fmt: skip
-    size, fps = engine.renderer.size, cfg.motion.fps
+    fps = cfg.motion.fps
+    size = size or engine.renderer.size
+    expected = math.ceil(round(total * fps, 6)) if total else 0
 
     async def write(frame: VideoFrame) -> None:
+        if size != engine.renderer.size:
+            frame = dataclasses.replace(frame, image=upscale(frame.image, size))
         writer.write(frame)
         if frames_dir:
             save_rgb(frames_dir / f"{frame.index:06d}.png", frame.image)
         bar.update(round(1 / fps, 3))
+        if on_frame is not None:
+            on_frame(writer.frames, max(expected, writer.frames))
 
-    with Mp4Writer(output, fps, size, OUTPUT_RATE) as writer, bar:
+    with VideoWriter(output, fps, size, OUTPUT_RATE, container) as writer, bar:
         seconds = asyncio.run(_run(engine, reader, OUTPUT_RATE, write))
     return (
         f"{output}: {writer.frames} frames, {size}x{size} at {fps:g} fps, "

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from avatar.clock import Clock, MonotonicClock
 from avatar.compose.engines import engine_factory, executor_workers
+from avatar.compose.renders import renders_part
 from avatar.config import Config
 from avatar.memory import limit_arenas
 from avatar.server.aiortc_hooks import install_hooks
@@ -40,15 +41,18 @@ def make_server(
     clock: Clock | None = None,
     engines: Callable[[Clock, Executor], EngineFactory] | None = None,
     sid_prefix: str = "",
+    renders: bool = True,
 ) -> AvatarServer:
     """The server with real engines (or those ``engines`` makes for its clock and executor)
-    and one executor shared by every session's work; aiortc's hooks installed."""
+    and one executor shared by every session's work; aiortc's hooks installed. ``renders``:
+    with the render jobs' routes (a front's workers have none: the front has them)."""
     clock = clock or MonotonicClock()
     executor = ThreadPoolExecutor(executor_workers(cfg.engine), thread_name_prefix="engine")
     factory = (engines or partial(engine_factory, cfg))(clock, executor)
     install_hooks(cfg.server)
     quiet_bad_requests()
-    return AvatarServer(cfg, factory, clock, executor, sid_prefix=sid_prefix)
+    jobs = renders_part(cfg, clock) if renders else None
+    return AvatarServer(cfg, factory, clock, executor, sid_prefix=sid_prefix, renders=jobs)
 
 
 async def serve(cfg: Config) -> None:
@@ -80,7 +84,7 @@ async def _serve_front(cfg: Config, n: int) -> None:
     clock = MonotonicClock()
     pool = WorkerPool(cfg, n, clock)
     quiet_bad_requests()
-    server = FrontServer(cfg, pool, clock)
+    server = FrontServer(cfg, pool, clock, renders=renders_part(cfg, clock))
     runner = web.AppRunner(server.app())
     await runner.setup()
     try:
@@ -100,7 +104,7 @@ async def serve_worker(cfg: Config, index: int, socket: Path, front_pid: int) ->
     stops at once when the front is gone."""
     limit_arenas()
     clock = MonotonicClock()
-    server = make_server(cfg, clock, sid_prefix=f"w{index}.")
+    server = make_server(cfg, clock, sid_prefix=f"w{index}.", renders=False)
     runner = web.AppRunner(server.app())
     await runner.setup()
     await web.UnixSite(runner, str(socket)).start()

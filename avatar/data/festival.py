@@ -21,11 +21,11 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+import wave
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 from avatar.data.types import AlignedUtterance, Phone
 from avatar.errors import FestivalError
@@ -185,9 +185,14 @@ def segments_to_phones(segments: list[tuple[str, float]], duration: float) -> li
 
 
 def read_wave(path: Path) -> tuple[np.ndarray, int]:
-    """Read a wave file as mono float32."""
-    audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    return np.ascontiguousarray(audio.mean(axis=1), dtype=np.float32), int(rate)
+    """Read festival's RIFF wave (16-bit PCM) as mono float32, with the standard library only
+    (the runtime's text-to-speech has no soundfile)."""
+    with wave.open(str(path), "rb") as w:
+        if w.getsampwidth() != 2:
+            raise FestivalError(f"{path}: expected 16-bit PCM, got {8 * w.getsampwidth()}-bit")
+        raw = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+        audio = raw.reshape(-1, w.getnchannels()).mean(axis=1) / 32768.0
+        return np.ascontiguousarray(audio, dtype=np.float32), w.getframerate()
 
 
 class FestivalSynth:

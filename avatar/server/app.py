@@ -4,8 +4,9 @@
 every URL): :class:`~avatar.server.gate.Gate` (who may come in), :class:`~avatar.server.pages.
 Pages` (the page's files and ``/api``), :class:`~avatar.server.sessions.Sessions` (open,
 negotiate, close, drain, given an :class:`~avatar.server.sessions.EngineFactory`), the events
-socket and the PCM socket. It is what ``avatar serve`` runs with one process, and what each
-worker of ``avatar serve --workers N`` runs behind the front. The composition root
+socket and the PCM socket; and, when given, the render jobs (:mod:`avatar.renders.api`). It is
+what ``avatar serve`` runs with one process, and what each worker of ``avatar serve --workers N``
+runs behind the front. The composition root
 (:mod:`avatar.compose.serve`) builds it with real engines and installs aiortc's hooks once.
 """
 
@@ -27,7 +28,7 @@ from avatar.server.metrics import CONTENT_TYPE, ServerMetrics
 from avatar.server.offer import check_sdp, parse_offer
 from avatar.server.pages import Pages
 from avatar.server.pcm_socket import serve_pcm
-from avatar.server.routes import route_table
+from avatar.server.routes import RendersFactory, route_table
 from avatar.server.sessions import EngineFactory, Sessions
 
 log = logging.getLogger("avatar.server")
@@ -45,15 +46,17 @@ class AvatarServer:
         executor: Executor,
         wall: Callable[[], float] = unix_time,
         sid_prefix: str = "",
+        renders: RendersFactory | None = None,
     ) -> None:
         self.cfg, self.executor = cfg, executor
         self.metrics = ServerMetrics(clock, lambda: self.sessions.values(), cfg.server.max_sessions)
         self.gate = Gate(cfg.server, clock, wall, self.metrics.refused)
         self.pages = Pages(cfg, self.gate, wall)
         self.sessions = Sessions(cfg, engines, clock, executor, self.metrics, wall, sid_prefix)
+        self.renders = renders(self.gate, self.metrics.registry) if renders else None
 
     def app(self) -> web.Application:
-        return route_table(self.cfg.server, self.gate, self.pages, self)
+        return route_table(self.cfg.server, self.gate, self.pages, self, self.renders)
 
     async def drain(self, timeout_s: float) -> None:
         await self.sessions.drain(timeout_s)

@@ -37,29 +37,32 @@ from avatar.server.gate import Gate
 from avatar.server.metrics import CONTENT_TYPE, ServerMetrics, merge_expositions
 from avatar.server.pages import Pages
 from avatar.server.relay import relay
-from avatar.server.routes import route_table
+from avatar.server.routes import RendersFactory, route_table
 from avatar.server.sessions import NO_SESSION
 from avatar.server.workers import Worker, WorkerPool
 
 log = logging.getLogger("avatar.server")
 OFFER_TIMEOUT_S = 90.0  # a worker builds the engine before it answers (models load once)
-FRONT_FAMILIES = ("process_", "avatar_requests_refused")  # the front's own part of /metrics
+# the front's own part of /metrics (render jobs: the front has their routes)
+FRONT_FAMILIES = ("process_", "avatar_requests_refused", "avatar_render")
 
 
 class FrontServer:
     """The gate and the pages in front of ``pool``'s workers; see the module docstring."""
 
     def __init__(
-        self, cfg: Config, pool: WorkerPool, clock: Clock, wall: Callable[[], float] = unix_time
-    ) -> None:
+        self, cfg: Config, pool: WorkerPool, clock: Clock, wall: Callable[[], float] = unix_time,
+        renders: RendersFactory | None = None,
+    ) -> None:  # fmt: skip
         self.cfg, self.pool = cfg, pool
         self.metrics = ServerMetrics(clock, tuple, cfg.server.max_sessions)  # refusals, process
         self.gate = Gate(cfg.server, clock, wall, self.metrics.refused)
         self.pages = Pages(cfg, self.gate, wall)
+        self.renders = renders(self.gate, self.metrics.registry) if renders else None
         self.draining = False
 
     def app(self) -> web.Application:
-        return route_table(self.cfg.server, self.gate, self.pages, self)
+        return route_table(self.cfg.server, self.gate, self.pages, self, self.renders)
 
     async def shutdown(self, app: web.Application) -> None:
         """The workers are stopped by :meth:`drain` or by whoever started the pool."""

@@ -25,7 +25,7 @@ from avatar.server.auth import OriginPolicy, bearer, load_secret, tokens_require
 from avatar.server.limits import RateLimiter
 
 log = logging.getLogger("avatar.server")
-ORIGIN_CHECKED = ("/offer", "/ws", "/ws/audio", "/api/")
+ORIGIN_CHECKED = ("/offer", "/ws", "/ws/audio", "/api/", "/v1/")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -54,6 +54,11 @@ class Gate:
         self.authenticate(request)
         if request.content_type != "application/json":
             raise RequestError("POST /offer takes Content-Type: application/json", 415)
+
+    def admit_job(self, request: web.Request) -> None:
+        """A render job within its client's rate (shared with offers), with a valid token."""
+        self._rate(self.offer_rate, request, "offers and render jobs")
+        self.authenticate(request)
 
     def admit_socket(self, request: web.Request) -> None:
         """A socket within its client's rate (its session's key is checked by the sessions)."""
@@ -111,8 +116,8 @@ class Gate:
     async def preflight(self, request: web.Request) -> web.Response:
         """CORS preflight of an allowed cross-origin page (the middleware refused the others)."""
         return web.Response(status=204, headers={
-            "Access-Control-Allow-Methods": "POST, OPTIONS",
-            "Access-Control-Allow-Headers": "Content-Type, Authorization",
+            "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
+            "Access-Control-Allow-Headers": "Content-Type, Authorization, Idempotency-Key",
             "Access-Control-Max-Age": "600",
         })  # fmt: skip
 

@@ -7,6 +7,8 @@
 - ``GET /ws?session=ID&key=KEY``: trickle ICE from the page, session events to the page
   (:mod:`avatar.server.events_socket`).
 - ``GET /ws/audio?session=ID&key=KEY``: PCM input (:mod:`avatar.server.pcm_socket`).
+- ``/v1/renders`` and ``/v1/render-options``: render jobs (:mod:`avatar.renders.api`), where
+  the role was given them.
 - ``GET /healthz`` (alive; also ``/api/health``), ``GET /readyz`` (503 while full or draining),
   ``GET /metrics`` (Prometheus).
 
@@ -19,14 +21,19 @@ session routes (:class:`SessionRoutes`): the single-process server holds its ses
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Protocol
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from avatar.config import ServerConfig
+from avatar.renders.api import Renders
 from avatar.server.gate import Gate
 from avatar.server.logs import quiet_peer_task_errors
 from avatar.server.pages import Pages
+
+RendersFactory = Callable[[Gate, CollectorRegistry], Renders]  # a role's render jobs
 
 
 class SessionRoutes(Protocol):
@@ -50,7 +57,7 @@ class SessionRoutes(Protocol):
 
 
 def route_table(
-    cfg: ServerConfig, gate: Gate, pages: Pages, role: SessionRoutes
+    cfg: ServerConfig, gate: Gate, pages: Pages, role: SessionRoutes, renders: Renders | None = None
 ) -> web.Application:
     app = web.Application(middlewares=[gate.middleware],
                           client_max_size=cfg.limits.max_body_kb << 10)  # fmt: skip
@@ -64,6 +71,10 @@ def route_table(
     router.add_route("OPTIONS", "/offer", gate.preflight)
     router.add_get("/ws", role.events)
     router.add_get("/ws/audio", role.audio)
+    if renders is not None:
+        renders.add_routes(router)
+        app.on_startup.append(renders.start)
+        app.on_cleanup.append(renders.stop)
     pages.add_files(router)
     app.on_startup.append(_on_startup)
     app.on_shutdown.append(role.shutdown)

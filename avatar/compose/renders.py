@@ -1,0 +1,100 @@
+"""Render jobs composed from the configuration (``renders``): who keeps the records, where inputs
+and results live, who runs the jobs.
+
+- No ``renders.redis`` (the embedded default): records in ``<store>/jobs``, jobs run by this
+  process one at a time (:class:`~avatar.renders.queues.LocalQueue`).
+- ``renders.redis``: records and the queue in Redis; ``avatar worker`` processes run the jobs
+  (:func:`run_worker`), any number of them on any machines sharing that Redis and the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, start_http_server
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from avatar.clock import Clock, MonotonicClock, unix_time
+from avatar.config import Config
+from avatar.renders.api import Renders
+from avatar.renders.jobs import FolderBook, JobBook, RedisBook
+from avatar.renders.queues import ArqQueue, JobQueue, LocalQueue, make_worker
+from avatar.renders.runner import JobRunner, RenderMetrics
+from avatar.renders.stores import FolderStore, open_store
+from avatar.server.gate import Gate
+from avatar.server.routes import RendersFactory
+
+log = logging.getLogger("avatar.renders")
+
+
+def renders_part(cfg: Config, clock: Clock) -> RendersFactory:
+    """The render routes for a role's gate and registry."""
+
+    def build(gate: Gate, registry: CollectorRegistry) -> Renders:
+        store = open_store(cfg.renders)
+        book: JobBook
+        queue: JobQueue
+        if cfg.renders.redis:
+            book = RedisBook(redis_client(cfg.renders.redis, patient=False), _keep_s(cfg))
+            queue = ArqQueue(cfg.renders.redis, patient=False)
+        else:
+            book = FolderBook(_records_folder(cfg, store))
+            runner = JobRunner(cfg, book, store, RenderMetrics(registry), clock)
+            queue = LocalQueue(runner)
+        return Renders(cfg, gate, book, store, queue, registry, clock, unix_time)
+
+    return build
+
+
+def run_worker(cfg: Config, metrics_port: int | None, drain_s: float) -> None:
+    """``avatar worker``: run queued render jobs until SIGTERM (the running job may finish
+    within ``drain_s``); Prometheus metrics on ``metrics_port``."""
+    if not cfg.renders.redis:
+        from avatar.errors import ConfigError
+
+        raise ConfigError("avatar worker needs a queue: --redis URL (or renders.redis)")
+    registry = CollectorRegistry()
+    if metrics_port is not None:
+        start_http_server(metrics_port, registry=registry)
+    asyncio.run(_work(cfg, registry, drain_s))
+
+
+async def _work(cfg: Config, registry: CollectorRegistry, drain_s: float) -> None:
+    redis = redis_client(cfg.renders.redis, patient=True)
+    book = RedisBook(redis, _keep_s(cfg))
+    runner = JobRunner(cfg, book, open_store(cfg.renders), RenderMetrics(registry),
+                       MonotonicClock())  # fmt: skip
+    worker = make_worker(cfg, runner, drain_s)
+    print(f"avatar worker: jobs from {cfg.renders.redis}, results to {cfg.renders.store}",
+          flush=True)  # fmt: skip
+    try:
+        await worker.main()
+    finally:
+        await worker.close()
+        await redis.aclose()
+
+
+def redis_client(url: str, patient: bool) -> Redis:
+    """A client for ``url``. ``patient`` (workers): commands ride out a Redis restart (~30 s of
+    retries); otherwise (the API) a dead Redis is an error within ~2 s, answered as 503."""
+    retries = 40 if patient else 2
+    return Redis.from_url(
+        url, socket_connect_timeout=1.0, socket_timeout=None if patient else 2.0,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError, OSError],
+    )  # fmt: skip
+
+
+def _keep_s(cfg: Config) -> float:
+    return cfg.renders.keep_days * 86400
+
+
+def _records_folder(cfg: Config, store: object) -> Path:
+    """Records beside a folder store's results; with S3 and no Redis, in ./renders."""
+    return store.root if isinstance(store, FolderStore) else Path("renders")
