@@ -9,7 +9,6 @@ half-rate idle) and nothing is skipped.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import math
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -26,7 +25,6 @@ from avatar.engine.engine import AvatarEngine
 from avatar.face.image import save_rgb
 from avatar.frames import AudioChunk, VideoFrame
 from avatar.render.base import Renderer
-from avatar.render.upscale import upscale
 from avatar.render.video import Container, VideoWriter
 from avatar.tasks import cancel, spawn
 from avatar.units import OUTPUT_RATE
@@ -72,16 +70,15 @@ def render_file(
     frames_dir: Path | None = None,
     progress: bool = True,
     *,
-    size: int | None = None,
     container: Container = "mp4",
     on_frame: FrameHook | None = None,
 ) -> str:
     """Write ``output`` (and PNGs into ``frames_dir``); returns a one-line summary.
 
-    ``size``: the video's side; above the renderer's own (``render.size``, at most the
-    avatar's portrait) every frame is upscaled (:mod:`avatar.render.upscale`). ``on_frame`` is
-    told after each frame; an exception it raises stops the render (a job's cancel or timeout).
-    """
+    The video's side is ``render.size``: the renderer draws at that size, above the portrait's
+    own too (scripts/bench_upscale.py: that beats resampling a native render, at less cost).
+    ``on_frame`` is told after each frame; an exception it raises stops the render (a job's
+    cancel or time limit)."""
     engine = offline_engine(cfg)
     reader = iter_audio(audio, rate=OUTPUT_RATE, block_s=1.0)
     if frames_dir:
@@ -89,13 +86,10 @@ def render_file(
     total = reader.info.duration_s
     bar = tqdm(total=round(total, 1) if total else None, unit="s", desc=audio.name,
                disable=not progress)  # fmt: skip
-    fps = cfg.motion.fps
-    size = size or engine.renderer.size
+    size, fps = engine.renderer.size, cfg.motion.fps
     expected = math.ceil(round(total * fps, 6)) if total else 0
 
     async def write(frame: VideoFrame) -> None:
-        if size != engine.renderer.size:
-            frame = dataclasses.replace(frame, image=upscale(frame.image, size))
         writer.write(frame)
         if frames_dir:
             save_rgb(frames_dir / f"{frame.index:06d}.png", frame.image)

@@ -109,8 +109,10 @@ class JobRunner:
                 except Exception as e:
                     log.exception("render job %s failed", job.id)
                     outcome = ("failed", f"internal error ({type(e).__name__})")
-        job = job.model_copy(update={"frames": progress.frames, "total": progress.total})
-        await self._end(job, *outcome)
+        done = outcome[0] == "done"  # then the total is what was written, not the estimate
+        total = progress.frames if done else progress.total
+        await self._end(job.model_copy(update={"frames": progress.frames, "total": total}),
+                        *outcome)  # fmt: skip
 
     async def _watch(
         self, job: RenderJob, work: asyncio.Task[Path], progress: _Progress,
@@ -149,14 +151,12 @@ class JobRunner:
         self.metrics.seconds.labels("input").observe(time.monotonic() - start)
         start = time.monotonic()
         out = tmp / f"result.{req.format}"
-        render_file(audio, out, job_config(self.cfg, job), progress=False, size=req.size,
-                    container=req.format, on_frame=progress.update)  # fmt: skip
+        render_file(audio, out, job_config(self.cfg, job), progress=False, container=req.format,
+                    on_frame=progress.update)  # fmt: skip
         self.metrics.seconds.labels("render").observe(time.monotonic() - start)
         return out
 
     async def _end(self, job: RenderJob, status: str, error: str | None) -> None:
-        if status == "done":
-            job = job.model_copy(update={"frames": max(job.frames, job.total)})
         ended = job.model_copy(update={"status": status, "error": error,
                                        "finished_s": self.wall()})  # fmt: skip
         await self.book.put(ended)
@@ -166,8 +166,9 @@ class JobRunner:
         log.info("render job %s: %s%s", job.id, status, f" ({error})" if error else "")
         if job.request.webhook_url:
             url = None
-            if status == "done":
+            if status == "done":  # a presigned URL, or this server's path for it
                 url = await asyncio.to_thread(self.store.url, job.result_key)
+                url = url or f"/v1/renders/{job.id}/result"
             await notify(job.request.webhook_url, ended.public(url), self.cfg.renders)
 
 
@@ -185,8 +186,8 @@ class _Progress:
 
 
 def job_config(cfg: Config, job: RenderJob) -> Config:
-    """The configuration a job renders with: its avatar, renderer, fps; the renderer at the
-    asked size up to the portrait's own (above it, frames are upscaled)."""
+    """The configuration a job renders with: its avatar, renderer, fps and size (the renderer
+    draws at that size, above the portrait's own too)."""
     req = job.request
     overrides: dict[str, object] = {}
     if req.avatar:
@@ -194,7 +195,7 @@ def job_config(cfg: Config, job: RenderJob) -> Config:
     if req.renderer:
         overrides["renderer"] = req.renderer
     if req.size:
-        overrides["size"] = min(req.size, cfg.render.size)
+        overrides["size"] = req.size
     motion = cfg.motion.model_copy(update={"fps": req.fps})
     render = cfg.render.model_copy(update=overrides)
     return cfg.model_copy(update={"motion": motion, "render": render})
