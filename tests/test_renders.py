@@ -60,6 +60,7 @@ def decode(path: Path) -> tuple[list[np.ndarray], float, float]:
     with av.open(str(path)) as c:
         v, a = c.streams.video[0], c.streams.audio[0]
         assert v.duration is not None and a.duration is not None
+        assert v.time_base is not None and a.time_base is not None
         durations = float(v.duration * v.time_base), float(a.duration * a.time_base)
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     return frames, *durations
