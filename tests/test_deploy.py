@@ -3,9 +3,9 @@
 Kubernetes manifests are validated against the official schemas that kubernetes-validate ships
 (strict: an unknown field fails too), the compose file against compose-spec's schema as vendored
 by check-jsonschema, and the Dockerfile by parsing it. Then what the files must agree on is
-compared across them: the HTTP port, the UDP range, probe paths, the autoscaling metric, secret
-names, the drain time, and every `avatar serve` command goes through the real argument parser and
-config loader.
+compared across them: the HTTP port, the UDP range, probe paths, the autoscaling metrics, secret
+names, the drain times, Redis' persistence, the network paths of render jobs, and every `avatar
+serve` and `avatar worker` command goes through the real argument parser and config loader.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from unittest import mock
 from urllib.parse import urlsplit
 
 import jsonschema
@@ -42,7 +43,12 @@ HTTP_PORT = 8080
 UDP_RANGE = (40000, 40099)
 PROBES = {"startupProbe": "/healthz", "livenessProbe": "/healthz", "readinessProbe": "/readyz"}
 METRIC = "avatar_sessions_active"
-SECRET_KEYS = {"AVATAR_SECRET", "AVATAR_TURN_SECRET"}
+QUEUE_METRIC = "avatar_render_queue_jobs"
+WORKER = "avatar-render-worker"
+REDIS = "avatar-redis"
+S3_KEYS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+SECRET_KEYS = {"AVATAR_SECRET", "AVATAR_TURN_SECRET", "AVATAR_WEBHOOK_SECRET", *S3_KEYS}
+DEPLOYMENTS = ("avatar", "avatar-turn", WORKER)
 # In deploy/k8s but applied another way (each file says how).
 NOT_KUSTOMIZED = {"secret.example.yaml", "prometheus-adapter-rules.yaml"}
 SAMPLE_VALUE = "203.0.113.10"  # stands for ${VAR} (compose) and $(VAR) (Kubernetes)
@@ -80,6 +86,32 @@ def avatar_container() -> Doc:
     return container
 
 
+def worker_pod() -> Doc:
+    return k8s("Deployment", WORKER)["spec"]["template"]
+
+
+def worker_container() -> Doc:
+    (container,) = worker_pod()["spec"]["containers"]
+    return container
+
+
+def redis_container() -> Doc:
+    (container,) = k8s("StatefulSet", REDIS)["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def resolved(container: Doc) -> list[str]:
+    """The container's args with each $(VAR) that comes from the ConfigMap replaced by its value
+    there, as the kubelet does (the rest, secrets, are left to fill())."""
+    config = k8s("ConfigMap", "avatar-config")["data"]
+    values = {
+        env["name"]: config[ref["key"]]
+        for env in container.get("env", [])
+        if (ref := env.get("valueFrom", {}).get("configMapKeyRef"))
+    }
+    return [re.sub(r"\$\((\w+)\)", lambda m: values.get(m[1], m[0]), a) for a in container["args"]]
+
+
 @cache
 def compose() -> Doc:
     return yaml.safe_load(COMPOSE.read_text())
@@ -106,7 +138,9 @@ def exec_form(rest: str) -> list[str]:
 
 
 def fill(arg: str) -> str:
-    """Replace compose's ${VAR...} and Kubernetes' $(VAR) with a sample value."""
+    """Replace compose's ${VAR...} and Kubernetes' $(VAR) with a sample value; compose's
+    ${VAR:-default} with its default, as when the variable is not set."""
+    arg = re.sub(r"\$\{\w+:?-([^}]*)\}", r"\1", arg)
     return re.sub(r"\$\{\w+[^}]*\}|\$\(\w+\)", SAMPLE_VALUE, arg)
 
 
@@ -123,8 +157,40 @@ def commands() -> dict[str, list[str]]:
     return {
         "Dockerfile CMD": exec_form(instructions("CMD")[-1]),
         "compose avatar": compose()["services"]["avatar"]["command"],
-        "k8s Deployment": avatar_container()["args"],
+        "k8s Deployment": resolved(avatar_container()),
     }
+
+
+def worker(argv: list[str]) -> tuple[Namespace, Config]:
+    """An `avatar worker` command line through the CLI's own handler, up to the config it would
+    run with (run_worker is replaced)."""
+    args = build_parser().parse_args([fill(a) for a in argv])
+    assert args.command == "worker"
+    seen: list[Config] = []
+    with mock.patch("avatar.compose.renders.run_worker", lambda cfg, *_: seen.append(cfg)):
+        assert args.func(args) == 0
+    return args, seen[0]
+
+
+def workers() -> dict[str, list[str]]:
+    """Every `avatar worker` command line in the deployment files."""
+    return {
+        "compose worker": compose()["services"]["worker"]["command"],
+        "k8s Deployment": resolved(worker_container()),
+    }
+
+
+def redis_commands() -> dict[str, list[str]]:
+    return {
+        "compose redis": compose()["services"]["redis"]["command"],
+        "k8s StatefulSet": redis_container()["command"],
+    }
+
+
+def option(argv: list[str], flag: str) -> str:
+    """The value after `flag` (redis-server's --name value form)."""
+    assert argv.count(flag) == 1, f"{flag} once in {argv}"
+    return argv[argv.index(flag) + 1]
 
 
 # -- schemas --------------------------------------------------------------------------------------
@@ -273,7 +339,10 @@ def test_image_runs_the_console_script() -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["avatar"] == "avatar.cli:main"
     assert exec_form(instructions("ENTRYPOINT")[-1]) == ["avatar"]
-    assert "command" not in avatar_container(), "Kubernetes must keep the image's ENTRYPOINT"
+    for container in (avatar_container(), worker_container()):
+        assert "command" not in container, "Kubernetes must keep the image's ENTRYPOINT"
+    assert worker_container()["image"] == avatar_container()["image"]
+    assert compose()["services"]["worker"]["image"] == compose()["services"]["avatar"]["image"]
 
 
 @pytest.mark.parametrize("where", ["Dockerfile CMD", "compose avatar", "k8s Deployment"])
@@ -291,9 +360,9 @@ def test_serve_command_parses_and_uses_the_packaged_config_and_pages(where: str)
 
 def test_image_runs_as_the_pods_user() -> None:
     user, _, group = instructions("USER")[-1].partition(":")
-    pod = avatar_pod()["spec"]["securityContext"]
-    assert int(user) == pod["runAsUser"] != 0
-    assert int(group) == pod["runAsGroup"]
+    for pod in (avatar_pod()["spec"]["securityContext"], worker_pod()["spec"]["securityContext"]):
+        assert int(user) == pod["runAsUser"] != 0
+        assert int(group) == pod["runAsGroup"]
 
 
 # -- what the files share -------------------------------------------------------------------------
@@ -371,13 +440,23 @@ def test_selectors_match_the_pods() -> None:
         assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
         assert k8s("PodDisruptionBudget", name)["spec"]["selector"]["matchLabels"] == labels
         assert k8s("Service", name)["spec"]["selector"] == labels
+    deployment = k8s("Deployment", WORKER)
+    assert deployment["spec"]["selector"]["matchLabels"] == worker_pod()["metadata"]["labels"]
+    redis = k8s("StatefulSet", REDIS)["spec"]
+    labels = redis["template"]["metadata"]["labels"]
+    assert redis["selector"]["matchLabels"] == labels == k8s("Service", REDIS)["spec"]["selector"]
+    assert redis["serviceName"] == REDIS
+    # each component's own pods: the server's selectors must not take in workers or Redis
+    components = {d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
+                  for _, d in k8s_docs() if d["kind"] in ("Deployment", "StatefulSet")}  # fmt: skip
+    assert components == {"server", "turn", "render-worker", "redis"}
 
 
 def env_refs(kind: str) -> set[tuple[str, str]]:
     key = {"Secret": "secretKeyRef", "ConfigMap": "configMapKeyRef"}[kind]
     return {
         (ref["name"], ref["key"])
-        for name in ("avatar", "avatar-turn")
+        for name in DEPLOYMENTS
         for c in k8s("Deployment", name)["spec"]["template"]["spec"]["containers"]
         for env in c.get("env", [])
         if (ref := env.get("valueFrom", {}).get(key))
@@ -390,13 +469,25 @@ def test_secrets_and_settings_come_from_the_example_secret_and_config() -> None:
     assert {n for n, _ in env_refs("Secret")} == {"avatar-secrets"}
     config = k8s("ConfigMap", "avatar-config")["data"]
     assert {(n, k) for n, k in env_refs("ConfigMap")} == {("avatar-config", k) for k in config}
-    assert set(compose()["services"]["avatar"]["environment"]) == SECRET_KEYS
+    assert set(compose()["services"]["avatar"]["environment"]) == SECRET_KEYS | {"AWS_REGION"}
+    # the worker: the store's keys and the webhook key, not the session or TURN keys
+    worker_secrets = {"AVATAR_WEBHOOK_SECRET", *S3_KEYS}
+    for env in worker_container()["env"]:
+        if ref := env["valueFrom"].get("secretKeyRef"):
+            assert env["name"] == ref["key"] in worker_secrets
+    assert set(compose()["services"]["worker"]["environment"]) == worker_secrets | {"AWS_REGION"}
     turn = " ".join(compose()["services"]["turn"]["command"])
     assert "--use-auth-secret" in turn and "${AVATAR_TURN_SECRET" in turn
 
 
 def test_pods_run_non_root_on_a_read_only_root() -> None:
-    for name in ("avatar", "avatar-turn"):
+    redis = k8s("StatefulSet", REDIS)["spec"]["template"]["spec"]
+    assert redis["securityContext"]["runAsNonRoot"] is True
+    assert redis["automountServiceAccountToken"] is False
+    sc = redis_container()["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    for name in DEPLOYMENTS:
         pod = k8s("Deployment", name)["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["automountServiceAccountToken"] is False
@@ -407,3 +498,149 @@ def test_pods_run_non_root_on_a_read_only_root() -> None:
             mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
             volumes = {v["name"]: v for v in pod["volumes"]}
             assert "emptyDir" in volumes[mounts["/tmp"]]
+
+
+# -- render jobs: server -> Redis <- workers -> S3 ------------------------------------------------
+
+
+def selects(selector: Doc, labels: dict[str, str]) -> bool:
+    """A podSelector (matchLabels only, as these manifests write them) that takes these pods."""
+    assert set(selector) == {"matchLabels"}
+    return bool(selector["matchLabels"].items() <= labels.items())
+
+
+def pod_labels(kind: str, name: str) -> dict[str, str]:
+    labels: dict[str, str] = k8s(kind, name)["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+@pytest.mark.parametrize("where", ["compose worker", "k8s Deployment"])
+def test_worker_command_parses_and_shares_the_servers_queue_and_store(where: str) -> None:
+    args, cfg = worker(workers()[where])
+    server = serve(commands()["compose avatar" if where.startswith("compose") else where])[1]
+    assert cfg.renders.redis.startswith("redis://") and cfg.renders.store.startswith("s3://")
+    for key in ("redis", "store", "s3_endpoint"):
+        assert getattr(cfg.renders, key) == getattr(server.renders, key), key
+    assert args.metrics_port is not None
+
+
+def test_k8s_render_settings_point_at_the_cluster_redis_and_s3() -> None:
+    config = k8s("ConfigMap", "avatar-config")["data"]
+    url = urlsplit(config["RENDERS_REDIS"])
+    (port,) = k8s("Service", REDIS)["spec"]["ports"]
+    assert (url.scheme, url.hostname, url.port) == ("redis", REDIS, port["port"])
+    assert port["targetPort"] == redis_container()["ports"][0]["name"]
+    assert config["RENDERS_STORE"].startswith("s3://")
+    # "" (AWS) must reach the config as "", not null: the quotes in the --set survive
+    assert config["RENDERS_S3_ENDPOINT"] == ""
+    assert worker(resolved(worker_container()))[1].renders.s3_endpoint == ""
+
+
+def test_worker_grace_period_covers_its_drain() -> None:
+    """SIGTERM lets the running job finish for --drain-s; the kubelet (docker stop) must wait
+    longer, and --drain-s covers one try's limit, so a scale-down never cuts a job that could
+    still finish."""
+    args, cfg = worker(resolved(worker_container()))
+    assert worker_pod()["spec"]["terminationGracePeriodSeconds"] > args.drain_s
+    assert args.drain_s >= cfg.renders.job_timeout_s
+    service = compose()["services"]["worker"]
+    drain_s = worker(service["command"])[0].drain_s
+    assert float(service["stop_grace_period"].removesuffix("s")) > drain_s
+
+
+def test_worker_hpa_scales_on_the_queue_metric_of_the_adapter_rules() -> None:
+    spec = k8s("HorizontalPodAutoscaler", WORKER)["spec"]
+    assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": WORKER}
+    assert "replicas" not in k8s("Deployment", WORKER)["spec"], "the HPA owns the count"
+    (metric,) = spec["metrics"]
+    assert metric["type"] == "External"
+    assert metric["external"]["metric"]["name"] == QUEUE_METRIC
+    # one job per worker: a worker runs one job at a time
+    assert metric["external"]["target"] == {"type": "AverageValue", "averageValue": "1"}
+    assert 1 <= spec["minReplicas"] < spec["maxReplicas"]
+    assert spec["behavior"]["scaleDown"]["stabilizationWindowSeconds"] > 0
+    adapter = yaml.safe_load(k8s("ConfigMap", "prometheus-adapter")["data"]["config.yaml"])
+    (rule,) = adapter["externalRules"]
+    assert rule["seriesQuery"].startswith(QUEUE_METRIC + "{") and rule["name"]["as"] == QUEUE_METRIC
+    # every server pod exports the whole queue: max, since a sum would count it once per pod
+    assert rule["metricsQuery"].startswith("max(<<.Series>>{<<.LabelMatchers>>})")
+    # and the server does export it under that name
+    assert f'"{QUEUE_METRIC}"' in (ROOT / "avatar" / "renders" / "api.py").read_text()
+
+
+def test_worker_metrics_are_scraped_like_the_servers() -> None:
+    args = worker(resolved(worker_container()))[0]
+    annotations = worker_pod()["metadata"]["annotations"]
+    server = avatar_pod()["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == server["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == server["prometheus.io/path"]
+    assert annotations["prometheus.io/port"] == str(args.metrics_port)
+    assert worker_container()["ports"] == [
+        {"name": "metrics", "containerPort": args.metrics_port, "protocol": "TCP"}
+    ]
+    (rule,) = k8s("NetworkPolicy", WORKER)["spec"]["ingress"]
+    assert rule == {"ports": [{"protocol": "TCP", "port": args.metrics_port}]}
+
+
+@pytest.mark.parametrize("where", ["compose redis", "k8s StatefulSet"])
+def test_redis_keeps_jobs_across_a_restart(where: str) -> None:
+    argv = redis_commands()[where]
+    assert argv[0] == "redis-server"
+    assert option(argv, "--appendonly") == "yes"
+    assert option(argv, "--appendfsync") in ("always", "everysec")
+    assert option(argv, "--dir") == "/data"
+    # evicting a job record or the queue would lose jobs silently
+    assert option(argv, "--maxmemory-policy") == "noeviction"
+    if where == "compose redis":
+        assert "redis-data:/data" in compose()["services"]["redis"]["volumes"]
+        assert option(argv, "--bind") == "127.0.0.1"
+        assert urlsplit(worker(workers()["compose worker"])[1].renders.redis).hostname == (
+            "127.0.0.1"
+        )
+    else:
+        spec = k8s("StatefulSet", REDIS)["spec"]
+        assert spec["replicas"] == 1
+        (claim,) = spec["volumeClaimTemplates"]
+        mounts = {m["mountPath"]: m["name"] for m in redis_container()["volumeMounts"]}
+        assert mounts["/data"] == claim["metadata"]["name"]
+        assert option(argv, "--port") == str(redis_container()["ports"][0]["containerPort"])
+
+
+def test_network_policies_admit_the_render_paths_and_no_more() -> None:
+    server, worker_pods = pod_labels("Deployment", "avatar"), pod_labels("Deployment", WORKER)
+    redis_pods = pod_labels("StatefulSet", REDIS)
+    redis_port = redis_container()["ports"][0]["containerPort"]
+    tcp_redis = [{"protocol": "TCP", "port": redis_port}]
+
+    # Redis: in from the server and the workers only; out nothing
+    policy = k8s("NetworkPolicy", REDIS)["spec"]
+    assert selects(policy["podSelector"], redis_pods)
+    assert set(policy["policyTypes"]) == {"Ingress", "Egress"} and policy["egress"] == []
+    (rule,) = policy["ingress"]
+    assert rule["ports"] == tcp_redis
+    peers = rule["from"]
+    assert all(set(p) == {"podSelector"} for p in peers)
+    assert any(selects(p["podSelector"], server) for p in peers)
+    assert any(selects(p["podSelector"], worker_pods) for p in peers)
+    turn = pod_labels("Deployment", "avatar-turn")
+    assert not any(selects(p["podSelector"], turn) for p in peers)
+    # the server's own policy limits ingress only, so its egress reaches Redis
+    assert k8s("NetworkPolicy", "avatar")["spec"]["policyTypes"] == ["Ingress"]
+
+    # workers: out to DNS, Redis, and public addresses on HTTP(S) (S3, webhooks)
+    policy = k8s("NetworkPolicy", WORKER)["spec"]
+    assert selects(policy["podSelector"], worker_pods)
+    assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
+    rules = policy["egress"]
+    assert all(rule.get("to") and rule.get("ports") for rule in rules), "no rule open to all"
+    (dns,) = [r for r in rules if {p["port"] for p in r["ports"]} == {53}]
+    assert dns["to"][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
+    (to_redis,) = [r for r in rules if r["ports"] == tcp_redis]
+    assert [selects(p["podSelector"], redis_pods) for p in to_redis["to"]] == [True]
+    (public,) = [r for r in rules if any("ipBlock" in p for p in r["to"])]
+    assert sorted(p["port"] for p in public["ports"]) == [80, 443]
+    assert {p["protocol"] for p in public["ports"]} == {"TCP"}
+    v4 = next(p["ipBlock"] for p in public["to"] if p["ipBlock"]["cidr"] == "0.0.0.0/0")
+    # the pod network, the VPC and the cloud metadata endpoint stay out of reach
+    private = {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "127.0.0.0/8"}
+    assert private <= set(v4["except"])
