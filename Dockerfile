@@ -9,8 +9,9 @@
 # The models, the configs and the web client ship inside the package (avatar/weights,
 # avatar/avatars, avatar/configs, avatar/web): nothing is downloaded at run time, and the installed
 # package serves its own pages. The wheels (onnxruntime, opencv-python-headless, av) bring their own
-# libraries, so the runtime stage adds no Debian package. Pin the base by digest for reproducible
-# builds.
+# libraries; the runtime stage adds only festival and its voices, the local text-to-speech of
+# render jobs and `avatar render --text` (avatar/audio/tts.py). Pin the base by digest for
+# reproducible builds.
 ARG PYTHON_IMAGE=python:3.11-slim
 
 # -- build: install the project into a virtual environment ---------------------------------------
@@ -21,12 +22,15 @@ WORKDIR /src
 # README.md is the package's long description (pyproject `readme`); setuptools needs it.
 COPY pyproject.toml README.md ./
 COPY avatar ./avatar
-RUN /opt/venv/bin/pip install .
+# [s3]: boto3, for render results in S3 (renders.store = s3://bucket)
+RUN /opt/venv/bin/pip install '.[s3]'
 
 # -- runtime: the environment only; no source tree, no build tools ---------------------------------
 FROM ${PYTHON_IMAGE}
 RUN useradd --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin avatar
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends festival \
+        festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 # HOME and MPLCONFIGDIR point at /tmp so the image runs with a read-only root file system.

@@ -86,7 +86,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     overrides = list(args.set)
     for key, value in (("renders.redis", args.redis), ("renders.store", args.store),
                        ("renders.s3_endpoint", args.s3_endpoint)):  # fmt: skip
-        if value is not None:
+        if value:  # "" = the configured (or default) value
             overrides.append(f"{key}={value}")
     cfg = load_config(args.config, overrides)
     setup_logging(cfg.server.log_format, args.verbose)
