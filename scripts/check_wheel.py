@@ -16,8 +16,10 @@
    venv's packages and so could not catch a missing dependency: half of what this check is for.
 3. From a temporary working directory, with ``PYTHONPATH`` cleared so the checkout cannot leak
    in: ``avatar --version`` says the source's version; ``avatar serve`` on a free port serves
-   ``/`` (the demo page), the JS client and ``/api/avatars``; ``avatar render`` of the bundled
-   sample (read from the installed package) writes an mp4 whose video and audio decode.
+   ``/`` (the demo page), the JS client, ``/api/avatars`` and the render page; a text render
+   job through that server ends with its mp4 (where festival is installed); ``avatar render`` of
+   the bundled sample (read from the installed package) writes an mp4 whose video and audio
+   decode.
 
 Exits non-zero with the reason on the first failure; prints each command, its output's tail
 and the time every step took.
@@ -215,6 +217,32 @@ def check_server(url: str) -> None:
     if status != 200 or "default" not in listing.get("avatars", []):
         raise CheckFailed(f"GET /api/avatars gave {status}: {body[:200]!r}")
     print(f"  GET /api/avatars       {status} {json.dumps(listing)}")
+    status, kind, body = http_get(f"{url}/renders.html")
+    if status != 200 or b'src="renders.js"' not in body:
+        raise CheckFailed(f"GET /renders.html gave {status} {kind}, not the render page")
+    print(f"  GET /renders.html      {status} {kind}, {len(body)} bytes: the render page")
+
+
+def check_render_job(url: str) -> None:
+    """A render job through the installed server: submitted, rendered, its mp4 fetched."""
+    body = json.dumps({"text": "Hello from the wheel."}).encode()
+    request = urllib.request.Request(f"{url}/v1/renders", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as r:
+        job = json.loads(r.read())["id"]
+    deadline = time.monotonic() + 120
+    while (state := json.loads(http_get(f"{url}/v1/renders/{job}")[2]))["status"] in (
+        "queued", "running"):  # fmt: skip
+        if time.monotonic() > deadline:
+            raise CheckFailed(f"render job {job} did not end: {state}")
+        time.sleep(0.25)
+    if state["status"] != "done":
+        raise CheckFailed(f"render job {job}: {state['status']}: {state['error']}")
+    status, kind, video = http_get(url + state["result_url"])
+    if status != 200 or video[4:8] != b"ftyp":
+        raise CheckFailed(f"GET {state['result_url']} gave {status} {kind}, not an mp4")
+    frames = state["progress"]["frames"]
+    print(f"  POST /v1/renders (text): done, {frames} frames, {len(video) / 1e3:.0f} kB mp4")
 
 
 def check_render(venv: Path, work: Path, env: dict[str, str]) -> None:
@@ -261,10 +289,12 @@ def main() -> int:
             if said != f"avatar {version}":
                 raise CheckFailed(f"avatar --version said {said!r}, the source {version!r}")
         with (
-            step("avatar serve: the page, the JS client, the API"),
+            step("avatar serve: the pages, the JS client, the API, a render job"),
             serving(top / "venv", work, env) as url,
         ):
             check_server(url)
+            if shutil.which("festival"):  # text jobs speak with festival (setup_system.sh)
+                check_render_job(url)
         with step("avatar render of the bundled sample"):
             check_render(top / "venv", work, env)
     except (CheckFailed, ValueError) as e:
