@@ -6,6 +6,7 @@ import asyncio
 import json
 import math
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,12 +17,17 @@ import av
 import numpy as np
 import pytest
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from avatar.audio.io import load_audio
 from avatar.audio.tts import installed_voices
 from avatar.compose.offline import render_file
 from avatar.compose.serve import make_server
 from avatar.config import load_config
+from avatar.renders.jobs import FolderBook, RenderJob
+from avatar.renders.request import RenderRequest
+from avatar.renders.runner import JobRunner, RenderMetrics
+from avatar.renders.stores import FolderStore
 from avatar.renders.webhook import HEADER, SECRET_ENV, verify
 from tests.conftest import WEIGHTS
 
@@ -221,3 +227,45 @@ def test_text_and_audio_jobs_render_and_end_once(tmp_path: Path, monkeypatch: An
     assert not verify(b"other", body, signature, now=time.time())
     sent = json.loads(body)
     assert sent["id"] == out["text"]["id"] and sent["status"] == "done" and sent["result_url"]
+
+
+def runner_for(tmp_path: Path, *overrides: str) -> tuple[JobRunner, FolderBook, FolderStore]:
+    cfg = load_config(overrides=[f"renders.store={tmp_path}", *overrides])
+    book, store = FolderBook(tmp_path), FolderStore(tmp_path)
+    return JobRunner(cfg, book, store, RenderMetrics(CollectorRegistry())), book, store
+
+
+def audio_job(store: FolderStore, **fields: Any) -> RenderJob:
+    job = RenderJob(id=uuid.uuid4().hex, request=RenderRequest(fps=25), input_key="inputs/x",
+                    created_s=0.0, **fields)  # fmt: skip
+    store.put("inputs/x", SAMPLE)
+    return job
+
+
+def test_time_limit_and_dead_letter_end_a_job_with_its_reason(tmp_path: Path) -> None:
+    runner, book, store = runner_for(tmp_path, "renders.job_timeout_s=0.3", "renders.max_tries=2")
+    slow, dead = audio_job(store), audio_job(store, tries=2, status="running")
+
+    async def run() -> tuple[RenderJob | None, RenderJob | None]:
+        for job in (slow, dead):
+            await book.add(job)
+            await runner.run(job.id)
+        return await book.get(slow.id), await book.get(dead.id)
+
+    timed_out, given_up = asyncio.run(run())
+    assert timed_out is not None and timed_out.status == "failed"
+    assert timed_out.error == "timed out after 0.3 s (renders.job_timeout_s)"
+    assert timed_out.frames < 205 and not store.exists(slow.result_key)  # stopped early
+    assert given_up is not None and given_up.status == "failed" and given_up.tries == 2
+    assert given_up.error is not None and "gave up after 2 tries" in given_up.error
+
+
+def test_jobs_left_queued_by_a_stopped_server_run_when_it_starts(tmp_path: Path) -> None:
+    async def run() -> dict[str, Any]:
+        _, book, store = runner_for(tmp_path)
+        job = audio_job(store)
+        await book.add(job)  # queued by a server that stopped before running it
+        async with jobs_server(tmp_path) as url, aiohttp.ClientSession() as http:
+            return await wait_done(http, url, job.id)
+
+    assert asyncio.run(run())["status"] == "done"

@@ -44,9 +44,9 @@ def renders_part(cfg: Config, clock: Clock) -> RendersFactory:
             book = RedisBook(redis_client(cfg.renders.redis, patient=False), _keep_s(cfg))
             queue = ArqQueue(cfg.renders.redis, patient=False)
         else:
-            book = FolderBook(_records_folder(cfg, store))
-            runner = JobRunner(cfg, book, store, RenderMetrics(registry), clock)
-            queue = LocalQueue(runner)
+            folder_book = FolderBook(_records_folder(cfg, store))
+            runner = JobRunner(cfg, folder_book, store, RenderMetrics(registry), clock)
+            book, queue = folder_book, LocalQueue(runner, folder_book)
         return Renders(cfg, gate, book, store, queue, registry, clock, unix_time)
 
     return build

@@ -107,6 +107,16 @@ class FolderBook:
     async def ask_cancel(self, job_id: str) -> None:
         self._cancels.add(job_id)
 
+    async def unfinished(self) -> list[str]:
+        """Jobs queued or running when the process last stopped, oldest first."""
+
+        def scan() -> list[RenderJob]:
+            paths = self.folder.glob("*.json") if self.folder.is_dir() else []
+            jobs = [RenderJob.model_validate_json(p.read_text()) for p in paths]
+            return sorted((j for j in jobs if not j.final), key=lambda j: j.created_s)
+
+        return [job.id for job in await asyncio.to_thread(scan)]
+
     async def cancel_asked(self, job_id: str) -> bool:
         return job_id in self._cancels
 

@@ -32,6 +32,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from avatar.config import Config
+from avatar.renders.jobs import FolderBook
 from avatar.renders.runner import JobRunner
 from avatar.tasks import cancel, spawn
 
@@ -53,17 +54,18 @@ class JobQueue(Protocol):
 
 
 class LocalQueue:
-    """Jobs run one at a time by this process, in submission order. A job still queued when
-    the process stops is lost with it (its record stays ``queued``): the embedded default is
-    for one machine; queue through Redis where jobs must survive a restart."""
+    """Jobs run one at a time by this process, in submission order. Jobs still queued or
+    running when the process stopped are run again when it starts (their records say so)."""
 
-    def __init__(self, runner: JobRunner) -> None:
-        self.runner = runner
+    def __init__(self, runner: JobRunner, book: FolderBook) -> None:
+        self.runner, self.book = runner, book
         self._jobs: asyncio.Queue[str] = asyncio.Queue()
         self._running = 0
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        for job_id in await self.book.unfinished():
+            self._jobs.put_nowait(job_id)
         self._task = spawn(self._loop(), "render-jobs")
 
     async def submit(self, job_id: str) -> None:
