@@ -6,8 +6,9 @@ real ``redis-server``, real workers, results in a real S3-compatible server (Sea
   submitted at once; the wall time from the first submission to the last job done, divided by
   the seconds of speech, is "render seconds per audio second" (lower is faster). 1 worker, then
   2 workers, on fresh services; the ratio is the speed-up.
-- Stages of one job, in one process: text to speech (festival), the render (engine + encode,
-  25 fps 512 mp4; also 50 fps and WebM), the store's put of the result (S3).
+- Stages of one job, in one process: text to speech (festival), loading the renderer and the
+  motion model (a worker does it once and keeps them), the render (engine + encode, 25 fps 512
+  mp4; also 50 fps and WebM), the store's put of the result (S3).
 
 Usage: python scripts/bench_renders.py [--jobs 8] [--seconds 4] [--json docs/bench_renders.json]
 """
@@ -29,7 +30,9 @@ import requests
 from avatar.audio.io import load_audio
 from avatar.audio.tts import speak, write_wave
 from avatar.compose.offline import render_file
+from avatar.compose.renderers import load_renderer
 from avatar.config import load_config
+from avatar.motion.runtime import load_motion_backend
 from avatar.render.video import Container
 from avatar.renders.stores import S3Store
 from avatar.testing.browser import server_process
@@ -100,6 +103,10 @@ def stages(folder: Path) -> dict[str, Any]:
     out["speech_s"] = round(speech.duration_s, 2)
     wav = folder / "speech.wav"
     write_wave(wav, speech.audio, speech.rate)
+    cfg = load_config()
+    t = time.perf_counter()
+    load_renderer(cfg.render), load_motion_backend(cfg.motion.for_input(False))
+    out["models_load_s"] = round(time.perf_counter() - t, 3)  # once per worker, not per job
     runs: list[tuple[str, int, Container]] = [
         ("render_25fps_mp4_s", 25, "mp4"), ("render_50fps_mp4_s", 50, "mp4"),
         ("render_25fps_webm_s", 25, "webm")]  # fmt: skip

@@ -72,14 +72,16 @@ def render_file(
     *,
     container: Container = "mp4",
     on_frame: FrameHook | None = None,
+    renderer: Renderer | None = None,
+    backend: InferenceBackend | None = None,
 ) -> str:
     """Write ``output`` (and PNGs into ``frames_dir``); returns a one-line summary.
 
     The video's side is ``render.size``: the renderer draws at that size, above the portrait's
     own too (scripts/bench_upscale.py: that beats resampling a native render, at less cost).
     ``on_frame`` is told after each frame; an exception it raises stops the render (a job's
-    cancel or time limit)."""
-    engine = offline_engine(cfg)
+    cancel or time limit). ``renderer``, ``backend``: already loaded ones (a worker's)."""
+    engine = offline_engine(cfg, renderer, backend)
     reader = iter_audio(audio, rate=OUTPUT_RATE, block_s=1.0)
     if frames_dir:
         frames_dir.mkdir(parents=True, exist_ok=True)
