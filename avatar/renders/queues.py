@@ -25,10 +25,12 @@ from typing import Any, Protocol
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 from arq.constants import in_progress_key_prefix
+from arq.worker import Retry as RetryJob
 from arq.worker import Worker, func
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from avatar.config import Config
@@ -130,9 +132,16 @@ async def _render(ctx: dict[str, Any], job_id: str) -> None:
     redis: ArqRedis = ctx["redis"]
 
     async def heartbeat() -> None:
-        await redis.pexpire(in_progress_key_prefix + job_id, int(HEARTBEAT_EXPIRY_S * 1000))
+        try:
+            await redis.pexpire(in_progress_key_prefix + job_id, int(HEARTBEAT_EXPIRY_S * 1000))
+        except RedisError as e:  # Redis away for long: the job may run twice, stored once
+            log.warning("render job %s: heartbeat not written: %s", job_id, e)
 
-    await runner.run(job_id, heartbeat)
+    try:
+        await runner.run(job_id, heartbeat)
+    except RedisError as e:  # its record could not be written: run it again (arq's tries)
+        log.warning("render job %s: Redis failed (%s); it runs again in 5 s", job_id, e)
+        raise RetryJob(defer=5) from e
 
 
 def make_worker(cfg: Config, runner: JobRunner, drain_s: float = 30.0) -> Worker:

@@ -2,10 +2,11 @@
 
 :class:`JobRunner` reads the job's record, speaks its text (:mod:`avatar.audio.tts`) or fetches
 its audio from the store, renders in a thread (:func:`avatar.compose.offline.render_file`: the
-engine's offline chain, every frame rendered at the job's fps, upscaled past the portrait's
-size), puts the result under the job's own key and writes the record's end. While it renders it
-writes progress about twice a second, reads the cancel flag and keeps the job's time limit; the
-render thread stops at its next frame when told.
+engine's offline chain, every frame rendered at the job's fps and size), puts the result under
+the job's own key and writes the record's end; a webhook is called in the background. While it
+renders it writes progress about twice a second (best effort: a record store that hiccups does
+not stop the render), reads the cancel flag and keeps the job's time limit; the render thread
+stops at its next frame when told.
 
 Delivery is at-least-once (a worker that dies mid-job: the queue runs the job again), made safe
 here: a job whose result is already stored is only marked done, and a job tried
@@ -36,6 +37,7 @@ from avatar.render.base import Renderer
 from avatar.renders.jobs import JobBook, RenderJob
 from avatar.renders.stores import ResultStore
 from avatar.renders.webhook import notify
+from avatar.tasks import spawn
 
 log = logging.getLogger("avatar.renders")
 TICK_S = 0.5  # progress, cancel and time limit are looked at this often
@@ -139,9 +141,15 @@ class JobRunner:
             if outcome is not None:
                 progress.stop.set()
             elif progress.frames:
-                await self.book.put(job.model_copy(update={"frames": progress.frames,
-                                                           "total": progress.total}))  # fmt: skip
+                await self._progress(job, progress)
         return outcome
+
+    async def _progress(self, job: RenderJob, progress: _Progress) -> None:
+        try:
+            await self.book.put(job.model_copy(update={"frames": progress.frames,
+                                                       "total": progress.total}))  # fmt: skip
+        except Exception as e:  # the next tick writes it again
+            log.warning("render job %s: progress not written: %s", job.id, e)
 
     def _render(self, job: RenderJob, tmp: Path, progress: _Progress) -> Path:
         """In a thread: the job's speech, then its video; returns the video's path."""
@@ -192,7 +200,8 @@ class JobRunner:
             if status == "done":  # a presigned URL, or this server's path for it
                 url = await asyncio.to_thread(self.store.url, job.result_key)
                 url = url or f"/v1/renders/{job.id}/result"
-            await notify(job.request.webhook_url, ended.public(url), self.cfg.renders)
+            spawn(notify(job.request.webhook_url, ended.public(url), self.cfg.renders),
+                  f"webhook-{job.id}")  # fmt: skip
 
 
 class _Progress:
