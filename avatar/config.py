@@ -152,6 +152,9 @@ class LimitsConfig(_Section):
     max_media_sections: int = Field(default=6, ge=2)
     offers_per_minute: float = Field(default=30.0, gt=0)  # per client address
     offer_burst: int = Field(default=10, ge=1)
+    # POST /v1/renders per client address: a content pipeline submits hundreds at once
+    jobs_per_minute: float = Field(default=600.0, gt=0)
+    job_burst: int = Field(default=200, ge=1)
     sockets_per_minute: float = Field(default=120.0, gt=0)  # /ws and /ws/audio per address
     messages_per_second: float = Field(default=50.0, gt=0)  # control messages per session
     engine_builds: int = Field(default=2, ge=1)  # engines built at once (off the event loop)

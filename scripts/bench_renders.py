@@ -60,8 +60,7 @@ def throughput(folder: Path, workers: int, audio: list[Path], seconds: float) ->
     """Wall time of all jobs through ``workers`` workers, on fresh services."""
     with redis_server(folder / "redis") as redis, s3_server(folder / "s3") as endpoint, \
             server_process("--redis", redis.url, "--store", "s3://renders",
-                           "--set", f"renders.s3_endpoint={endpoint}",
-                           "--set", "server.limits.offer_burst=1000") as server:  # fmt: skip
+                           "--set", f"renders.s3_endpoint={endpoint}") as server:  # fmt: skip
         stack = contextlib.ExitStack()
         for i in range(workers):
             log = folder / f"worker{i}.log"

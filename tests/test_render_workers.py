@@ -37,8 +37,7 @@ def cluster(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, A
         monkeypatch.setenv(key, value)
     with redis_server(tmp / "redis") as redis, s3_server(tmp / "s3") as endpoint, \
             server_process("--redis", redis.url, "--store", "s3://renders",
-                           "--set", f"renders.s3_endpoint={endpoint}",
-                           "--set", "server.limits.offer_burst=100") as server:  # fmt: skip
+                           "--set", f"renders.s3_endpoint={endpoint}") as server:  # fmt: skip
         s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
         yield redis, server, s3, endpoint
 

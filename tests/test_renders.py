@@ -99,7 +99,7 @@ def test_bad_input_is_refused_before_anything_is_queued(tmp_path: Path) -> None:
     async def run() -> list[tuple[str, int, str]]:
         silent, slow_url = await never_answers()
         seen = []
-        limits = ("renders.max_audio_mb=1", "server.limits.offer_burst=100")
+        limits = ("renders.max_audio_mb=1",)
         async with jobs_server(tmp_path, *limits) as url, aiohttp.ClientSession() as http:
 
             async def post(name: str, **kw: Any) -> None:

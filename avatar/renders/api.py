@@ -151,7 +151,8 @@ class Renders:
             audio = Path(tmp) / "audio"
             fields, uploaded = await self._read(request, audio)
             req = parse_request(fields)
-            avatar = check_request(req, rc, uploaded, self.cfg.render.avatar)
+            avatar = await asyncio.to_thread(  # festival and the avatar folders: not on the loop
+                check_request, req, rc, uploaded, self.cfg.render.avatar)  # fmt: skip
             req = req.model_copy(update={"avatar": avatar})
             if req.webhook_url is not None:
                 await _check_webhook(req.webhook_url, self.cfg)

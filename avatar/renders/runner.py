@@ -100,7 +100,12 @@ class JobRunner:
         progress = _Progress()
         with tempfile.TemporaryDirectory(prefix="avatar-render-") as tmp:
             work = asyncio.create_task(asyncio.to_thread(self._render, job, Path(tmp), progress))
-            outcome = await self._watch(job, work, progress, heartbeat)
+            try:
+                outcome = await self._watch(job, work, progress, heartbeat)
+            except asyncio.CancelledError:  # the process stops: the thread stops too
+                progress.stop.set()
+                await asyncio.wait([work])
+                raise
             if outcome is None:
                 try:
                     result = work.result()

@@ -47,6 +47,7 @@ class Gate:
         lim = cfg.limits
         self.offer_rate = RateLimiter(clock, lim.offers_per_minute, lim.offer_burst)
         self.socket_rate = RateLimiter(clock, lim.sockets_per_minute, 2 * lim.offer_burst)
+        self.job_rate = RateLimiter(clock, lim.jobs_per_minute, lim.job_burst)
 
     def admit_offer(self, request: web.Request) -> None:
         """An offer within its client's rate, with a valid token, in JSON."""
@@ -56,8 +57,8 @@ class Gate:
             raise RequestError("POST /offer takes Content-Type: application/json", 415)
 
     def admit_job(self, request: web.Request) -> None:
-        """A render job within its client's rate (shared with offers), with a valid token."""
-        self._rate(self.offer_rate, request, "offers and render jobs")
+        """A render job within its client's rate, with a valid token."""
+        self._rate(self.job_rate, request, "render jobs")
         self.authenticate(request)
 
     def admit_socket(self, request: web.Request) -> None:
