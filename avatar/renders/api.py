@@ -16,6 +16,7 @@ as is a Redis that does not answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import tempfile
@@ -166,7 +167,13 @@ class Renders:
         job = RenderJob(id=job_id, request=req, input_key=input_key, created_s=self.wall())
         if not await self.book.add(job):
             return self._accepted(await self._job_by_id(job_id), 200)
-        await self.queue.submit(job_id)
+        try:
+            await self.queue.submit(job_id)
+        except Exception:  # no record may say "queued" for a job no queue holds
+            failed = job.model_copy(update={"status": "failed", "error": "not queued"})
+            with contextlib.suppress(Exception):
+                await self.book.put(failed)
+            raise
         self.depth.inc()
         self.submitted.labels("202").inc()
         return self._accepted(job, 202)

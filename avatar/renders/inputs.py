@@ -64,8 +64,9 @@ async def check_audio(path: Path, cfg: RendersConfig, what: str) -> float:
     """Seconds of audio in ``path``; 415 when it is not audio, 413 when too long."""
     try:
         seconds = await asyncio.to_thread(_duration_s, path)
-    except AudioInputError as e:
-        raise RequestError(f"{what} is not audio we can decode: {str(e)[:160]}", 415) from None
+    except AudioInputError as e:  # the message names our temporary file: not the client's
+        reason = str(e).replace(str(path), "it")
+        raise RequestError(f"{what} is not audio we can decode: {reason[:160]}", 415) from None
     if seconds > cfg.max_audio_s:
         raise RequestError(f"{what} is {seconds:.0f} s long; at most {cfg.max_audio_s:g} s "
                            "(renders.max_audio_s)", 413)  # fmt: skip
