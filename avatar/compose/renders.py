@@ -42,7 +42,7 @@ def renders_part(cfg: Config, clock: Clock) -> RendersFactory:
         queue: JobQueue
         if cfg.renders.redis:
             book = RedisBook(redis_client(cfg.renders.redis, patient=False), _keep_s(cfg))
-            queue = ArqQueue(cfg.renders.redis, patient=False)
+            queue = ArqQueue(cfg.renders.redis)
         else:
             folder_book = FolderBook(_records_folder(cfg, store))
             runner = JobRunner(cfg, folder_book, store, RenderMetrics(registry), clock)

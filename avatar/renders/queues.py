@@ -93,22 +93,31 @@ class LocalQueue:
 
 
 class ArqQueue:
-    """Submission to the workers' queue in Redis."""
+    """Submission to the workers' queue in Redis. A Redis that is away when the server starts
+    does not stop it: the live path serves, submissions get 503 until Redis answers."""
 
-    def __init__(self, url: str, patient: bool = False) -> None:
-        self.settings = redis_settings(url, patient)
+    def __init__(self, url: str) -> None:
+        self.settings = redis_settings(url, patient=False)
         self.pool: ArqRedis | None = None
 
     async def start(self) -> None:
-        self.pool = await create_pool(self.settings, default_queue_name=QUEUE)
+        try:
+            await self._pool()
+        except (RedisError, OSError) as e:
+            log.warning("render queue: Redis does not answer yet (%s); jobs get 503 until it does",
+                        e)  # fmt: skip
 
     async def submit(self, job_id: str) -> None:
-        assert self.pool is not None
-        await self.pool.enqueue_job("render", job_id, _job_id=job_id, _queue_name=QUEUE)
+        pool = await self._pool()
+        await pool.enqueue_job("render", job_id, _job_id=job_id, _queue_name=QUEUE)
 
     async def depth(self) -> int:
-        assert self.pool is not None
-        return int(await self.pool.zcard(QUEUE))
+        return int(await (await self._pool()).zcard(QUEUE))
+
+    async def _pool(self) -> ArqRedis:
+        if self.pool is None:
+            self.pool = await create_pool(self.settings, default_queue_name=QUEUE)
+        return self.pool
 
     async def stop(self) -> None:
         if self.pool is not None:
