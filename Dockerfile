@@ -10,7 +10,7 @@
 # avatar/avatars, avatar/configs, avatar/web): nothing is downloaded at run time, and the installed
 # package serves its own pages. The wheels (onnxruntime, opencv-python-headless, av) bring their own
 # libraries; the runtime stage adds only festival and its voices, the local text-to-speech of
-# render jobs and `avatar render --text` (avatar/audio/tts.py). Pin the base by digest for
+# render jobs and `avatar render --text` (avatar/data/tts.py). Pin the base by digest for
 # reproducible builds.
 ARG PYTHON_IMAGE=python:3.11-slim
 

@@ -69,7 +69,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         return 0
     import tempfile
 
-    from avatar.audio.tts import speak, write_wave
+    from avatar.data.tts import speak, write_wave
 
     speech = speak(args.text, args.voice or "slt")
     with tempfile.TemporaryDirectory(prefix="avatar-tts-") as tmp:

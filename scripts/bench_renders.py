@@ -28,10 +28,10 @@ from typing import Any
 import requests
 
 from avatar.audio.io import load_audio
-from avatar.audio.tts import speak, write_wave
 from avatar.compose.offline import render_file
 from avatar.compose.renderers import load_renderer
 from avatar.config import load_config
+from avatar.data.tts import speak, write_wave
 from avatar.motion.runtime import load_motion_backend
 from avatar.render.video import Container
 from avatar.renders.stores import S3Store

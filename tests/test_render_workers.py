@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from avatar.audio.io import load_audio
-from avatar.audio.tts import installed_voices, write_wave
+from avatar.data.tts import installed_voices, write_wave
 from avatar.testing.browser import ServerProcess, server_process
 from avatar.testing.services import S3_KEYS, have_services, redis_server, s3_server, worker_process
 from tests.conftest import WEIGHTS

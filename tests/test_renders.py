@@ -20,10 +20,11 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from avatar.audio.io import load_audio
-from avatar.audio.tts import installed_voices
 from avatar.compose.offline import render_file
+from avatar.compose.renders import KeptModels
 from avatar.compose.serve import make_server
 from avatar.config import load_config
+from avatar.data.tts import installed_voices
 from avatar.renders.jobs import FolderBook, RenderJob
 from avatar.renders.request import RenderRequest
 from avatar.renders.runner import JobRunner, RenderMetrics
@@ -232,7 +233,8 @@ def test_text_and_audio_jobs_render_and_end_once(tmp_path: Path, monkeypatch: An
 def runner_for(tmp_path: Path, *overrides: str) -> tuple[JobRunner, FolderBook, FolderStore]:
     cfg = load_config(overrides=[f"renders.store={tmp_path}", *overrides])
     book, store = FolderBook(tmp_path), FolderStore(tmp_path)
-    return JobRunner(cfg, book, store, RenderMetrics(CollectorRegistry())), book, store
+    runner = JobRunner(cfg, book, store, RenderMetrics(CollectorRegistry()), KeptModels())
+    return runner, book, store
 
 
 def audio_job(store: FolderStore, **fields: Any) -> RenderJob:

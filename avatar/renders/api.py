@@ -28,9 +28,9 @@ from aiohttp import BodyPartReader, web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from redis.exceptions import RedisError
 
-from avatar.audio.tts import installed_voices
 from avatar.clock import Clock, sleep_for
 from avatar.config import Config
+from avatar.data.tts import installed_voices
 from avatar.errors import RequestError
 from avatar.face.store import builtin_names
 from avatar.renders.inputs import check_audio, fetch_audio, save_upload

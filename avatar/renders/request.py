@@ -12,8 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from avatar.audio.tts import check_voice, clean_text
 from avatar.config import RendersConfig
+from avatar.data.tts import check_voice, clean_text
 from avatar.errors import AvatarError, RequestError
 from avatar.face.store import builtin_names, resolve_avatar
 
@@ -32,7 +32,7 @@ class RenderRequest(BaseModel):
     renderer: Literal["warp", "gan"] | None = None  # None = the server's default
     size: int | None = Field(default=None, ge=64)  # video side; None = the renderer's own
     fps: int = 25
-    voice: str | None = None  # text only: a local TTS voice (avatar.audio.tts.VOICES)
+    voice: str | None = None  # text only: a local TTS voice (avatar.data.tts.VOICES)
     format: Literal["mp4", "webm"] = "mp4"
     webhook_url: str | None = None  # POSTed (signed) when the job ends
 

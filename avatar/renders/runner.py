@@ -1,7 +1,7 @@
 """One render job, start to end, on the same chain as ``avatar render``.
 
-:class:`JobRunner` reads the job's record, speaks its text (:mod:`avatar.audio.tts`) or fetches
-its audio from the store, renders in a thread (:func:`avatar.compose.offline.render_file`: the
+:class:`JobRunner` reads the job's record, speaks its text (:mod:`avatar.data.tts`) or fetches
+its audio from the store, renders in a thread (:class:`ClipRenderer`: the
 engine's offline chain, every frame rendered at the job's fps and size), puts the result under
 the job's own key and writes the record's end; a webhook is called in the background. While it
 renders it writes progress about twice a second (best effort: a record store that hiccups does
@@ -19,31 +19,39 @@ import asyncio
 import logging
 import tempfile
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from avatar.audio.tts import speak, write_wave
-from avatar.backends.protocol import InferenceBackend
 from avatar.clock import Clock, MonotonicClock, unix_time
-from avatar.compose.offline import render_file
-from avatar.compose.renderers import load_renderer
 from avatar.config import Config
+from avatar.data.tts import speak, write_wave
 from avatar.errors import AvatarError
-from avatar.motion.runtime import load_motion_backend
-from avatar.render.base import Renderer
+from avatar.render.video import Container
 from avatar.renders.jobs import JobBook, RenderJob
 from avatar.renders.stores import ResultStore
 from avatar.renders.webhook import notify
 from avatar.tasks import spawn
+from avatar.units import NS_PER_S
 
 log = logging.getLogger("avatar.renders")
 TICK_S = 0.5  # progress, cancel and time limit are looked at this often
 Heartbeat = Callable[[], Awaitable[None]]  # the queue's "still working on it"
-MODELS_KEPT = 4  # avatars x renderers x sizes a worker keeps loaded
 JOB_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200)
+
+
+class ClipRenderer(Protocol):
+    """Speech file -> video file with the job's configuration, in the calling thread; told
+    ``on_frame(frames written, frames expected)`` after each frame (it may raise to stop).
+    The composition root gives the offline chain of ``avatar render``
+    (:class:`avatar.compose.renders.KeptModels`)."""
+
+    def __call__(
+        self, audio: Path, out: Path, cfg: Config, container: Container,
+        on_frame: Callable[[int, int], None],
+    ) -> None: ...  # fmt: skip
 
 
 class JobStopped(Exception):
@@ -69,12 +77,12 @@ class JobRunner:
         book: JobBook,
         store: ResultStore,
         metrics: RenderMetrics,
+        render: ClipRenderer,
         clock: Clock | None = None,
         wall: Callable[[], float] = unix_time,
     ) -> None:
         self.cfg, self.book, self.store, self.metrics = cfg, book, store, metrics
-        self.clock, self.wall = clock or MonotonicClock(), wall
-        self._loaded: dict[tuple[object, object], tuple[Renderer, InferenceBackend]] = {}
+        self.render, self.clock, self.wall = render, clock or MonotonicClock(), wall
 
     async def run(self, job_id: str, heartbeat: Heartbeat | None = None) -> None:
         """Run one try of ``job_id`` (nothing when it has ended or is unknown)."""
@@ -111,9 +119,7 @@ class JobRunner:
                     result = work.result()
                     start = self.clock.now_ns()
                     await asyncio.to_thread(self.store.put, job.result_key, result)
-                    self.metrics.seconds.labels("store").observe(
-                        (self.clock.now_ns() - start) / 1e9
-                    )
+                    self.metrics.seconds.labels("store").observe(self._since_s(start))
                     outcome = ("done", None)
                 except JobStopped:
                     outcome = ("cancelled", None)
@@ -159,7 +165,7 @@ class JobRunner:
     def _render(self, job: RenderJob, tmp: Path, progress: _Progress) -> Path:
         """In a thread: the job's speech, then its video; returns the video's path."""
         req = job.request
-        start = time.monotonic()  # this thread's own stage timing (the clock is the loop's)
+        start = self.clock.now_ns()
         audio = tmp / "input"
         if job.input_key is None:
             assert req.text is not None
@@ -167,27 +173,15 @@ class JobRunner:
             write_wave(audio, speech.audio, speech.rate)
         else:
             self.store.get(job.input_key, audio)
-        self.metrics.seconds.labels("input").observe(time.monotonic() - start)
-        start = time.monotonic()
+        self.metrics.seconds.labels("input").observe(self._since_s(start))
+        start = self.clock.now_ns()
         out = tmp / f"result.{req.format}"
-        cfg = job_config(self.cfg, job)
-        renderer, backend = self._models(cfg)
-        render_file(audio, out, cfg, progress=False, container=req.format,
-                    on_frame=progress.update, renderer=renderer, backend=backend)  # fmt: skip
-        self.metrics.seconds.labels("render").observe(time.monotonic() - start)
+        self.render(audio, out, job_config(self.cfg, job), req.format, progress.update)
+        self.metrics.seconds.labels("render").observe(self._since_s(start))
         return out
 
-    def _models(self, cfg: Config) -> tuple[Renderer, InferenceBackend]:
-        """The renderer and motion model for ``cfg``, loaded once per worker (0.35-0.45 s
-        each time otherwise: a third of a short job). Jobs run one at a time, so they share
-        them safely; the streaming state lives in each job's engine."""
-        key = (cfg.render, cfg.motion.for_input(False))
-        if key not in self._loaded:
-            if len(self._loaded) >= MODELS_KEPT:
-                self._loaded.pop(next(iter(self._loaded)))
-            self._loaded[key] = (load_renderer(cfg.render),
-                                 load_motion_backend(cfg.motion.for_input(False)))  # fmt: skip
-        return self._loaded[key]
+    def _since_s(self, start_ns: int) -> float:
+        return (self.clock.now_ns() - start_ns) / NS_PER_S
 
     async def _end(self, job: RenderJob, status: str, error: str | None) -> None:
         ended = job.model_copy(update={"status": status, "error": error,
@@ -205,7 +199,7 @@ class JobRunner:
             if status == "done":  # a presigned URL, or this server's path for it
                 url = await asyncio.to_thread(self.store.url, job.result_key)
                 url = url or f"/v1/renders/{job.id}/result"
-            spawn(notify(job.request.webhook_url, ended.public(url), self.cfg.renders),
+            spawn(notify(job.request.webhook_url, ended.public(url), self.cfg.renders, self.wall),
                   f"webhook-{job.id}")  # fmt: skip
 
 

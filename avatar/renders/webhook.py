@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import socket
-import time
+from collections.abc import Callable
 from urllib.parse import urlparse
 
 import aiohttp
@@ -52,8 +52,11 @@ def verify(secret: bytes, body: bytes, header: str, now: float, max_age_s: float
     return abs(now - t) <= max_age_s and hmac.compare_digest(expected, header)
 
 
-async def notify(url: str, status: dict[str, object], cfg: RendersConfig) -> bool:
-    """POST ``status`` to ``url``, signed; True when the receiver answered 2xx."""
+async def notify(
+    url: str, status: dict[str, object], cfg: RendersConfig, wall: Callable[[], float]
+) -> bool:
+    """POST ``status`` to ``url``, signed with the time ``wall`` says (Unix seconds); True when
+    the receiver answered 2xx."""
     secret = webhook_secret()
     if secret is None:
         log.warning("webhook %s not called: %s is not set", url[:100], SECRET_ENV)
@@ -62,7 +65,7 @@ async def notify(url: str, status: dict[str, object], cfg: RendersConfig) -> boo
     timeout = aiohttp.ClientTimeout(total=cfg.fetch_timeout_s)
     for delay in TRIES:
         await asyncio.sleep(delay)
-        headers = {"Content-Type": "application/json", HEADER: sign(secret, body, int(time.time()))}
+        headers = {"Content-Type": "application/json", HEADER: sign(secret, body, int(wall()))}
         try:
             async with aiohttp.ClientSession(timeout=timeout) as http, \
                     http.post(url, data=body, headers=headers) as response:  # fmt: skip

@@ -28,12 +28,23 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from avatar.config import ServerConfig
-from avatar.renders.api import Renders
 from avatar.server.gate import Gate
 from avatar.server.logs import quiet_peer_task_errors
 from avatar.server.pages import Pages
 
-RendersFactory = Callable[[Gate, CollectorRegistry], Renders]  # a role's render jobs
+
+class RoutePart(Protocol):
+    """More routes behind a role's gate, started and stopped with the application (the render
+    jobs: :class:`avatar.renders.api.Renders`)."""
+
+    def add_routes(self, router: web.UrlDispatcher) -> None: ...
+
+    async def start(self, app: web.Application) -> None: ...
+
+    async def stop(self, app: web.Application) -> None: ...
+
+
+RendersFactory = Callable[[Gate, CollectorRegistry], RoutePart]  # a role's render jobs
 
 
 class SessionRoutes(Protocol):
@@ -57,7 +68,11 @@ class SessionRoutes(Protocol):
 
 
 def route_table(
-    cfg: ServerConfig, gate: Gate, pages: Pages, role: SessionRoutes, renders: Renders | None = None
+    cfg: ServerConfig,
+    gate: Gate,
+    pages: Pages,
+    role: SessionRoutes,
+    renders: RoutePart | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[gate.middleware],
                           client_max_size=cfg.limits.max_body_kb << 10)  # fmt: skip
