@@ -27,7 +27,6 @@ from typing import Any
 
 import requests
 
-from avatar.audio.io import load_audio
 from avatar.compose.offline import render_file
 from avatar.compose.renderers import load_renderer
 from avatar.config import load_config
@@ -36,24 +35,12 @@ from avatar.motion.runtime import load_motion_backend
 from avatar.render.video import Container
 from avatar.renders.stores import S3Store
 from avatar.testing.browser import server_process
-from avatar.testing.services import S3_KEYS, redis_server, s3_server, worker_process
+from avatar.testing.services import S3_KEYS, redis_server, s3_server, speech_clips, worker_process
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "avatar" / "assets" / "sample.ogg"
 TEXT = ("Good morning, and welcome to the course. Today we look at how a sound wave becomes "
         "the words you hear, one small step at a time.")  # fmt: skip
-
-
-def clips(folder: Path, n: int, seconds: float) -> list[Path]:
-    audio = load_audio(SAMPLE, 48000)
-    length = int(seconds * 48000)
-    step = (len(audio) - length) // max(1, n - 1)
-    out = []
-    for i in range(n):
-        path = folder / f"clip{i}.wav"
-        write_wave(path, audio[i * step : i * step + length], 48000)
-        out.append(path)
-    return out
 
 
 def throughput(folder: Path, workers: int, audio: list[Path], seconds: float) -> dict[str, Any]:
@@ -139,7 +126,7 @@ def main() -> None:
     os.environ.update(S3_KEYS)
     with tempfile.TemporaryDirectory(prefix="bench-renders-") as tmp:
         folder = Path(tmp)
-        audio = clips(folder, args.jobs, args.seconds)
+        audio = speech_clips(folder, args.jobs, args.seconds)
         runs = [throughput(folder / f"w{n}", n, audio, args.seconds) for n in (1, 2)]
         stage = stages(folder)
     speedup = runs[0]["wall_s"] / runs[1]["wall_s"]

@@ -16,10 +16,16 @@ import numpy as np
 import pytest
 import requests
 
-from avatar.audio.io import load_audio
-from avatar.data.tts import installed_voices, write_wave
+from avatar.data.tts import installed_voices
 from avatar.testing.browser import ServerProcess, server_process
-from avatar.testing.services import S3_KEYS, have_services, redis_server, s3_server, worker_process
+from avatar.testing.services import (
+    S3_KEYS,
+    have_services,
+    redis_server,
+    s3_server,
+    speech_clips,
+    worker_process,
+)
 from tests.conftest import WEIGHTS
 
 SAMPLE = WEIGHTS.parent / "assets" / "sample.ogg"
@@ -74,25 +80,13 @@ def results(s3: Any) -> list[str]:
     return sorted(o["Key"] for o in listed.get("Contents", []))
 
 
-def clips(tmp: Path, n: int, seconds: float) -> list[Path]:
-    """``n`` different speech clips cut from the sample."""
-    audio = load_audio(SAMPLE, 48000)
-    step = (len(audio) - int(seconds * 48000)) // max(1, n - 1)
-    paths = []
-    for i in range(n):
-        path = tmp / f"clip{i}.wav"
-        write_wave(path, audio[i * step : i * step + int(seconds * 48000)], 48000)
-        paths.append(path)
-    return paths
-
-
 def upload(path: Path) -> dict[str, Any]:
     return {"files": {"audio": (path.name, path.read_bytes())}}
 
 
 def test_twenty_jobs_over_two_workers_land_once_in_s3(tmp_path: Path, monkeypatch: Any) -> None:
     with cluster(tmp_path, monkeypatch) as (redis, server, s3, endpoint):
-        audio = clips(tmp_path, 10, 2.0)
+        audio = speech_clips(tmp_path, 10, 2.0)
         jobs = [submit(server, **upload(p)) for p in audio]
         jobs += [submit(server, json={"text": f"Sentence number {i}. It is short."})
                  for i in range(10)]  # fmt: skip
@@ -132,7 +126,7 @@ def test_a_killed_worker_and_a_redis_restart_lose_nothing(tmp_path: Path, monkey
                 time.sleep(0.2)
             os.kill(w1.pid, signal.SIGKILL)  # mid-job
             w1.wait(10)
-        jobs = [long_job] + [submit(server, **upload(p)) for p in clips(tmp_path, 4, 1.5)]
+        jobs = [long_job] + [submit(server, **upload(p)) for p in speech_clips(tmp_path, 4, 1.5)]
         with worker(redis, endpoint, tmp_path / "w2.log"), \
                 worker(redis, endpoint, tmp_path / "w3.log"):  # fmt: skip
             while status(server, long_job)["tries"] < 2:  # picked up again after the kill

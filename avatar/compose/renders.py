@@ -15,23 +15,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, start_http_server
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from avatar.backends.protocol import InferenceBackend
 from avatar.clock import Clock, MonotonicClock, unix_time
 from avatar.compose.offline import render_file
 from avatar.compose.renderers import load_renderer
 from avatar.config import Config
+from avatar.errors import ConfigError
 from avatar.motion.runtime import load_motion_backend
 from avatar.render.base import Renderer
 from avatar.render.video import Container
 from avatar.renders.api import Renders
 from avatar.renders.jobs import FolderBook, JobBook, RedisBook
-from avatar.renders.queues import ArqQueue, JobQueue, LocalQueue, make_worker
+from avatar.renders.queues import ArqQueue, JobQueue, LocalQueue, make_worker, redis_client
 from avatar.renders.runner import JobRunner, RenderMetrics
 from avatar.renders.stores import FolderStore, open_store
 from avatar.server.gate import Gate
@@ -51,7 +47,7 @@ def renders_part(cfg: Config, clock: Clock) -> RendersFactory:
             book = RedisBook(redis_client(cfg.renders.redis, patient=False), _keep_s(cfg))
             queue = ArqQueue(cfg.renders.redis)
         else:
-            folder_book = FolderBook(_records_folder(cfg, store))
+            folder_book = FolderBook(_records_folder(store))
             runner = JobRunner(cfg, folder_book, store, RenderMetrics(registry), KeptModels(),
                                clock)  # fmt: skip
             book, queue = folder_book, LocalQueue(runner, folder_book)
@@ -94,8 +90,6 @@ def run_worker(cfg: Config, metrics_port: int | None, drain_s: float) -> None:
     """``avatar worker``: run queued render jobs until SIGTERM (the running job may finish
     within ``drain_s``); Prometheus metrics on ``metrics_port``."""
     if not cfg.renders.redis:
-        from avatar.errors import ConfigError
-
         raise ConfigError("avatar worker needs a queue: --redis URL (or renders.redis)")
     registry = CollectorRegistry()
     if metrics_port is not None:
@@ -118,21 +112,10 @@ async def _work(cfg: Config, registry: CollectorRegistry, drain_s: float) -> Non
         await redis.aclose()
 
 
-def redis_client(url: str, patient: bool) -> Redis:
-    """A client for ``url``. ``patient`` (workers): commands ride out a Redis restart (~30 s of
-    retries); otherwise (the API) a dead Redis is an error within ~2 s, answered as 503."""
-    retries = 40 if patient else 2
-    return Redis.from_url(
-        url, socket_connect_timeout=1.0, socket_timeout=None if patient else 2.0,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError, OSError],
-    )  # fmt: skip
-
-
 def _keep_s(cfg: Config) -> float:
     return cfg.renders.keep_days * 86400
 
 
-def _records_folder(cfg: Config, store: object) -> Path:
+def _records_folder(store: object) -> Path:
     """Records beside a folder store's results; with S3 and no Redis, in ./renders."""
     return store.root if isinstance(store, FolderStore) else Path("renders")

@@ -216,7 +216,7 @@ class Renders:
             value = await part.read(decode=True)
             if len(value) > limit:
                 raise RequestError(f"multipart field {part.name[:40]!r} is too large", 413)
-            fields[part.name] = _form_value(part.name, value.decode("utf-8", "replace"))
+            fields[part.name] = value.decode("utf-8", "replace")  # pydantic parses numbers
         return fields, uploaded
 
     def _accepted(self, job: RenderJob, status: int) -> web.Response:
@@ -259,13 +259,6 @@ def _job_id(idempotency_key: str | None) -> str:
 
 def _looks_like_id(job_id: str) -> bool:
     return len(job_id) == 32 and all(c in "0123456789abcdef" for c in job_id)
-
-
-def _form_value(name: str, value: str) -> object:
-    """Form fields are text; the numeric ones become numbers (pydantic checks them)."""
-    if name in ("size", "fps") and value.strip().lstrip("-").isdigit():
-        return int(value)
-    return value
 
 
 async def _check_webhook(url: str, cfg: Config) -> None:

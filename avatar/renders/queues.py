@@ -27,6 +27,7 @@ from arq.connections import ArqRedis, RedisSettings
 from arq.constants import in_progress_key_prefix
 from arq.worker import Retry as RetryJob
 from arq.worker import Worker, func
+from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -124,12 +125,26 @@ class ArqQueue:
             await self.pool.aclose()
 
 
+RETRY_ON: list[type[Exception]] = [RedisConnectionError, RedisTimeoutError, OSError]
+
+
+def _retry(patient: bool) -> Retry:
+    """``patient`` (workers): commands ride out a Redis restart (~30 s of back-off); otherwise
+    (the API) a dead Redis is an error within ~2 s, answered as 503."""
+    return Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=40 if patient else 2)
+
+
+def redis_client(url: str, patient: bool) -> Redis:
+    """A client for ``url`` (job records), retrying as :func:`_retry` says."""
+    return Redis.from_url(url, socket_connect_timeout=1.0,
+                          socket_timeout=None if patient else 2.0,
+                          retry=_retry(patient), retry_on_error=RETRY_ON)  # fmt: skip
+
+
 def redis_settings(url: str, patient: bool) -> RedisSettings:
-    """``url``; ``patient`` (workers): commands retried through a Redis restart (~30 s of
-    back-off); otherwise (the API) a dead Redis is an error within ~2 s."""
+    """arq's settings for ``url`` (the queue), retrying as :func:`_retry` says."""
     settings = RedisSettings.from_dsn(url)
-    settings.retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=40 if patient else 2)
-    settings.retry_on_error = [RedisConnectionError, RedisTimeoutError, OSError]
+    settings.retry, settings.retry_on_error = _retry(patient), RETRY_ON
     settings.conn_timeout = 1
     settings.conn_retries, settings.conn_retry_delay = (30, 1) if patient else (0, 0)
     return settings

@@ -23,6 +23,23 @@ S3_KEYS = {"AWS_ACCESS_KEY_ID": "avatar-test", "AWS_SECRET_ACCESS_KEY": "avatar-
            "AWS_REGION": "us-east-1"}  # fmt: skip
 
 
+def speech_clips(folder: Path, n: int, seconds: float) -> list[Path]:
+    """``n`` different wave files of ``seconds`` of real speech, cut from the bundled sample."""
+    from avatar.audio.io import load_audio
+    from avatar.data.tts import write_wave
+    from avatar.resources import package_dir
+
+    audio = load_audio(package_dir("assets") / "sample.ogg", 48000)
+    length = int(seconds * 48000)
+    step = (len(audio) - length) // max(1, n - 1)
+    paths = []
+    for i in range(n):
+        path = folder / f"clip{i}.wav"
+        write_wave(path, audio[i * step : i * step + length], 48000)
+        paths.append(path)
+    return paths
+
+
 def have_services() -> bool:
     """redis-server on PATH and the weed binary beside this Python (or on PATH)."""
     return shutil.which("redis-server") is not None and weed_binary() is not None
