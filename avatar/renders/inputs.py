@@ -9,6 +9,7 @@ full within ``renders.fetch_timeout_s`` (a 422 otherwise).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -24,13 +25,24 @@ CHUNK = 1 << 16
 
 async def save_upload(part: BodyPartReader, path: Path, cfg: RendersConfig) -> None:
     """The multipart ``audio`` part into ``path``, at most ``max_audio_mb``."""
-    cap = int(cfg.max_audio_mb * (1 << 20))
-    size = 0
-    with path.open("wb") as f:
+
+    async def chunks() -> AsyncIterator[bytes]:
         while chunk := await part.read_chunk(CHUNK):
+            yield chunk
+
+    await _write_capped(chunks(), path, cfg, "the audio")
+
+
+async def _write_capped(
+    chunks: AsyncIterator[bytes], path: Path, cfg: RendersConfig, what: str
+) -> None:
+    """``chunks`` into ``path``; a 413 once they pass ``max_audio_mb``."""
+    cap, size = int(cfg.max_audio_mb * (1 << 20)), 0
+    with path.open("wb") as f:
+        async for chunk in chunks:
             size += len(chunk)
             if size > cap:
-                raise RequestError(f"the audio is over {cfg.max_audio_mb:g} MB "
+                raise RequestError(f"{what} is over {cfg.max_audio_mb:g} MB "
                                    "(renders.max_audio_mb)", 413)  # fmt: skip
             await asyncio.to_thread(f.write, chunk)
 
@@ -46,13 +58,7 @@ async def fetch_audio(url: str, path: Path, cfg: RendersConfig) -> None:
                 raise RequestError(f"audio_url answered HTTP {response.status}", 422)
             if (response.content_length or 0) > cap:
                 raise RequestError(f"audio_url is over {cfg.max_audio_mb:g} MB", 413)
-            size = 0
-            with path.open("wb") as f:
-                async for chunk in response.content.iter_chunked(CHUNK):
-                    size += len(chunk)
-                    if size > cap:
-                        raise RequestError(f"audio_url is over {cfg.max_audio_mb:g} MB", 413)
-                    await asyncio.to_thread(f.write, chunk)
+            await _write_capped(response.content.iter_chunked(CHUNK), path, cfg, "audio_url")
     except TimeoutError:
         raise RequestError(f"audio_url did not answer in full within {cfg.fetch_timeout_s:g} s",
                            422) from None  # fmt: skip
