@@ -7,6 +7,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.run-installed
 DEV_STAMP := $(VENV)/.dev-installed
+AGENTS := .venv-agents
+AGENTS_STAMP := $(AGENTS)/.installed
 # TypeScript for the JS client's type check, pinned in avatar/web/package-lock.json
 TSC := avatar/web/node_modules/.bin/tsc
 
@@ -27,6 +29,14 @@ $(DEV_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[train,face,dev]'
 	$(BIN)/pip install -q --no-deps mediapipe==0.10.14
 	touch $(RUN_STAMP) $@
+
+# The voice-agent plugins' tests run in a venv of their own: pipecat-ai and livekit-agents need
+# protobuf >= 6, mediapipe 0.10.14 (in .venv) needs protobuf < 5. No torch and no mediapipe here.
+$(AGENTS_STAMP): pyproject.toml | $(DEV_STAMP)
+	$(PYTHON) -m venv $(AGENTS)
+	$(AGENTS)/bin/pip install -q --upgrade pip
+	$(AGENTS)/bin/pip install -q -e '.[pipecat,livekit]' pytest
+	touch $@
 
 # npm comes from scripts/setup_system.sh (the dev set-up runs it).
 $(TSC): avatar/web/package-lock.json | $(DEV_STAMP)
@@ -49,8 +59,9 @@ lint: $(DEV_STAMP) $(TSC)
 
 # The numeric tests run twice: on this CPU's widest SIMD path, then on the next narrower one.
 # Then the wheel: built from the sdist, installed into a fresh venv, served and rendered from.
-test: lint
+test: lint $(AGENTS_STAMP)
 	$(BIN)/pytest -q
+	$(AGENTS)/bin/pytest -q tests/agents
 	$(BIN)/python scripts/second_simd_path.py -- $(BIN)/pytest -q -m "numeric and not slow"
 	$(BIN)/python scripts/check_wheel.py
 
@@ -63,5 +74,5 @@ bench: $(DEV_STAMP)
 	$(BIN)/python scripts/bench_render.py
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache avatar/web/node_modules build dist \
+	rm -rf $(VENV) $(AGENTS) out .pytest_cache .mypy_cache .ruff_cache avatar/web/node_modules build dist \
 		avatar.egg-info

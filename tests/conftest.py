@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,11 @@ from avatar.config import FeatureConfig
 if TYPE_CHECKING:
     from avatar.face.store import AvatarAssets
     from avatar.frames import MotionFrame
+
+# tests/agents needs pipecat-ai and livekit-agents, which `make test` installs into .venv-agents and
+# runs there (`.venv-agents/bin/pytest tests/agents`); in .venv (mediapipe: protobuf < 5) they are
+# not installed, so the folder is left out of that run rather than skipped test by test.
+collect_ignore = [] if find_spec("pipecat") and find_spec("livekit") else ["agents"]
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "avatar" / "weights"
 
