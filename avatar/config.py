@@ -148,6 +148,7 @@ class LimitsConfig(_Section):
     max_message_kb: int = Field(default=16, ge=1)  # data channel / events socket, both ways
     max_audio_message_kb: int = Field(default=64, ge=1)  # one binary message on /ws/audio
     max_audio_ahead_s: float = Field(default=4.0, gt=0)  # PCM buffered ahead of playout
+    say_queue: int = Field(default=8, ge=1)  # `say` texts waiting to be spoken per session
     max_candidates: int = Field(default=64, ge=1)  # ICE candidates per session (SDP + trickle)
     max_media_sections: int = Field(default=6, ge=2)
     offers_per_minute: float = Field(default=30.0, gt=0)  # per client address

@@ -21,6 +21,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+import threading
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,7 +236,7 @@ class FestivalSynth:
             out.extend(self._batch(texts[i : i + self.batch_size], rate_stretch, pitch_scale))
         return out
 
-    def _settings(self, rate_stretch: float, pitch_scale: float) -> str:
+    def settings(self, rate_stretch: float, pitch_scale: float) -> str:
         if self.info.is_hts:  # the HTS engine ignores Duration_Stretch; -r is its speech rate
             option = f'(list "-r" {1.0 / rate_stretch:.6f})'
             return f"(set! hts_engine_params (append hts_engine_params (list {option})))\n"
@@ -253,7 +254,7 @@ class FestivalSynth:
     ) -> list[AlignedUtterance]:
         with tempfile.TemporaryDirectory(prefix="avatar-festival-") as tmp:
             folder = Path(tmp)
-            lines = [f"(voice_{self.voice})", self._settings(rate_stretch, pitch_scale)]
+            lines = [f"(voice_{self.voice})", self.settings(rate_stretch, pitch_scale)]
             lines.append(_SCRIPT_HELPERS)
             for i, text in enumerate(texts):
                 wav, segs = folder / f"{i:05d}.wav", folder / f"{i:05d}.segs"
@@ -261,14 +262,20 @@ class FestivalSynth:
             timeout = _STARTUP_TIMEOUT_S + _SENTENCE_TIMEOUT_S * len(texts)
             run_festival_script("\n".join(lines) + "\n", timeout)
             return [
-                self._collect(folder, i, text, rate_stretch, pitch_scale)
+                self.collect(
+                    folder / f"{i:05d}.wav",
+                    folder / f"{i:05d}.segs",
+                    text,
+                    rate_stretch,
+                    pitch_scale,
+                )
                 for i, text in enumerate(texts)
             ]
 
-    def _collect(
-        self, folder: Path, i: int, text: str, rate_stretch: float, pitch_scale: float
+    def collect(
+        self, wav: Path, segs: Path, text: str, rate_stretch: float, pitch_scale: float
     ) -> AlignedUtterance:
-        wav, segs = folder / f"{i:05d}.wav", folder / f"{i:05d}.segs"
+        """The utterance festival wrote to ``wav`` and ``segs``."""
         if not wav.exists() or not segs.exists():
             raise FestivalError(f"festival produced no output for {text!r}")
         audio, rate = read_wave(wav)
@@ -281,3 +288,76 @@ class FestivalSynth:
             "pitch_scale": pitch_scale,
         }
         return AlignedUtterance(audio, rate, phones, text, self.source, self.info.family, meta)
+
+
+class FestivalPipe:
+    """One long-lived ``festival --pipe`` process speaking one voice, a sentence per call.
+
+    For live text (a session's ``say``): festival's start-up (~0.1-0.3 s) is paid once, so a
+    sentence's audio is ready after its synthesis alone (40-100 ms for a short sentence with the
+    HTS voice, measured on the 2-core VM). Calls are serialised (one process, one lock); a process
+    that died or hung (``timeout_s`` per sentence) is killed and started again on the next call.
+    Blocking: call it in an executor.
+    """
+
+    def __init__(self, synth: FestivalSynth, timeout_s: float = _SENTENCE_TIMEOUT_S) -> None:
+        self.synth, self.timeout_s = synth, timeout_s
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[str] | None = None
+        self._dir = Path(tempfile.mkdtemp(prefix="avatar-festival-pipe-"))
+        self._calls = 0
+
+    def say(self, text: str) -> AlignedUtterance:
+        """``text`` (one sentence, non-empty) spoken, with its phones."""
+        if not text.strip():
+            raise ValueError("text is empty")
+        with self._lock:
+            self._calls += 1
+            wav, segs = self._dir / "say.wav", self._dir / "say.segs"
+            wav.unlink(missing_ok=True)
+            segs.unlink(missing_ok=True)
+            self._run(f'(avatar_say {scheme_string(text)} "{wav}" "{segs}")', self.timeout_s)
+            return self.synth.collect(wav, segs, text, 1.0, 1.0)
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop()
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+    def _run(self, command: str, timeout_s: float) -> None:
+        """Send ``command``, then wait for the line it is followed by (festival is restarted if
+        it does not come within ``timeout_s``)."""
+        proc = self._proc if self._proc is not None and self._proc.poll() is None else None
+        if proc is None:
+            proc = self._start()
+        done = f"avatar-done-{self._calls}"
+        assert proc.stdin is not None and proc.stdout is not None
+        watchdog = threading.Timer(timeout_s, proc.kill)
+        watchdog.start()
+        try:
+            proc.stdin.write(f"{command}\n(print '{done})\n(fflush nil)\n")
+            proc.stdin.flush()
+            for line in proc.stdout:
+                if line.strip() == done:
+                    return
+        except (BrokenPipeError, OSError):
+            pass
+        finally:
+            watchdog.cancel()
+        self._stop()
+        raise FestivalError(f"festival stopped or did not answer within {timeout_s:g} s")
+
+    def _start(self) -> subprocess.Popen[str]:
+        self._proc = subprocess.Popen(
+            [festival_binary(), "--pipe"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, text=True, bufsize=1,
+        )  # fmt: skip
+        setup = f"(voice_{self.synth.voice})\n{self.synth.settings(1.0, 1.0)}{_SCRIPT_HELPERS}"
+        self._run(setup, _STARTUP_TIMEOUT_S)
+        return self._proc
+
+    def _stop(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self._proc = None

@@ -11,6 +11,7 @@ are reduced to ASCII letters first, and what is left of them is spelled as Engli
 from __future__ import annotations
 
 import re
+import threading
 import unicodedata
 import wave
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avatar.data.festival import FestivalSynth, available_voices
+from avatar.data.festival import FestivalPipe, FestivalSynth, available_voices
 from avatar.data.types import Phone
 from avatar.errors import FestivalError, TextError
 
@@ -103,6 +104,23 @@ def speak(text: str, voice: str = DEFAULT_VOICE, max_chars: int = 5000) -> Speec
     return Speech(np.concatenate(pieces), rate, phones, len(sentences))
 
 
+def say_sentence(sentence: str, voice: str = DEFAULT_VOICE) -> Speech:
+    """One sentence of :func:`split_sentences` spoken by ``voice``'s long-lived festival process
+    (live text: no start-up per sentence). Blocking: call it in an executor."""
+    u = _pipe(check_voice(voice)).say(sentence)
+    return Speech(u.audio, u.sample_rate, u.phones, 1)
+
+
+def trim_start(speech: Speech, keep_s: float = 0.05) -> Speech:
+    """``speech`` without the leading pause festival puts before a sentence (~0.17 s), but for
+    ``keep_s`` of it: what a reply starts with is latency."""
+    if not speech.phones or speech.phones[0].ipa or speech.phones[0].end <= keep_s:
+        return speech
+    cut_s = speech.phones[0].end - keep_s
+    phones = [Phone(p.ipa, max(p.start - cut_s, 0.0), p.end - cut_s) for p in speech.phones]
+    return Speech(speech.audio[round(cut_s * speech.rate) :], speech.rate, phones, speech.sentences)
+
+
 def write_wave(path: Path, audio: np.ndarray, rate: int) -> None:
     """Mono float32 as a 16-bit PCM RIFF wave."""
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
@@ -125,3 +143,16 @@ def _festival_voices() -> tuple[str, ...]:
 @cache
 def _synth(voice: str) -> FestivalSynth:
     return FestivalSynth(VOICES[voice])
+
+
+_pipes: dict[str, FestivalPipe] = {}
+_pipes_lock = threading.Lock()
+
+
+def _pipe(voice: str) -> FestivalPipe:
+    """The voice's festival process, shared by every session (festival ends when its input
+    closes, i.e. with this process)."""
+    with _pipes_lock:
+        if voice not in _pipes:
+            _pipes[voice] = FestivalPipe(_synth(voice))
+        return _pipes[voice]

@@ -26,12 +26,13 @@ from avatar.clock import Clock
 from avatar.config import LimitsConfig
 from avatar.engine.engine import AvatarEngine
 from avatar.engine.render import MARKER_PX
-from avatar.errors import AudioInputError
+from avatar.errors import AudioInputError, TextError
 from avatar.frames import AudioChunk, VideoFrame
 from avatar.motion.channels import BLENDSHAPES
 from avatar.observe import NULL_OBSERVER, Observer
 from avatar.server.aiortc_hooks import watch_inbound
 from avatar.server.limits import RateLimiter
+from avatar.server.say import Speaker
 from avatar.server.tracks import EngineAudioTrack, EngineVideoTrack
 from avatar.tasks import cancel, spawn
 from avatar.units import NS_PER_S
@@ -72,6 +73,11 @@ class Session:
         self.video = EngineVideoTrack(executor, observer)
         self.profile_frames = False  # the peer asked for every frame's record
         self.audio = EngineAudioTrack(clock)
+        # text for sessions without a microphone (`say`); festival starts when the session does
+        self.speaker = None if mic else Speaker(
+            engine, executor, self.send_error, max_queued=self.limits.say_queue,
+            max_ahead_s=self.limits.max_audio_ahead_s,
+        )  # fmt: skip
         self.channel: RTCDataChannel | None = None
         self.sockets: set[web.WebSocketResponse] = set()  # events sockets
         self.audio_sockets: set[web.WebSocketResponse] = set()  # PCM sockets
@@ -91,6 +97,8 @@ class Session:
             return
         self._started = True
         self.engine.start()
+        if self.speaker is not None:
+            self.speaker.warm()
         self._tasks.append(spawn(self._pump(), f"pump-{self.sid}"))
         last_inbound = watch_inbound(self.pc, self.clock)
         self._tasks.append(spawn(self._reap_when_silent(last_inbound), f"reap-{self.sid}"))
@@ -124,6 +132,8 @@ class Session:
             return
         self.closed.set()
         await cancel(*self._tasks)
+        if self.speaker is not None:
+            await self.speaker.aclose()
         await self.engine.aclose()
         self.video.stop()
         self.audio.stop()
@@ -192,13 +202,28 @@ class Session:
             self.send_error("messages are JSON objects with a string 'type'")
         elif kind == "clear":
             self.clear()
+        elif kind == "say":
+            self.say(msg.get("text"), msg.get("voice"))
         elif kind == "subscribe":
             self.blendshapes = bool(msg.get("blendshapes", self.blendshapes))
             self.profile_frames = bool(msg.get("profile_frames", self.profile_frames))
         else:
             self.send_error(f"unknown message type {kind[:40]!r}")
 
+    def say(self, text: object, voice: object) -> None:
+        """Speak ``text`` (see :mod:`avatar.server.say`); a mistake is one error event."""
+        if self.speaker is None:
+            self.send_error("say: this session takes its audio from the microphone; open it "
+                            "with \"audio\": \"none\" to send text")  # fmt: skip
+            return
+        try:
+            self.speaker.say(text, voice)
+        except TextError as exc:
+            self.send_error(f"say: {exc}")
+
     def clear(self) -> None:
+        if self.speaker is not None:
+            self.speaker.clear()
         self.engine.clear_buffer()
         while not self.audio.queue.empty():
             self.audio.queue.get_nowait()
