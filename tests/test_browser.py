@@ -107,6 +107,25 @@ def test_demo_page_shows_the_avatar_speaking_with_the_microphone(
     assert demo["frames"] + demo["late"] > 200  # the engine's ticks: 10 s of its clock
 
 
+def test_demo_page_says_typed_text(server_url: str) -> None:
+    with browser.chromium_page(None) as page:
+        browser.start_demo(page, server_url, audio="none")
+        page.wait_for_function(f"window.__avatarFrames.length >= {FRAMES}", timeout=SAFETY_MS)
+        page.fill("#say-text", "Hello there. I speak the words you type, one sentence at a time.")
+        clicked = page.evaluate("performance.now()")
+        page.click("#say-button")
+        page.wait_for_function(f"window.__avatarFrames.length >= {9 * FRAMES}", timeout=60_000)
+        samples = browser.frames(page)
+        shown_error = page.evaluate("document.getElementById('error').textContent")
+    assert browser.wait_for_sessions(server_url, 0, timeout_s=10.0), "session not freed"
+    assert not shown_error.strip(), shown_error
+    t = (np.array([s["t"] for s in samples]) - clicked) / 1000
+    diff = np.array([s["diff"] for s in samples])
+    before, during, after = diff[t < 0], diff[(t > 1.0) & (t < 3.5)], diff[t > t[-1] - 1.5]
+    assert np.percentile(during, 90) > 8.0, np.percentile(during, 90)  # the mouth speaks
+    assert np.percentile(before, 90) < 2.0 and np.percentile(after, 90) < 2.0  # listens
+
+
 def test_profile_overlay_and_in_browser_latency_probe() -> None:
     with browser.serve_process("--profile") as url, browser.chromium_page(None) as page:
         page.goto(f"{url}/?autostart=1&probe=1&codec=VP8")

@@ -139,12 +139,14 @@ def chromium_page(mic_wav: Path | None) -> Iterator[Any]:
 
 
 def start_demo(
-    page: Any, url: str, codec: str = "VP8", avatar: str = "default", token: str = ""
-) -> None:
+    page: Any, url: str, codec: str = "VP8", avatar: str = "default", token: str = "",
+    audio: str = "mic",
+) -> None:  # fmt: skip
     """Open the demo page, let it connect, and start collecting per-frame mouth changes."""
     from avatar.face.store import load_avatar
 
-    query = f"autostart=1&avatar={avatar}&codec={codec}" + (f"&token={token}" if token else "")
+    query = f"autostart=1&avatar={avatar}&codec={codec}&audio={audio}"
+    query += f"&token={token}" if token else ""
     page.goto(f"{url}/?{query}")
     page.wait_for_function("window.avatarClient && window.avatarDemo", timeout=30_000)
     page.wait_for_function("document.getElementById('avatar-video').videoWidth > 0", timeout=30_000)

@@ -354,6 +354,8 @@ export class AvatarClient {
 
   /** Interrupt: the server drops queued speech and the avatar goes idle. False if not sent (session not open). */
   clear(): boolean;
+  /** Speak text (sessions connected with audio: 'none'), after what is already being said. False if not sent. */
+  say(text: string, options?: {voice?: 'slt' | 'kal' | 'ked' | string}): boolean;
   /** Start or stop per-frame 'blendshapes' events. False if not sent (session not open). */
   subscribeBlendshapes(enabled?: boolean): boolean;
 

@@ -685,6 +685,18 @@ export class AvatarClient extends Emitter {
   }
 
   /**
+   * Speak text (sessions connected with audio: 'none'): the server's text-to-speech says it,
+   * sentence by sentence, after what it is already saying; clear() stops it. A mistake (empty
+   * text, an unknown voice, a microphone session) comes back as an 'error' event.
+   * @param {string} text
+   * @param {{voice?: string}} [options] 'slt' (the default), 'kal' or 'ked'
+   * @returns {boolean} false if the session is not open (nothing was sent)
+   */
+  say(text, options = {}) {
+    return this.#send({type: 'say', text, ...(options.voice ? {voice: options.voice} : {})});
+  }
+
+  /**
    * Ask for (or stop) one 'blendshapes' event per video frame.
    * @param {boolean} [enabled]
    * @returns {boolean} false if the session is not open (nothing was sent)

@@ -49,6 +49,9 @@ const ui = {
   start: $('start-button', HTMLButtonElement),
   stop: $('stop-button', HTMLButtonElement),
   clear: $('clear-button', HTMLButtonElement),
+  sayText: $('say-text', HTMLTextAreaElement),
+  voice: $('voice-select', HTMLSelectElement),
+  say: $('say-button', HTMLButtonElement),
   error: el('error'),
   speaking: el('speaking-indicator'),
   blendToggle: $('blend-toggle', HTMLInputElement),
@@ -118,6 +121,7 @@ function setState(state) {
   ui.start.disabled = state !== 'idle';
   ui.stop.disabled = state === 'idle';
   ui.clear.disabled = state !== 'connected';
+  ui.say.disabled = state !== 'connected' || ui.audio.value !== 'none'; // text replaces the mic
   for (const select of [ui.avatar, ui.codec, ui.probeToggle]) select.disabled = state !== 'idle';
   ui.audio.disabled = state !== 'idle' || ui.probeToggle.checked; // the probe is the input
 }
@@ -613,6 +617,7 @@ function stop() {
 ui.start.addEventListener('click', start);
 ui.stop.addEventListener('click', stop);
 ui.clear.addEventListener('click', () => client?.clear());
+ui.say.addEventListener('click', () => client?.say(ui.sayText.value, {voice: ui.voice.value}));
 $('controls', HTMLFormElement).addEventListener('submit', (event) => event.preventDefault());
 
 // ---------------------------------------------------------------------------------------------
