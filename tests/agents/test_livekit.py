@@ -1,0 +1,343 @@
+"""LiveKit Agents' avatar side: our generator under LiveKit's own ``AvatarRunner``,
+``QueueAudioOutput`` and ``AVSynchronizer``, the published local tracks read back with
+``rtc.VideoStream`` / ``rtc.AudioStream``.
+
+The room is a fake that implements what the runner calls (``on``/``off``, ``isconnected``,
+``local_participant.publish_track``, the publication's ``wait_for_subscription``): nothing
+reaches a LiveKit server (none runs here), so joining a room, the SFU, byte streams and RPCs
+are not tested. Real time: the synchroniser and the audio source pace on the wall clock; the
+tests assert what plays with what, never how fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+from livekit import rtc
+from livekit.agents.voice.avatar import AudioSegmentEnd, AvatarRunner, QueueAudioOutput
+from livekit.agents.voice.io import PlaybackFinishedEvent
+
+from avatar.backends.onnxruntime import OrtBackend
+from avatar.clock import MonotonicClock
+from avatar.compose.engines import build_engine
+from avatar.config import Config
+from avatar.data.tts import speak
+from avatar.engine.engine import AvatarEngine
+from avatar.frames import MotionFrame
+from avatar.integrations.livekit import AvatarSession, AvatarVideoGenerator, audio_frame
+from tests.conftest import WEIGHTS
+
+FRAME_S = 0.04  # 25 fps
+RATE = 48_000
+SIZE = 64
+LOUD = 300  # int16
+
+
+class CodeRenderer:
+    """Left half: a code of the frame's index (tells frames apart after I420); right half:
+    bright while the avatar speaks."""
+
+    name = "code"
+    size = SIZE
+
+    def render(self, motion: MotionFrame) -> np.ndarray:
+        image = np.zeros((SIZE, SIZE, 3), np.uint8)
+        image[:, : SIZE // 2] = 20 + (motion.index * 3) % 210
+        image[:, SIZE // 2 :] = 235 if motion.is_speech else 16
+        return image
+
+
+class FakePublication:
+    async def wait_for_subscription(self) -> None:
+        return None
+
+
+class FakeParticipant:
+    """Keeps the tracks the runner publishes, for the test to read back."""
+
+    def __init__(self) -> None:
+        self.tracks: dict[int, Any] = {}
+        self.published = asyncio.Event()
+
+    async def publish_track(self, track: Any, options: Any) -> FakePublication:
+        self.tracks[track.kind] = track
+        if len(self.tracks) == 2:
+            self.published.set()
+        return FakePublication()
+
+
+class FakeRoom(rtc.EventEmitter[str]):
+    """What ``AvatarRunner`` calls on a room, connected, publishing to nobody."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local_participant = FakeParticipant()
+
+    def isconnected(self) -> bool:
+        return True
+
+
+class Tap:
+    """A ``VideoGenerator`` that hands the runner what ours makes and notes what and when."""
+
+    def __init__(self, generator: AvatarVideoGenerator) -> None:
+        self.generator = generator
+        self.handed: list[tuple[float, Any]] = []
+
+    async def push_audio(self, frame: Any) -> None:
+        await self.generator.push_audio(frame)
+
+    def clear_buffer(self) -> Any:
+        return self.generator.clear_buffer()
+
+    def __aiter__(self) -> Tap:
+        return self
+
+    async def __anext__(self) -> Any:
+        item = await self.generator.__anext__()
+        self.handed.append((asyncio.get_running_loop().time(), item))
+        return item
+
+
+@dataclass
+class Readback:
+    """The published tracks as a subscriber would get them, with arrival times."""
+
+    video: list[tuple[float, int, bool]] = field(default_factory=list)  # time, code, speaking
+    audio: list[tuple[float, np.ndarray]] = field(default_factory=list)  # time, int16 (10 ms)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    streams: list[Any] = field(default_factory=list)
+
+    def start(self, participant: FakeParticipant) -> None:
+        video = rtc.VideoStream(participant.tracks[rtc.TrackKind.KIND_VIDEO])
+        audio = rtc.AudioStream(participant.tracks[rtc.TrackKind.KIND_AUDIO],
+                                sample_rate=RATE, num_channels=1)  # fmt: skip
+        self.streams = [video, audio]
+        self.tasks = [asyncio.create_task(self._video(video)),
+                      asyncio.create_task(self._audio(audio))]  # fmt: skip
+
+    async def _video(self, stream: rtc.VideoStream) -> None:
+        async for ev in stream:
+            y = np.frombuffer(ev.frame.data, np.uint8)
+            self.video.append((asyncio.get_running_loop().time(), int(y[0]), y[SIZE - 1] > 128))
+
+    async def _audio(self, stream: rtc.AudioStream) -> None:
+        async for ev in stream:
+            pcm = np.frombuffer(ev.frame.data, np.int16).copy()
+            self.audio.append((asyncio.get_running_loop().time(), pcm))
+
+    def onsets(self) -> list[float]:
+        """Times at which sound starts after silence (to the sample)."""
+        times, sounding = [], False
+        for t, pcm in self.audio:
+            loud = np.nonzero(np.abs(pcm) > LOUD)[0]
+            if len(loud) and not sounding:
+                times.append(t - (len(pcm) - loud[0]) / RATE)
+            sounding = len(loud) > 0 and loud[-1] > len(pcm) - 20
+        return times
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for stream in self.streams:
+            await stream.aclose()
+
+
+@pytest.fixture(scope="module")
+def backend() -> OrtBackend:
+    return OrtBackend(WEIGHTS / "motion.onnx")
+
+
+def make_engine(backend: OrtBackend) -> AvatarEngine:
+    cfg = Config()
+    engine_cfg = cfg.engine.model_copy(update={"idle_render_every": 1})  # every code distinct
+    cfg = cfg.model_copy(update={"engine": engine_cfg})
+    return build_engine(cfg, MonotonicClock(), renderer=CodeRenderer(), backend=backend)
+
+
+class Stage:
+    """Our generator under LiveKit's runner, fed through ``QueueAudioOutput`` as an
+    ``AgentSession`` feeds it (capture_frame, flush, clear_buffer)."""
+
+    def __init__(self, backend: OrtBackend) -> None:
+        self.generator = AvatarVideoGenerator(make_engine(backend))
+        self.tap = Tap(self.generator)
+        self.output = QueueAudioOutput(sample_rate=RATE)
+        self.room = FakeRoom()
+        self.runner = AvatarRunner(self.room, audio_recv=self.output, video_gen=self.tap,
+                                   options=self.generator.options)  # fmt: skip
+        self.generator.attach(self.runner.av_sync)
+        self.finished: list[PlaybackFinishedEvent] = []
+        self.output.on("playback_finished", self.finished.append)
+        self.read = Readback()
+
+    async def __aenter__(self) -> Stage:
+        await self.runner.start()
+        await self.room.local_participant.published.wait()  # on the first (idle) frame
+        self.read.start(self.room.local_participant)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.read.stop()
+        await self.runner.aclose()
+        await self.generator.aclose()
+
+    async def say(self, audio: np.ndarray, rate: int) -> None:
+        """A segment in 20 ms frames at once (text-to-speech runs ahead of playout)."""
+        step = rate // 50
+        for i in range(0, len(audio), step):
+            await self.output.capture_frame(audio_frame(audio[i : i + step], rate))
+        self.output.flush()
+
+    def handed_audio(self, after: float = 0.0, before: float = np.inf) -> list[rtc.AudioFrame]:
+        """The audio frames the runner took from the generator between two times."""
+        handed = self.tap.handed
+        return [x for t, x in handed if isinstance(x, rtc.AudioFrame) and after <= t < before]
+
+
+async def sleep_until(condition: Any, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+def bursts(rate: int) -> np.ndarray:
+    """Three 200 ms tones, each after 200 ms of silence: onsets on frame boundaries."""
+    n = rate // 5
+    tone = 0.5 * np.sin(2 * np.pi * 300 * np.arange(n) / rate)
+    return np.concatenate([np.zeros(n), tone] * 3).astype(np.float32)
+
+
+def test_video_plays_with_its_audio_and_the_segment_ends_at_its_length(
+    backend: OrtBackend,
+) -> None:
+    """Each tone's first frame comes out of the synchroniser with that audio (within one frame,
+    over idle-then-speech and within speech), and playback_finished reports the segment's
+    length within one frame (24 kHz in, resampled to 48 kHz)."""
+
+    async def run() -> tuple[Stage, list[int]]:
+        async with Stage(backend) as stage:
+            await asyncio.sleep(0.5)
+            await stage.say(bursts(24_000), 24_000)
+            await sleep_until(lambda: stage.finished)
+            await asyncio.sleep(0.3)
+        return stage, onset_codes(stage.tap.handed)
+
+    stage, codes = asyncio.run(run())
+    onsets = stage.read.onsets()
+    assert len(codes) == len(onsets) == 3
+    for code, t_audio in zip(codes, onsets, strict=True):
+        shown = [t for t, c, _ in stage.read.video if c == code]
+        assert len(shown) == 1
+        assert abs(shown[0] - t_audio) < FRAME_S, (shown[0] - t_audio, code)
+    [done] = stage.finished
+    assert not done.interrupted
+    assert abs(done.playback_position - 1.2) < FRAME_S, done.playback_position
+    ends = [i for i, (_, x) in enumerate(stage.tap.handed) if isinstance(x, AudioSegmentEnd)]
+    last_audio = max(i for i, (_, x) in enumerate(stage.tap.handed) if isinstance(x, rtc.AudioFrame))
+    assert ends == [last_audio + 1]
+
+
+def onset_codes(handed: list[tuple[float, Any]]) -> list[int]:
+    """The code (Y of the left half) of the video frame handed just before each tone onset."""
+    codes, code, sounding = [], -1, False
+    for _, item in handed:
+        if isinstance(item, rtc.VideoFrame):
+            code = int(np.frombuffer(item.data, np.uint8)[0])
+        elif isinstance(item, rtc.AudioFrame):
+            pcm = np.abs(np.frombuffer(item.data, np.int16))
+            if pcm[:50].max() > LOUD and not sounding:
+                codes.append(code)
+            sounding = pcm[-50:].max() > LOUD
+    return codes
+
+
+def test_clear_buffer_interrupts_then_silence_and_the_next_segment_is_whole(
+    backend: OrtBackend,
+) -> None:
+    """An interruption mid-segment: playback_finished(interrupted=True) at about what played;
+    then no audio is handed on or heard, the avatar stops speaking; the next segment's
+    position is its own length (nothing of the interrupted one is counted in it)."""
+    speech = speak("The quick brown fox jumps over the lazy dog, and then it runs away.")
+    lead_s = np.argmax(np.abs(speech.audio) * 32767 > LOUD) / speech.rate  # silence before it
+
+    async def run() -> tuple[Stage, float, float, float]:
+        async with Stage(backend) as stage:
+            await asyncio.sleep(0.3)
+            await stage.say(speech.audio, speech.rate)
+            await sleep_until(lambda: stage.read.onsets())
+            await asyncio.sleep(1.0)
+            cleared = asyncio.get_running_loop().time()
+            stage.output.clear_buffer()  # what the agent session does on an interruption
+            stage.output.flush()  # ... and then ends the segment
+            await sleep_until(lambda: stage.finished)
+            await asyncio.sleep(1.0)
+            resumed = asyncio.get_running_loop().time()
+            await stage.say(bursts(RATE)[: RATE * 2 // 5], RATE)  # 400 ms
+            await sleep_until(lambda: len(stage.finished) == 2)
+            await asyncio.sleep(0.2)
+        return stage, stage.read.onsets()[0], cleared, resumed
+
+    stage, started, cleared, resumed = asyncio.run(run())
+    first, second = stage.finished
+    heard = cleared - started + lead_s  # the segment's audio that had played
+    assert first.interrupted
+    assert heard - FRAME_S < first.playback_position < heard + 0.2, (first, heard)
+    assert stage.handed_audio(before=cleared) and not stage.handed_audio(cleared + 0.05, resumed)
+    quiet = [pcm for t, pcm in stage.read.audio if cleared + 0.1 < t < cleared + 1.0]
+    assert len(quiet) > 50 and max(np.abs(p).max() for p in quiet) == 0
+    after = [speaking for t, _, speaking in stage.read.video if cleared + 0.2 < t < cleared + 1.0]
+    assert after and not any(after)
+    assert not second.interrupted
+    assert abs(second.playback_position - 0.4) < FRAME_S, second.playback_position
+
+
+def test_idle_frames_and_no_audio_while_nothing_is_pushed(backend: OrtBackend) -> None:
+    """With nothing pushed the avatar keeps showing (idle frames through the synchroniser), the
+    runner gets no audio (no playback position counts up) and the track is silent."""
+
+    async def run() -> Stage:
+        async with Stage(backend) as stage:
+            await asyncio.sleep(1.0)
+        return stage
+
+    stage = asyncio.run(run())
+    assert len(stage.read.video) >= 5
+    assert not any(speaking for _, _, speaking in stage.read.video)
+    assert stage.handed_audio() == []
+    assert stage.read.audio and max(np.abs(p).max() for _, p in stage.read.audio) == 0
+    assert stage.generator.engine.stats.filled > 0 and stage.finished == []
+
+
+def test_avatar_session_wires_the_agent_output_to_the_runner(backend: OrtBackend) -> None:
+    """``AvatarSession.start`` (in process) sets the agent session's audio output, publishes the
+    avatar's two tracks on the room and plays a segment to its end."""
+    agent_session = SimpleNamespace(output=SimpleNamespace(audio=None))
+
+    async def run() -> tuple[AvatarSession, list[PlaybackFinishedEvent], FakeRoom]:
+        room = FakeRoom()
+        session = AvatarSession(engine=make_engine(backend))
+        await session.start(agent_session, room)
+        output = agent_session.output.audio
+        finished: list[PlaybackFinishedEvent] = []
+        output.on("playback_finished", finished.append)
+        tone = bursts(RATE)[: RATE * 2 // 5]
+        for i in range(0, len(tone), 960):
+            await output.capture_frame(audio_frame(tone[i : i + 960]))
+        output.flush()
+        await sleep_until(lambda: finished)
+        await session.aclose()
+        return session, finished, room
+
+    session, finished, room = asyncio.run(run())
+    assert isinstance(agent_session.output.audio, QueueAudioOutput)
+    assert set(room.local_participant.tracks) == {rtc.TrackKind.KIND_VIDEO,
+                                                  rtc.TrackKind.KIND_AUDIO}  # fmt: skip
+    assert abs(finished[0].playback_position - 0.4) < FRAME_S
+    assert session.runner is None  # closed
