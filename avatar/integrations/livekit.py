@@ -1,4 +1,4 @@
-"""The engine as the avatar side of LiveKit Agents' avatar protocol (``pip install 'avatar[livekit]'``).
+"""The engine as the avatar side of LiveKit Agents' avatar protocol (``avatar[livekit]``).
 
 LiveKit's :class:`~livekit.agents.voice.avatar.AvatarRunner` is handed a room, an audio receiver and
 a video generator; this module gives it the generator, :class:`AvatarVideoGenerator`, over one
@@ -33,7 +33,7 @@ import math
 from collections import deque
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 from livekit import api, rtc
@@ -62,7 +62,7 @@ from avatar.units import OUTPUT_RATE
 if TYPE_CHECKING:
     from livekit.agents import AgentSession
 
-Item = rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd
+Item: TypeAlias = rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd
 CLEAR_WAIT_S = 0.5  # at most this long an interruption waits for the runner's frame in hand
 
 
@@ -391,11 +391,11 @@ async def serve_avatar(
     runner = AvatarRunner(room, audio_recv=receiver, video_gen=generator,
                           options=generator.options)  # fmt: skip
     generator.attach(runner.av_sync)
-    gone: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    room.on("disconnected", lambda *_: gone.done() or gone.set_result(None))
+    gone = asyncio.Event()
+    room.on("disconnected", lambda *_: gone.set())
     try:
         await runner.start()
-        await gone
+        await gone.wait()
     finally:
         await runner.aclose()
         await generator.aclose()

@@ -12,14 +12,20 @@ tests assert what plays with what, never how fast.
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
 from livekit import rtc
-from livekit.agents.voice.avatar import AudioSegmentEnd, AvatarRunner, QueueAudioOutput
+from livekit.agents.voice.avatar import (
+    AudioSegmentEnd,
+    AvatarRunner,
+    QueueAudioOutput,
+    VideoGenerator,
+)
 from livekit.agents.voice.io import PlaybackFinishedEvent
 
 from avatar.backends.onnxruntime import OrtBackend
@@ -28,7 +34,7 @@ from avatar.compose.engines import build_engine
 from avatar.config import Config
 from avatar.data.tts import speak
 from avatar.engine.engine import AvatarEngine
-from avatar.frames import MotionFrame
+from avatar.frames import MotionFrame, VideoFrame
 from avatar.integrations.livekit import AvatarSession, AvatarVideoGenerator, audio_frame
 from tests.conftest import WEIGHTS
 
@@ -40,12 +46,27 @@ LOUD = 300  # int16
 
 class CodeRenderer:
     """Left half: a code of the frame's index (tells frames apart after I420); right half:
-    bright while the avatar speaks."""
+    bright while the avatar speaks. :meth:`hold` stops it inside the next speech frame."""
 
     name = "code"
     size = SIZE
 
+    def __init__(self) -> None:
+        self.holding = False
+        self.entered, self.released = threading.Event(), threading.Event()
+
+    def hold(self) -> None:
+        self.released.clear()
+        self.holding = True
+
+    def release(self) -> None:
+        self.holding = False
+        self.released.set()
+
     def render(self, motion: MotionFrame) -> np.ndarray:
+        if self.holding and motion.is_speech:  # the engine's executor thread waits here
+            self.entered.set()
+            self.released.wait(5.0)
         image = np.zeros((SIZE, SIZE, 3), np.uint8)
         image[:, : SIZE // 2] = 20 + (motion.index * 3) % 210
         image[:, SIZE // 2 :] = 235 if motion.is_speech else 16
@@ -82,7 +103,27 @@ class FakeRoom(rtc.EventEmitter[str]):
         return True
 
 
-class Tap:
+class RecordingEngine:
+    """The engine, noting every frame it hands out: which image goes with which audio."""
+
+    def __init__(self, engine: AvatarEngine) -> None:
+        self.engine = engine
+        self.frames: list[VideoFrame] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+    def __aiter__(self) -> RecordingEngine:
+        self.engine.start()
+        return self
+
+    async def __anext__(self) -> VideoFrame:
+        frame = await self.engine.__anext__()
+        self.frames.append(frame)
+        return frame
+
+
+class Tap(VideoGenerator):
     """A ``VideoGenerator`` that hands the runner what ours makes and notes what and when."""
 
     def __init__(self, generator: AvatarVideoGenerator) -> None:
@@ -154,11 +195,12 @@ def backend() -> OrtBackend:
     return OrtBackend(WEIGHTS / "motion.onnx")
 
 
-def make_engine(backend: OrtBackend) -> AvatarEngine:
+def make_engine(backend: OrtBackend, renderer: CodeRenderer | None = None) -> AvatarEngine:
     cfg = Config()
     engine_cfg = cfg.engine.model_copy(update={"idle_render_every": 1})  # every code distinct
     cfg = cfg.model_copy(update={"engine": engine_cfg})
-    return build_engine(cfg, MonotonicClock(), renderer=CodeRenderer(), backend=backend)
+    renderer = renderer or CodeRenderer()
+    return build_engine(cfg, MonotonicClock(), renderer=renderer, backend=backend)
 
 
 class Stage:
@@ -166,11 +208,14 @@ class Stage:
     ``AgentSession`` feeds it (capture_frame, flush, clear_buffer)."""
 
     def __init__(self, backend: OrtBackend) -> None:
-        self.generator = AvatarVideoGenerator(make_engine(backend))
+        self.renderer = CodeRenderer()
+        self.engine = RecordingEngine(make_engine(backend, self.renderer))
+        self.generator = AvatarVideoGenerator(cast(AvatarEngine, self.engine))
         self.tap = Tap(self.generator)
         self.output = QueueAudioOutput(sample_rate=RATE)
         self.room = FakeRoom()
-        self.runner = AvatarRunner(self.room, audio_recv=self.output, video_gen=self.tap,
+        room = cast(rtc.Room, self.room)
+        self.runner = AvatarRunner(room, audio_recv=self.output, video_gen=self.tap,
                                    options=self.generator.options)  # fmt: skip
         self.generator.attach(self.runner.av_sync)
         self.finished: list[PlaybackFinishedEvent] = []
@@ -201,10 +246,10 @@ class Stage:
         return [x for t, x in handed if isinstance(x, rtc.AudioFrame) and after <= t < before]
 
 
-async def sleep_until(condition: Any, timeout: float = 10.0) -> None:
+async def sleep_until(condition: Any, timeout: float = 10.0, step: float = 0.02) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(step)
 
 
 def bursts(rate: int) -> np.ndarray:
@@ -227,34 +272,35 @@ def test_video_plays_with_its_audio_and_the_segment_ends_at_its_length(
             await stage.say(bursts(24_000), 24_000)
             await sleep_until(lambda: stage.finished)
             await asyncio.sleep(0.3)
-        return stage, onset_codes(stage.tap.handed)
+        return stage, onset_codes(stage.engine.frames)
 
     stage, codes = asyncio.run(run())
-    onsets = stage.read.onsets()
-    assert len(codes) == len(onsets) == 3
-    for code, t_audio in zip(codes, onsets, strict=True):
-        shown = [t for t, c, _ in stage.read.video if c == code]
-        assert len(shown) == 1
-        assert abs(shown[0] - t_audio) < FRAME_S, (shown[0] - t_audio, code)
     [done] = stage.finished
     assert not done.interrupted
     assert abs(done.playback_position - 1.2) < FRAME_S, done.playback_position
+    onsets = stage.read.onsets()
+    assert len(codes) == len(onsets) == 3
+    for code, t_audio in zip(codes, onsets, strict=True):
+        shown = [t for t, c, _ in stage.read.video if c == code and abs(t - t_audio) < 0.5]
+        assert len(shown) == 1
+        assert abs(shown[0] - t_audio) < FRAME_S, (shown[0] - t_audio, code)
     ends = [i for i, (_, x) in enumerate(stage.tap.handed) if isinstance(x, AudioSegmentEnd)]
-    last_audio = max(i for i, (_, x) in enumerate(stage.tap.handed) if isinstance(x, rtc.AudioFrame))
+    last_audio = max(
+        i for i, (_, x) in enumerate(stage.tap.handed) if isinstance(x, rtc.AudioFrame)
+    )
     assert ends == [last_audio + 1]
 
 
-def onset_codes(handed: list[tuple[float, Any]]) -> list[int]:
-    """The code (Y of the left half) of the video frame handed just before each tone onset."""
-    codes, code, sounding = [], -1, False
-    for _, item in handed:
-        if isinstance(item, rtc.VideoFrame):
-            code = int(np.frombuffer(item.data, np.uint8)[0])
-        elif isinstance(item, rtc.AudioFrame):
-            pcm = np.abs(np.frombuffer(item.data, np.int16))
-            if pcm[:50].max() > LOUD and not sounding:
-                codes.append(code)
-            sounding = pcm[-50:].max() > LOUD
+def onset_codes(frames: list[VideoFrame]) -> list[int]:
+    """The code (Y of the left half) of each engine frame whose audio starts a tone: the image
+    that the engine made to go with that sound."""
+    codes, sounding = [], False
+    for frame in frames:
+        assert frame.audio is not None and frame.i420 is not None
+        pcm = np.abs(frame.audio.samples) * 32767
+        if pcm[:50].max() > LOUD and not sounding:
+            codes.append(int(frame.i420[0]))
+        sounding = pcm[-50:].max() > LOUD
     return codes
 
 
@@ -273,10 +319,13 @@ def test_clear_buffer_interrupts_then_silence_and_the_next_segment_is_whole(
             await stage.say(speech.audio, speech.rate)
             await sleep_until(lambda: stage.read.onsets())
             await asyncio.sleep(1.0)
+            stage.renderer.hold()  # the interruption comes while a speech frame is drawn
+            await sleep_until(stage.renderer.entered.is_set, step=0.002)
             cleared = asyncio.get_running_loop().time()
             stage.output.clear_buffer()  # what the agent session does on an interruption
             stage.output.flush()  # ... and then ends the segment
             await sleep_until(lambda: stage.finished)
+            stage.renderer.release()
             await asyncio.sleep(1.0)
             resumed = asyncio.get_running_loop().time()
             await stage.say(bursts(RATE)[: RATE * 2 // 5], RATE)  # 400 ms
@@ -289,8 +338,8 @@ def test_clear_buffer_interrupts_then_silence_and_the_next_segment_is_whole(
     heard = cleared - started + lead_s  # the segment's audio that had played
     assert first.interrupted
     assert heard - FRAME_S < first.playback_position < heard + 0.2, (first, heard)
-    assert stage.handed_audio(before=cleared) and not stage.handed_audio(cleared + 0.05, resumed)
-    quiet = [pcm for t, pcm in stage.read.audio if cleared + 0.1 < t < cleared + 1.0]
+    assert stage.handed_audio(before=cleared) and not stage.handed_audio(cleared, resumed)
+    quiet = [pcm for t, pcm in stage.read.audio if cleared + 0.05 < t < cleared + 1.0]
     assert len(quiet) > 50 and max(np.abs(p).max() for p in quiet) == 0
     after = [speaking for t, _, speaking in stage.read.video if cleared + 0.2 < t < cleared + 1.0]
     assert after and not any(after)
@@ -318,12 +367,12 @@ def test_idle_frames_and_no_audio_while_nothing_is_pushed(backend: OrtBackend) -
 def test_avatar_session_wires_the_agent_output_to_the_runner(backend: OrtBackend) -> None:
     """``AvatarSession.start`` (in process) sets the agent session's audio output, publishes the
     avatar's two tracks on the room and plays a segment to its end."""
-    agent_session = SimpleNamespace(output=SimpleNamespace(audio=None))
+    agent_session: Any = SimpleNamespace(output=SimpleNamespace(audio=None))  # what start uses
 
     async def run() -> tuple[AvatarSession, list[PlaybackFinishedEvent], FakeRoom]:
         room = FakeRoom()
         session = AvatarSession(engine=make_engine(backend))
-        await session.start(agent_session, room)
+        await session.start(agent_session, cast(rtc.Room, room))
         output = agent_session.output.audio
         finished: list[PlaybackFinishedEvent] = []
         output.on("playback_finished", finished.append)
