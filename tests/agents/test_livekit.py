@@ -19,7 +19,8 @@ from typing import Any, cast
 
 import numpy as np
 import pytest
-from livekit import rtc
+from livekit import api, rtc
+from livekit.agents.types import ATTRIBUTE_PUBLISH_ON_BEHALF
 from livekit.agents.voice.avatar import (
     AudioSegmentEnd,
     AvatarRunner,
@@ -35,7 +36,12 @@ from avatar.config import Config
 from avatar.data.tts import speak
 from avatar.engine.engine import AvatarEngine
 from avatar.frames import MotionFrame, VideoFrame
-from avatar.integrations.livekit import AvatarSession, AvatarVideoGenerator, audio_frame
+from avatar.integrations.livekit import (
+    AvatarSession,
+    AvatarVideoGenerator,
+    audio_frame,
+    avatar_worker_token,
+)
 from tests.conftest import WEIGHTS
 
 FRAME_S = 0.04  # 25 fps
@@ -390,3 +396,12 @@ def test_avatar_session_wires_the_agent_output_to_the_runner(backend: OrtBackend
                                                   rtc.TrackKind.KIND_AUDIO}  # fmt: skip
     assert abs(finished[0].playback_position - 0.4) < FRAME_S
     assert session.runner is None  # closed
+
+
+def test_worker_token_joins_the_room_as_an_agent_on_the_agents_behalf() -> None:
+    """The remote worker's token (checked with LiveKit's own verifier; no server used it)."""
+    token = avatar_worker_token("room-1", "agent-1", "avatar-1", api_key="key", api_secret="s" * 32)
+    claims = api.TokenVerifier("key", "s" * 32).verify(token)
+    assert (claims.identity, claims.kind) == ("avatar-1", "agent")
+    assert claims.video is not None and claims.video.room_join and claims.video.room == "room-1"
+    assert claims.attributes == {ATTRIBUTE_PUBLISH_ON_BEHALF: "agent-1"}
