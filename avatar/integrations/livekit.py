@@ -204,7 +204,9 @@ class AvatarVideoGenerator(VideoGenerator):
         self._segment_samples = 0  # audio in the open segment
         self._cleared_ns: int | None = None  # engine clock at the last interruption
         self._pending: deque[Item] = deque()  # the current frame's items not yet handed out
-        self._waiting = asyncio.Event()  # the runner is inside __anext__ (holds no item)
+        self._free = asyncio.Event()  # the runner holds no item of ours (it is back for more)
+        self._free.set()
+        self._ended = asyncio.Event()  # the open segment's end was handed on (or cleared)
         self._frames: AvatarEngine | None = None
         self._av_sync: rtc.AVSynchronizer | None = None
 
@@ -221,9 +223,12 @@ class AvatarVideoGenerator(VideoGenerator):
         self._av_sync = av_sync
 
     async def push_audio(self, frame: rtc.AudioFrame | AudioSegmentEnd) -> None:
-        """The agent's audio, or the end of its current segment."""
+        """The agent's audio, or the end of its current segment. An end returns once it has
+        been handed on: the runner takes a segment as started when it reads the segment's first
+        frame, so a next segment read before this end would go unreported."""
         if isinstance(frame, AudioSegmentEnd):
-            self._end_segment()
+            if self._end_segment():
+                await self._ended.wait()
             return
         self._push(self._resample(mono_samples(frame), frame.sample_rate))
         await self.engine.wait_for_room(self.max_pending_s)
@@ -237,8 +242,9 @@ class AvatarVideoGenerator(VideoGenerator):
         self._timeline = SegmentTimeline(OUTPUT_RATE, self.engine.fps)
         self._resampler, self._segment_samples = None, 0
         self._pending.clear()
-        if not self._waiting.is_set():
-            await within(self.engine.clock, CLEAR_WAIT_S, self._waiting.wait())
+        self._ended.set()
+        if not self._free.is_set():
+            await within(self.engine.clock, CLEAR_WAIT_S, self._free.wait())
         if self._av_sync is not None:
             await self._av_sync.clear_queue()
 
@@ -248,13 +254,14 @@ class AvatarVideoGenerator(VideoGenerator):
     async def __anext__(self) -> Item:
         if self._frames is None:
             self._frames = aiter(self.engine)  # starts the engine's tasks
-        self._waiting.set()
-        try:
-            while not self._pending:
-                self._pending.extend(self._items(await anext(self._frames)))
-            return self._pending.popleft()
-        finally:
-            self._waiting.clear()
+        self._free.set()
+        while not self._pending:
+            self._pending.extend(self._items(await anext(self._frames)))
+        self._free.clear()
+        item = self._pending.popleft()
+        if isinstance(item, AudioSegmentEnd):
+            self._ended.set()
+        return item
 
     async def aclose(self) -> None:
         await self.engine.aclose()
@@ -278,20 +285,22 @@ class AvatarVideoGenerator(VideoGenerator):
             self._timeline.add_audio(len(samples))
             self._segment_samples += len(samples)
 
-    def _end_segment(self) -> None:
+    def _end_segment(self) -> bool:
         """Close the segment: the resampler's tail, then silence up to the next frame boundary
         and the motion model's delay. A segment with no audio (its audio was cleared: LiveKit's
-        receivers still send its end) ends nothing: the runner already reported it."""
+        receivers still send its end) ends nothing (False): the runner already reported it."""
         if self._resampler is not None:
             self._push(self._resampler.flush())
             self._resampler = None
         if self._segment_samples == 0:
-            return
+            return False
+        self._ended.clear()
         pad = self._timeline.to_boundary() + self.engine.motion.delay
         self._timeline.end_segment(pad)
         if pad:
             self.engine.push_audio(AudioChunk(np.zeros(pad, np.float32), OUTPUT_RATE))
         self._segment_samples = 0
+        return True
 
     def _resample(self, samples: np.ndarray, rate: int) -> np.ndarray:
         if rate == OUTPUT_RATE:

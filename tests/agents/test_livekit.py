@@ -386,6 +386,29 @@ def test_clear_buffer_interrupts_then_silence_and_the_next_segment_is_whole(
     assert abs(second.playback_position - 0.4) < FRAME_S, second.playback_position
 
 
+def test_segments_queued_back_to_back_each_finish_at_their_own_length(
+    backend: OrtBackend,
+) -> None:
+    """A second segment queued before the first has played (the sender runs ahead of real time)
+    gets its own playback_finished at its own length: the runner counts a segment as started
+    when it reads the segment's first frame, so the generator holds that read until the first
+    segment's end is handed on."""
+    speech = speak("Hello there. How are you today?")
+
+    async def run() -> Stage:
+        async with Stage(backend) as stage:
+            await asyncio.sleep(0.3)
+            await stage.say(speech.audio, speech.rate)
+            await stage.say(bursts(RATE)[: RATE * 3 // 5], RATE)  # 600 ms
+            await sleep_until(lambda: len(stage.finished) == 2)
+        return stage
+
+    first, second = asyncio.run(run()).finished
+    assert not first.interrupted and not second.interrupted
+    assert abs(first.playback_position - speech.duration_s) < FRAME_S, first
+    assert abs(second.playback_position - 0.6) < FRAME_S, second
+
+
 def test_idle_frames_and_no_audio_while_nothing_is_pushed(backend: OrtBackend) -> None:
     """With nothing pushed the avatar keeps showing (idle frames through the synchroniser), the
     runner gets no audio (no playback position counts up) and the track is silent."""
