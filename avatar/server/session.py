@@ -125,11 +125,8 @@ class Session:
         self.closed.set()
         await cancel(*self._tasks)
         await self.engine.aclose()
-        self.video.stop()
+        self.video.stop()  # empties its queue and wakes whoever waits on it
         self.audio.stop()
-        for queue in (self.video.queue, self.audio.queue):
-            while not queue.empty():
-                queue.get_nowait()
         for ws in [*self.sockets, *self.audio_sockets]:
             await ws.close()
         try:
