@@ -8,6 +8,7 @@ viewer's (the avatar of a WHIP session, nothing in). :func:`answer_offer` does w
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
@@ -35,7 +36,19 @@ async def answer_offer(
         await pc.setLocalDescription(await pc.createAnswer())
     except Exception as exc:  # an offer aiortc took but cannot answer
         raise RequestError(f"SDP offer cannot be answered: {str(exc)[:160]}") from None
-    return rewrite_candidates(pc.localDescription.sdp, cfg.ice_public_ip)
+    return rewrite_candidates(drop_redundant_candidates(pc.localDescription.sdp), cfg.ice_public_ip)
+
+
+_SRFLX_AT_BASE = re.compile(  # address, port, then the same as raddr and rport
+    r"^a=candidate:\S+ \d+ \S+ \d+ (\S+) (\d+) typ srflx raddr \1 rport \2\b.*\r?\n", re.MULTILINE
+)
+
+
+def drop_redundant_candidates(sdp: str) -> str:
+    """Without the server-reflexive candidates that are their own base (RFC 8445 section 5.1.3:
+    redundant). A STUN server that sees this host without NAT gives them; aioice keeps them, and
+    a peer then pairs one address twice (libnice, seen to abort on it now and then)."""
+    return _SRFLX_AT_BASE.sub("", sdp)
 
 
 def send_avatar(

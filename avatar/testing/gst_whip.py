@@ -171,7 +171,7 @@ class Client:
             return False
         self.resource = urllib.parse.urljoin(self.args.url, location)
         self.etag = h.get("etag", [""])[0]
-        ok, answer = GstSdp.SDPMessage.new_from_text(r["body"])
+        _, answer = GstSdp.SDPMessage.new_from_text(r["body"])
         desc = GstWebRTC.WebRTCSessionDescription.new(GstWebRTC.WebRTCSDPType.ANSWER, answer)
         self.webrtc.emit("set-remote-description", desc, Gst.Promise.new())
         self._trickle([], False)
@@ -187,8 +187,8 @@ class Client:
         self.pending += new
         if self.resource is None or not (self.pending or end):
             return False  # before the 201: kept, then sent in one PATCH
-        r = http("PATCH", self.resource, self._fragment(self.pending, end).encode(),
-                 {**self.headers("application/trickle-ice-sdpfrag"), "If-Match": self.etag})  # fmt: skip
+        headers = {**self.headers("application/trickle-ice-sdpfrag"), "If-Match": self.etag}
+        r = http("PATCH", self.resource, self._fragment(self.pending, end).encode(), headers)
         self.patches.append(r["status"])
         emit(event="patched", status=r["status"], candidates=len(self.pending), end=end)
         self.pending = []
@@ -197,8 +197,8 @@ class Client:
     def _fragment(self, candidates: list[tuple[int, str]], end: bool) -> str:
         sdp = self.offer_sdp.replace("\r\n", "\n").split("\n")
         ice = [x for x in sdp if x.startswith(("a=ice-ufrag:", "a=ice-pwd:"))][:2]
-        media = [x for x in sdp if x.startswith("m=")][0]
-        mid = [x for x in sdp if x.startswith("a=mid:")][0]
+        media = next(x for x in sdp if x.startswith("m="))
+        mid = next(x for x in sdp if x.startswith("a=mid:"))
         lines = ice + [media, mid] + [f"a={c}" for _, c in candidates]
         return "\r\n".join(lines + (["a=end-of-candidates"] if end else [])) + "\r\n"
 
@@ -321,7 +321,7 @@ class Player(Client):
         self.video: list[list[Any]] = []  # [running ns, arrival ns, marker on]
         self.audio: list[list[int]] = []  # [running ns, arrival ns, samples]
         self.first_frame_ms: float | None = None
-        self.samples = open(Path(args.record) / "audio.f32", "wb") if args.record else None
+        self.samples: list[bytes] = []  # every decoded sample, for --record
         self.size: tuple[int, int] | None = None
 
     def _on_pad(self, element: Gst.Element, pad: Gst.Pad) -> None:
@@ -362,7 +362,7 @@ class Player(Client):
         running, arrival = self._times(sample)
         info = GstVideo.VideoInfo.new_from_caps(sample.get_caps())
         self.size = (info.width, info.height)
-        ok, mapped = sample.get_buffer().map(Gst.MapFlags.READ)
+        _, mapped = sample.get_buffer().map(Gst.MapFlags.READ)
         data, stride, (a, b) = mapped.data, info.stride[0], MARKER
         corner = sum(sum(data[r * stride + a : r * stride + b]) for r in range(a, b))
         sample.get_buffer().unmap(mapped)
@@ -379,19 +379,19 @@ class Player(Client):
         buf = sample.get_buffer()
         data = buf.extract_dup(0, buf.get_size())
         self.audio.append([running, arrival, len(data) // 4])
-        if self.samples is not None:
-            self.samples.write(data)
+        if self.args.record:
+            self.samples.append(data)
         return Gst.FlowReturn.OK
 
     def _end(self) -> bool:
         self.pipe.set_state(Gst.State.NULL)  # no more samples while we write
         deleted = self.delete()
         summary = {"first_frame_ms": self.first_frame_ms, "size": self.size,
-                   "frames": len(self.video), "audio_buffers": len(self.audio), **deleted}  # fmt: skip
+                   "frames": len(self.video), "audio_buffers": len(self.audio)}  # fmt: skip
+        summary.update(deleted)
         emit(event="done", **summary)
         if self.args.record:
-            if self.samples is not None:
-                self.samples.close()
+            (Path(self.args.record) / "audio.f32").write_bytes(b"".join(self.samples))
             record = {"video": self.video, "audio": self.audio, **summary}
             (Path(self.args.record) / "record.json").write_text(json.dumps(record))
         self.finish()
@@ -410,7 +410,7 @@ def main() -> int:
     ap.add_argument("--no-trickle", dest="trickle", action="store_false",
                     help="send every candidate in the offer (play always does)")  # fmt: skip
     ap.add_argument("--seconds", type=float, default=0.0,
-                    help="play: stop this long after the first frame (0: until Ctrl-C)")  # fmt: skip
+                    help="play: stop this long after the first frame (0: at Ctrl-C)")  # fmt: skip
     ap.add_argument("--show", action="store_true", help="play: on screen and speakers")
     ap.add_argument("--record", help="play: a folder for audio.f32 and record.json")
     ap.add_argument("--limit", type=float, default=120.0, help="give up after this many s")
