@@ -42,6 +42,7 @@ from avatar.server.negotiate import drop_redundant_candidates
 from avatar.server.sdpfrag import check_if_match, ice_server_links, parse_sdpfrag
 from avatar.server.turn import turn_credentials
 from tests.test_server import running_server
+from tests.timeline import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 CLIENT = REPO / "avatar" / "testing" / "gst_whip.py"
@@ -177,6 +178,8 @@ def test_whip_and_whep_resources_follow_the_rfc_in_one_process() -> None:
             seen["delete"] = [await call("DELETE", loc) for _ in range(2)]
             seen["viewer_after"] = await call("GET", seen["whep"][1][1]["Location"])
             seen["sessions_left"] = len(server.sessions)
+            # the relay's readers of the session's tracks end with it (the tracks wake them)
+            seen["relay_readers_left"] = await wait_until(lambda: not _relay_readers(), 5.0)
             for pc in [pub] + [v for v, _ in viewers]:
                 await pc.close()
         return seen
@@ -201,7 +204,11 @@ def test_whip_and_whep_resources_follow_the_rfc_in_one_process() -> None:
     assert [s for s, _, _ in seen["viewer_delete"]] == [200, 404]
     assert [s for s, _, _ in seen["delete"]] == [200, 404]
     assert seen["viewer_after"][0] == 404  # the session's other viewer ended with it
-    assert seen["sessions_left"] == 0
+    assert seen["sessions_left"] == 0 and seen["relay_readers_left"]
+
+
+def _relay_readers() -> list[asyncio.Task[Any]]:
+    return [t for t in asyncio.all_tasks() if "run_track" in repr(t.get_coro())]
 
 
 # -- real media: GStreamer in a network namespace -------------------------------------------------

@@ -16,12 +16,14 @@ session with no viewer encodes nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from dataclasses import dataclass, field
 
 from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.contrib.media import MediaRelay
+from aiortc.mediastreams import MediaStreamError
 
 from avatar.clock import Clock
 from avatar.config import ServerConfig
@@ -64,6 +66,17 @@ class Resource:
             await self.pc.addIceCandidate(None)
 
 
+async def _pass_over(*tracks: MediaStreamTrack) -> None:
+    """Read ``tracks`` until they end (the session closes) and keep nothing."""
+    await asyncio.gather(*(_read_all(t) for t in tracks))
+
+
+async def _read_all(track: MediaStreamTrack) -> None:
+    with contextlib.suppress(MediaStreamError):
+        while True:
+            await track.recv()
+
+
 class Viewer:
     """One WHEP peer connection sending proxies of a session's tracks."""
 
@@ -95,6 +108,10 @@ class Publication:
         self.resource = Resource(session.pc, ufrag)
         self.relay = MediaRelay()
         self.viewers: dict[str, Viewer] = {}
+        # the relay reads the session's tracks from the start, viewers or not: frames made while
+        # nobody watches are passed over here, not counted as dropped by a full queue
+        idle = [self.relay.subscribe(t, buffered=False) for t in (session.video, session.audio)]
+        session.add_task(spawn(_pass_over(*idle), f"whep-idle-{session.sid}"))
 
     async def add_viewer(self, sdp: str, ufrag: str, now: float) -> tuple[Viewer, str]:
         """A new viewer answering ``sdp`` (a recvonly offer): (the viewer, the answer's SDP)."""

@@ -81,6 +81,7 @@ class Client:
         self.resource: str | None = None  # the Location, absolute
         self.etag = ""
         self.pending: list[tuple[int, str]] = []  # candidates gathered before the 201
+        self.gathered = self.end_sent = False  # all candidates gathered; a=end-of-candidates sent
         self.offer_sdp = ""
         self.t0 = time.monotonic()
         self.posted = 0.0
@@ -102,7 +103,8 @@ class Client:
 
     def run(self, limit_s: float) -> None:
         self.pipe.set_state(Gst.State.PLAYING)
-        GLib.timeout_add(int(limit_s * 1000), self._give_up)
+        if limit_s:
+            GLib.timeout_add(int(limit_s * 1000), self._give_up)
         GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGINT, self._interrupted)
         self.loop.run()
         self.pipe.set_state(Gst.State.NULL)
@@ -121,6 +123,8 @@ class Client:
         if self.failed is None:
             self.failed = why
             emit(event="failed", why=why, ms=ms_since(self.t0))
+            if self.resource:  # the server would free it after its timeouts anyway
+                emit(event="deleted", **self.delete())
             self.finish()
 
     def finish(self) -> None:
@@ -183,15 +187,17 @@ class Client:
         if self.args.trickle:
             GLib.idle_add(self._trickle, [(mline, candidate)], False)
 
-    def _trickle(self, new: list[tuple[int, str]], end: bool) -> bool:
+    def _trickle(self, new: list[tuple[int, str]], gathered: bool) -> bool:
         self.pending += new
+        self.gathered |= gathered
+        end = self.gathered and not self.end_sent
         if self.resource is None or not (self.pending or end):
             return False  # before the 201: kept, then sent in one PATCH
         headers = {**self.headers("application/trickle-ice-sdpfrag"), "If-Match": self.etag}
         r = http("PATCH", self.resource, self._fragment(self.pending, end).encode(), headers)
         self.patches.append(r["status"])
         emit(event="patched", status=r["status"], candidates=len(self.pending), end=end)
-        self.pending = []
+        self.pending, self.end_sent = [], self.end_sent or end
         return False
 
     def _fragment(self, candidates: list[tuple[int, str]], end: bool) -> str:
@@ -335,15 +341,16 @@ class Player(Client):
 
     def _on_decoded(self, decodebin: Gst.Element, pad: Gst.Pad) -> None:
         kind = pad.get_current_caps().get_structure(0).get_name()
-        if self.args.show:
+        if self.args.show:  # presented on the pipeline clock, in sync
             chain = ("videoconvert ! autovideosink" if kind.startswith("video")
                      else "audioconvert ! audioresample ! autoaudiosink")  # fmt: skip
-        elif kind.startswith("video"):
-            chain = "videoconvert ! video/x-raw,format=I420 ! appsink name=v emit-signals=true"
+        elif kind.startswith("video"):  # measured: the running time says when it would show
+            chain = ("videoconvert ! video/x-raw,format=I420 ! appsink name=v emit-signals=true "
+                     "sync=false")  # fmt: skip
         else:
             chain = (f"audioconvert ! audioresample ! audio/x-raw,format=F32LE,rate={RATE},"
-                     "channels=1 ! appsink name=a emit-signals=true")  # fmt: skip
-        branch = Gst.parse_bin_from_description(f"queue ! {chain} sync=false", True)
+                     "channels=1 ! appsink name=a emit-signals=true sync=false")  # fmt: skip
+        branch = Gst.parse_bin_from_description(f"queue ! {chain}", True)
         self.pipe.add(branch)
         branch.sync_state_with_parent()
         pad.link(branch.get_static_pad("sink"))
@@ -413,7 +420,7 @@ def main() -> int:
                     help="play: stop this long after the first frame (0: at Ctrl-C)")  # fmt: skip
     ap.add_argument("--show", action="store_true", help="play: on screen and speakers")
     ap.add_argument("--record", help="play: a folder for audio.f32 and record.json")
-    ap.add_argument("--limit", type=float, default=120.0, help="give up after this many s")
+    ap.add_argument("--limit", type=float, default=0.0, help="give up after this many s")
     args = ap.parse_args()
     Gst.init(None)
     if args.role == "play":
