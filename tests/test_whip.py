@@ -472,7 +472,12 @@ def test_the_avatar_speaks_the_published_audio_in_sync_within_a_frame(run: Run) 
     print(f"A/V offsets {offsets} ms; POST->201 WHIP {whip} ms, WHEP {whep} ms; first frame "
           f"{first} ms after the WHEP POST")  # fmt: skip
     assert len(offsets) == BURSTS, offsets  # each burst heard and its marker seen
-    assert all(abs(o) <= FRAME_MS for o in offsets), offsets
+    # The marked frame is the one whose 40 ms hold the onset, so a burst reads -40..0 ms by
+    # itself; rtpbin re-maps each stream at every RTCP sender report, and aiortc stamps a report
+    # with its last packet's RTP time (up to a frame old): single bursts seen at -7 to -42 ms in
+    # 24 (mean -15). So: the mean within a frame, none past two (audio sent 40 ms late: -54 each).
+    assert abs(float(np.mean(offsets))) <= FRAME_MS, offsets
+    assert all(-2 * FRAME_MS <= o <= FRAME_MS for o in offsets), offsets
 
 
 @pytest.mark.slow

@@ -63,7 +63,10 @@ class Resource:
             if ice is not None and ice.protocol.lower() == "udp":  # others: silently ignored
                 await add_candidate(self.pc, ice)
         if frag.end:
-            await self.pc.addIceCandidate(None)
+            try:
+                await self.pc.addIceCandidate(None)
+            except Exception as exc:  # a closed connection
+                raise RequestError(f"end of candidates refused: {str(exc)[:120]}") from None
 
 
 async def _pass_over(*tracks: MediaStreamTrack) -> None:
