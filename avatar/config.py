@@ -159,6 +159,7 @@ class LimitsConfig(_Section):
     sockets_per_minute: float = Field(default=120.0, gt=0)  # /ws and /ws/audio per address
     messages_per_second: float = Field(default=50.0, gt=0)  # control messages per session
     engine_builds: int = Field(default=2, ge=1)  # engines built at once (off the event loop)
+    whep_viewers: int = Field(default=2, ge=1)  # WHEP viewers per WHIP session (an encoder each)
 
 
 class ServerConfig(_Section):

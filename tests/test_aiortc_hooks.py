@@ -7,6 +7,7 @@ the hook must be rewritten for the new internals (the server refuses to start un
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.metadata
 import inspect
 from typing import Any
@@ -17,7 +18,10 @@ import pytest
 from aiortc import RTCPeerConnection, RTCRtpCodecParameters, RTCSessionDescription
 from aiortc.codecs.h264 import H264Encoder
 from aiortc.codecs.vpx import Vp8Encoder
+from aiortc.rtcdtlstransport import SRTP_AES128_CM_SHA1_80, RTCCertificate, generate_certificate
 from aiortc.rtcrtpsender import RTCRtpSender
+from cryptography.hazmat.primitives.asymmetric import rsa
+from OpenSSL import SSL
 
 from avatar.clock import MonotonicClock
 from avatar.errors import ConfigError
@@ -28,7 +32,9 @@ from avatar.server.aiortc_hooks import (
     JITTER_BUFFER_ATTR,
     PLAYOUT_DELAY_URI,
     HookError,
+    accept_rsa_dtls,
     check_hooks,
+    dtls,
     playout_delay_bytes,
     read_playout_delay,
     shorten_audio_jitter_buffer,
@@ -218,3 +224,61 @@ def test_a_tuned_context_merges_our_options_over_the_ones_aiortc_sets() -> None:
     tuned.options = {"cpu-used": "-6", "deadline": "realtime"}
     tuned.width = 64
     assert ctx.options == {"cpu-used": "-12", "deadline": "realtime"} and ctx.width == 64
+
+
+# -- DTLS with a peer whose certificate is RSA (GStreamer's webrtcbin) ------------------------
+
+
+def _rsa_dtls_server() -> SSL.Connection:
+    """A DTLS server as webrtcbin is one: an RSA certificate, OpenSSL's default cipher list."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ctx = SSL.Context(SSL.DTLS_METHOD)
+    ctx.use_certificate(generate_certificate(key))  # type: ignore[arg-type]  # RSA is fine
+    ctx.use_privatekey(key)
+    ctx.set_tlsext_use_srtp(b"SRTP_AES128_CM_SHA1_80")
+    server = SSL.Connection(ctx)
+    server.set_accept_state()
+    return server
+
+
+def _dtls_handshake(client: SSL.Connection, server: SSL.Connection) -> str | None:
+    """Both ends of a handshake over memory BIOs; the cipher agreed, or None."""
+    done = {id(client): False, id(server): False}
+    for _ in range(20):
+        for a, b in ((client, server), (server, client)):
+            with contextlib.suppress(SSL.WantReadError):
+                a.do_handshake()
+                done[id(a)] = True
+            with contextlib.suppress(SSL.WantReadError):
+                b.bio_write(a.bio_read(65536))
+        if all(done.values()):
+            return client.get_cipher_name()
+    return None
+
+
+def test_aiortc_answering_as_dtls_client_accepts_an_rsa_peer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(RTCCertificate, "_create_ssl_context", dtls._stock_context)
+    ours = RTCCertificate.generateCertificate()  # aiortc's own: ECDSA
+
+    def client() -> SSL.Connection:
+        conn = SSL.Connection(ours._create_ssl_context([SRTP_AES128_CM_SHA1_80]))
+        conn.set_connect_state()
+        return conn
+
+    with pytest.raises(SSL.Error, match="no shared cipher"):  # stock aiortc 1.16
+        _dtls_handshake(client(), _rsa_dtls_server())
+    accept_rsa_dtls()
+    check_hooks()  # the hooked factory passes the check too
+    assert _dtls_handshake(client(), _rsa_dtls_server()) == "ECDHE-RSA-AES128-GCM-SHA256"
+    assert dtls.ECDSA_SUITES in dtls.DTLS_CIPHERS  # aiortc's own suites are still offered first
+
+
+def test_the_dtls_check_fails_when_the_context_factory_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(dtls, "_stock_context", lambda self, profiles, extra: None)
+    monkeypatch.setattr(RTCCertificate, "_create_ssl_context", dtls._stock_context)
+    with pytest.raises(HookError, match="_create_ssl_context"):
+        check_hooks()

@@ -4,7 +4,8 @@
 every URL): :class:`~avatar.server.gate.Gate` (who may come in), :class:`~avatar.server.pages.
 Pages` (the page's files and ``/api``), :class:`~avatar.server.sessions.Sessions` (open,
 negotiate, close, drain, given an :class:`~avatar.server.sessions.EngineFactory`), the events
-socket and the PCM socket; and, when given, the render jobs (:mod:`avatar.renders.api`). It is
+socket and the PCM socket, WHIP and WHEP (:mod:`avatar.server.whip`); and, when given, the render
+jobs (:mod:`avatar.renders.api`). It is
 what ``avatar serve`` runs with one process, and what each worker of ``avatar serve --workers N``
 runs behind the front. The composition root
 (:mod:`avatar.compose.serve`) builds it with real engines and installs aiortc's hooks once.
@@ -30,6 +31,7 @@ from avatar.server.pages import Pages
 from avatar.server.pcm_socket import serve_pcm
 from avatar.server.routes import RendersFactory, route_table
 from avatar.server.sessions import EngineFactory, Sessions
+from avatar.server.whip import WhipRoutes
 
 log = logging.getLogger("avatar.server")
 
@@ -54,9 +56,12 @@ class AvatarServer:
         self.pages = Pages(cfg, self.gate, wall)
         self.sessions = Sessions(cfg, engines, clock, executor, self.metrics, wall, sid_prefix)
         self.renders = renders(self.gate, self.metrics.registry) if renders else None
+        self.whip = WhipRoutes(cfg, self.gate, self.sessions, clock, wall,
+                               lambda asked: choose_avatar(asked, cfg.render.avatar))  # fmt: skip
 
     def app(self) -> web.Application:
-        return route_table(self.cfg.server, self.gate, self.pages, self, self.renders)
+        return route_table(self.cfg.server, self.gate, self.pages, self, self.renders,
+                           [self.whip])  # fmt: skip
 
     async def drain(self, timeout_s: float) -> None:
         await self.sessions.drain(timeout_s)

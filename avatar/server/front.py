@@ -19,6 +19,7 @@ with its own models. The front is a composition of the same parts with no engine
   every worker's exposition with a ``worker`` label, the front's own requests and process
   (``worker="front"``), ``avatar_worker_up`` and ``avatar_worker_restarts_total``.
 - SIGTERM drains every worker (each tells its sessions and waits ``server.drain_s``).
+- WHIP and WHEP (:mod:`avatar.server.whip`) are not relayed: their routes answer 501 saying so.
 """
 
 from __future__ import annotations
@@ -39,12 +40,15 @@ from avatar.server.pages import Pages
 from avatar.server.relay import relay
 from avatar.server.routes import RendersFactory, route_table
 from avatar.server.sessions import NO_SESSION
+from avatar.server.whip import WhipElsewhere
 from avatar.server.workers import Worker, WorkerPool
 
 log = logging.getLogger("avatar.server")
 OFFER_TIMEOUT_S = 90.0  # a worker builds the engine before it answers (models load once)
 # the front's own part of /metrics (render jobs: the front has their routes)
 FRONT_FAMILIES = ("process_", "avatar_requests_refused", "avatar_render")
+WHIP_ON_WORKERS = ("WHIP and WHEP are served by a single-process server (server.workers: 1); "
+                   "this one runs worker processes behind a front")  # fmt: skip
 
 
 class FrontServer:
@@ -62,7 +66,8 @@ class FrontServer:
         self.draining = False
 
     def app(self) -> web.Application:
-        return route_table(self.cfg.server, self.gate, self.pages, self, self.renders)
+        whip = WhipElsewhere(WHIP_ON_WORKERS)
+        return route_table(self.cfg.server, self.gate, self.pages, self, self.renders, [whip])
 
     async def shutdown(self, app: web.Application) -> None:
         """The workers are stopped by :meth:`drain` or by whoever started the pool."""

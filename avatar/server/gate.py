@@ -25,7 +25,7 @@ from avatar.server.auth import OriginPolicy, bearer, load_secret, tokens_require
 from avatar.server.limits import RateLimiter
 
 log = logging.getLogger("avatar.server")
-ORIGIN_CHECKED = ("/offer", "/ws", "/ws/audio", "/api/", "/v1/")
+ORIGIN_CHECKED = ("/offer", "/ws", "/ws/audio", "/api/", "/v1/", "/whip", "/whep")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -49,12 +49,20 @@ class Gate:
         self.socket_rate = RateLimiter(clock, lim.sockets_per_minute, 2 * lim.offer_burst)
         self.job_rate = RateLimiter(clock, lim.jobs_per_minute, lim.job_burst)
 
-    def admit_offer(self, request: web.Request) -> None:
-        """An offer within its client's rate, with a valid token, in JSON."""
+    def admit_offer(self, request: web.Request, content_type: str = "application/json") -> None:
+        """An offer within its client's rate, with a valid token, in ``content_type`` (JSON for
+        ``/offer``, SDP for WHIP and WHEP)."""
         self._rate(self.offer_rate, request, "offers")
         self.authenticate(request)
-        if request.content_type != "application/json":
-            raise RequestError("POST /offer takes Content-Type: application/json", 415)
+        if request.content_type != content_type:
+            where = "/" + request.path.split("/")[1][:20]  # not the session's key that follows
+            raise RequestError(f"{request.method} {where} takes Content-Type: {content_type}", 415)
+
+    def admit_update(self, request: web.Request) -> None:
+        """A change to a session's resource (WHIP/WHEP PATCH, DELETE) within its client's rate,
+        with a valid token."""
+        self._rate(self.socket_rate, request, "session updates")
+        self.authenticate(request)
 
     def admit_job(self, request: web.Request) -> None:
         """A render job within its client's rate, with a valid token."""

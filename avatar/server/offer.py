@@ -113,17 +113,15 @@ def _check_sections(session: list[str], sections: list[list[str]]) -> None:
         m = _MEDIA.match(section[0])
         if m is None or int(m.group(2)) > 65535:
             raise RequestError(f"malformed SDP offer: media line {section[0][:60]!r}")
-        if int(m.group(2)) == 0:
+        bundle_only = "a=bundle-only" in section  # port 0, on the BUNDLE group's transport
+        if int(m.group(2)) == 0 and not bundle_only:
             continue  # a rejected section carries nothing more
         mid = [line[6:] for line in section if line.startswith("a=mid:")]
         if len(mid) != 1 or not _MID.match(mid[0]) or mid[0] in mids:
             raise RequestError(f"SDP media section {i} needs one unique a=mid (1-32 characters)")
         mids.add(mid[0])
-        if not shared_fp and not any(_FINGERPRINT.match(line) for line in section):
-            raise RequestError(f"SDP media section {i} has no DTLS fingerprint (a=fingerprint)")
-        ice = shared_ice | {line.split(":", 1)[0] for line in section if line.startswith("a=ice-")}
-        if not {"a=ice-ufrag", "a=ice-pwd"} <= ice:
-            raise RequestError(f"SDP media section {i} has no ICE credentials (a=ice-ufrag/pwd)")
+        if not bundle_only:
+            _check_transport(i, section, shared_fp, shared_ice)
         if m.group(1) != "application" and not _DIRECTIONS & set(section):
             raise RequestError(f"SDP media section {i} has no direction (a=sendrecv, ...)")
     for line in session:
@@ -132,6 +130,14 @@ def _check_sections(session: list[str], sections: list[list[str]]) -> None:
             if missing:
                 raise RequestError(f"SDP BUNDLE group names no media section: "
                                    f"{sorted(missing)[0][:32]!r}")  # fmt: skip
+
+
+def _check_transport(i: int, section: list[str], shared_fp: bool, shared_ice: set[str]) -> None:
+    if not shared_fp and not any(_FINGERPRINT.match(line) for line in section):
+        raise RequestError(f"SDP media section {i} has no DTLS fingerprint (a=fingerprint)")
+    ice = shared_ice | {line.split(":", 1)[0] for line in section if line.startswith("a=ice-")}
+    if not {"a=ice-ufrag", "a=ice-pwd"} <= ice:
+        raise RequestError(f"SDP media section {i} has no ICE credentials (a=ice-ufrag/pwd)")
 
 
 def _check_candidates(lines: list[str], limit: int) -> None:

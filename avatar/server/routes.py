@@ -9,6 +9,9 @@
 - ``GET /ws/audio?session=ID&key=KEY``: PCM input (:mod:`avatar.server.pcm_socket`).
 - ``/v1/renders`` and ``/v1/render-options``: render jobs (:mod:`avatar.renders.api`), where
   the role was given them.
+- ``POST /whip``, ``POST /whep/{id}``, and ``PATCH``/``DELETE``/``GET`` of their resources: WHIP
+  and WHEP for standard WebRTC clients (:mod:`avatar.server.whip`; a clear 501 from the
+  ``--workers`` front).
 - ``GET /healthz`` (alive; also ``/api/health``), ``GET /readyz`` (503 while full or draining),
   ``GET /metrics`` (Prometheus).
 
@@ -21,7 +24,7 @@ session routes (:class:`SessionRoutes`): the single-process server holds its ses
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from aiohttp import web
@@ -73,7 +76,9 @@ def route_table(
     pages: Pages,
     role: SessionRoutes,
     renders: RoutePart | None = None,
+    parts: Sequence[RoutePart] = (),
 ) -> web.Application:
+    """Every URL of a role; ``parts``: more of them (WHIP and WHEP: :mod:`avatar.server.whip`)."""
     app = web.Application(middlewares=[gate.middleware],
                           client_max_size=cfg.limits.max_body_kb << 10)  # fmt: skip
     router = app.router
@@ -86,10 +91,11 @@ def route_table(
     router.add_route("OPTIONS", "/offer", gate.preflight)
     router.add_get("/ws", role.events)
     router.add_get("/ws/audio", role.audio)
-    if renders is not None:
-        renders.add_routes(router)
-        app.on_startup.append(renders.start)
-        app.on_cleanup.append(renders.stop)
+    for part in (renders, *parts):
+        if part is not None:
+            part.add_routes(router)
+            app.on_startup.append(part.start)
+            app.on_cleanup.append(part.stop)
     pages.add_files(router)
     app.on_startup.append(_on_startup)
     app.on_shutdown.append(role.shutdown)

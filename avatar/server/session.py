@@ -135,11 +135,8 @@ class Session:
         if self.speaker is not None:
             await self.speaker.aclose()
         await self.engine.aclose()
-        self.video.stop()
+        self.video.stop()  # empties its queue and wakes whoever waits on it
         self.audio.stop()
-        for queue in (self.video.queue, self.audio.queue):
-            while not queue.empty():
-                queue.get_nowait()
         for ws in [*self.sockets, *self.audio_sockets]:
             await ws.close()
         try:

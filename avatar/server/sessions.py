@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Executor
 from typing import Any, Protocol
 
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection
 
 from avatar.clock import Clock
 from avatar.config import Config
@@ -27,11 +27,12 @@ from avatar.errors import RequestError
 from avatar.memory import give_back_memory
 from avatar.observe import Observer, combine
 from avatar.profile.profiler import Profiler
-from avatar.server.aiortc_hooks import send_playout_delay, shorten_audio_jitter_buffer, time_sender
-from avatar.server.ice import rewrite_candidates, rtc_configuration
+from avatar.server.aiortc_hooks import shorten_audio_jitter_buffer
+from avatar.server.ice import rtc_configuration
 from avatar.server.limits import SessionSlots
 from avatar.server.logs import SESSION
 from avatar.server.metrics import ServerMetrics
+from avatar.server.negotiate import answer_offer, receive_microphone_only, send_avatar
 from avatar.server.session import Session
 from avatar.tasks import spawn
 from avatar.units import NS_PER_S
@@ -95,8 +96,12 @@ class Sessions(Mapping[str, Session]):
 
     # -- opening ------------------------------------------------------------------------------
 
-    async def open(self, sdp: str, avatar: str, mic: bool) -> tuple[Session, str]:
-        """A new session answering ``sdp``: (the session, the answer's SDP)."""
+    async def open(
+        self, sdp: str, avatar: str, mic: bool, publish: bool = False
+    ) -> tuple[Session, str]:
+        """A new session answering ``sdp``: (the session, the answer's SDP). ``publish``: the
+        peer only sends its microphone (WHIP) and the avatar goes to other peers
+        (:mod:`avatar.server.whip`); otherwise the answer sends the avatar back."""
         if self.draining:
             raise RequestError("the server is shutting down", 503, retry_after_s=30)
         if not self.slots.reserve():
@@ -109,7 +114,7 @@ class Sessions(Mapping[str, Session]):
             self.slots.release()
             raise
         try:
-            answer = await self._negotiate(session, sdp)
+            answer = await self._negotiate(session, sdp, publish)
         except BaseException:
             await self.close(session)
             raise
@@ -170,27 +175,11 @@ class Sessions(Mapping[str, Session]):
 
         session.add_task(spawn(self._expire_unconnected(session), f"expire-{session.sid}"))
 
-    async def _negotiate(self, session: Session, sdp: str) -> str:
+    async def _negotiate(self, session: Session, sdp: str, publish: bool) -> str:
         pc, sc = session.pc, self.cfg.server
-        try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
-        except Exception as exc:  # aiortc raises ValueError and others on SDP it cannot take
-            raise RequestError(f"SDP offer refused: {str(exc)[:160]}") from None
-        kinds = {t.kind for t in pc.getTransceivers()}
-        if "video" not in kinds:
-            raise RequestError("the offer must receive video: addTransceiver('video')")
-        if "audio" not in kinds:
-            raise RequestError("the offer must have an audio transceiver (sendrecv or recvonly)")
-        video_sender = pc.addTrack(session.video)
-        pc.addTrack(session.audio)
-        time_sender(video_sender, session.video, session.observer)
-        if sc.playout_delay_ms is not None:
-            send_playout_delay(video_sender, *sc.playout_delay_ms)
-        try:
-            await pc.setLocalDescription(await pc.createAnswer())
-        except Exception as exc:  # an offer aiortc took but cannot answer
-            raise RequestError(f"SDP offer cannot be answered: {str(exc)[:160]}") from None
-        return rewrite_candidates(pc.localDescription.sdp, sc.ice_public_ip)
+        if publish:
+            return await answer_offer(pc, sdp, sc, lambda: receive_microphone_only(pc, sdp))
+        return await answer_offer(pc, sdp, sc, lambda: send_avatar(pc, session, sc))
 
     async def _expire_unconnected(self, session: Session) -> None:
         await self.clock.sleep_until(self.clock.now_ns() + round(CONNECT_TIMEOUT_S * NS_PER_S))

@@ -32,6 +32,15 @@ from avatar.server.aiortc_hooks import make_encoder
 from avatar.units import NS_PER_S, OUTPUT_RATE, PACKET_SAMPLES, VIDEO_CLOCK
 
 
+def _end(queue: asyncio.Queue[Any]) -> None:
+    """Empty ``queue`` and leave the end mark (None) in it: a ``recv()`` waiting on it, or
+    coming later, raises :class:`MediaStreamError` (a reader that is not an aiortc sender, such
+    as a :class:`~aiortc.contrib.media.MediaRelay`, is not cancelled: it must be woken)."""
+    while not queue.empty():
+        queue.get_nowait()
+    queue.put_nowait(None)
+
+
 def _put_latest(queue: asyncio.Queue[Any], item: Any) -> bool:
     """Put without waiting; drop the oldest item when full. True if something was dropped."""
     dropped = False
@@ -66,7 +75,7 @@ class EngineVideoTrack(MediaStreamTrack):
     def __init__(self, executor: Executor | None, observer: Observer = NULL_OBSERVER) -> None:
         super().__init__()
         self.executor, self.observer = executor, observer
-        self.queue: asyncio.Queue[VideoFrame] = asyncio.Queue(2)
+        self.queue: asyncio.Queue[VideoFrame | None] = asyncio.Queue(2)  # None: stopped
         self.dropped = 0
         self.last: VideoFrame | None = None
         self.returned_ns = 0
@@ -78,6 +87,8 @@ class EngineVideoTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         frame = await self.queue.get()
+        if frame is None:
+            raise MediaStreamError
         i420 = frame.i420
         if i420 is None:  # an engine built without i420: convert off the loop
             picked = self.observer.now()
@@ -89,6 +100,10 @@ class EngineVideoTrack(MediaStreamTrack):
         self.returned_ns = self.observer.now()
         self.last = frame
         return out
+
+    def stop(self) -> None:
+        super().stop()
+        _end(self.queue)
 
 
 class EngineAudioTrack(MediaStreamTrack):
@@ -104,7 +119,8 @@ class EngineAudioTrack(MediaStreamTrack):
     def __init__(self, clock: Clock) -> None:
         super().__init__()
         self.clock = clock
-        self.queue: asyncio.Queue[tuple[int, av.AudioFrame]] = asyncio.Queue(25)  # 0.5 s
+        # (release time, packet); None: stopped
+        self.queue: asyncio.Queue[tuple[int, av.AudioFrame] | None] = asyncio.Queue(25)  # 0.5 s
         self.dropped = 0
 
     def offer(self, audio: AudioChunk) -> None:
@@ -119,9 +135,16 @@ class EngineAudioTrack(MediaStreamTrack):
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        release, frame = await self.queue.get()
+        item = await self.queue.get()
+        if item is None:
+            raise MediaStreamError
+        release, frame = item
         await self.clock.sleep_until(release)
         return frame
+
+    def stop(self) -> None:
+        super().stop()
+        _end(self.queue)
 
 
 def pcm16_frame(pcm: np.ndarray, pts: int, rate: int = OUTPUT_RATE) -> av.AudioFrame:
