@@ -1,8 +1,8 @@
 """``GET /ws?session=ID&key=KEY``: the session's events socket.
 
 From the page: trickled ICE candidates ``{"type": "candidate", "candidate": {...}}`` and the
-control messages the data channel takes too (``clear``, ``subscribe``, ``say``). To the page: every session
-event (``ready``, ``stats``, ``error``, ``shutdown``...), as on the data channel. Each message is
+control messages the data channel takes too (``clear``, ``subscribe``, ``say``). To the page:
+every session event (``ready``, ``stats``, ``error``, ``shutdown``...), as on the data channel. Each message is
 size- and rate-limited, then parsed once. When the page's last events socket closes, the page is
 gone and the session ends.
 """
