@@ -132,10 +132,13 @@ class Recorder(FrameProcessor):
         super().__init__(enable_direct_mode=True)
         self.clock = clock or MonotonicClock()
         self.frames: list[tuple[int, Frame, FrameDirection]] = []
+        self.alive_at_end: list[str] | None = None  # the avatar's tasks as EndFrame went by
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
         self.frames.append((self.clock.now_ns(), frame, direction))
+        if isinstance(frame, EndFrame):
+            self.alive_at_end = alive_tasks()
         await self.push_frame(frame, direction)
 
     def of(self, kind: type, direction: FrameDirection = FrameDirection.DOWNSTREAM) -> list[Any]:
@@ -229,7 +232,7 @@ def test_a_minute_of_speech_leaves_the_transport_image_first_and_in_step(
     stop = next(i for i, f in enumerate(order) if isinstance(f, TTSStoppedFrame))
     assert last_loud < order.index(text) < stop
     # EndFrame played the speech out, then closed the engine: nothing of it is left running
-    assert left == []
+    assert out.alive_at_end == [] and left == []
     with pytest.raises(RuntimeError):
         engines[0].push_audio(AudioChunk(np.zeros(960, np.float32), 48000))
 
@@ -347,7 +350,9 @@ async def smallwebrtc_session(cfg: Config, speech: Speech) -> dict[str, Any]:
     out: dict[str, Any] = {"peer": peer, "head": head, "tail": tail, "service": service}
     async with running(Pipeline([head, service, transport.output(), tail])) as worker:
         await wait_for(lambda: len(peer.video) > 10 and len(peer.audio) > 10, 20)
-        for frame in [TTSStartedFrame(), *tts_frames(first, speech.rate), TTSStoppedFrame()]:
+        after = TTSTextFrame("after the first turn", text_type="sentence")
+        out["after"] = after
+        for frame in [TTSStartedFrame(), *tts_frames(first, speech.rate), TTSStoppedFrame(), after]:
             await worker.queue_frame(frame)
         stopped = lambda n: lambda: len(tail.of(BotStoppedSpeakingFrame)) >= n  # noqa: E731
         await wait_for(stopped(1), 15)
@@ -390,6 +395,7 @@ def test_smallwebrtc_peer_receives_lips_and_voice_together(webrtc: dict[str, Any
     span_pts = (peer.video[-1][1] - p0) / 90000
     span = (peer.video[-1][0] - peer.video[0][0]) / 1e9
     assert span > 8 and abs(span_pts - span) < 0.04
+    assert abs(len(peer.video) / span - FPS) < 1  # each image sent once, none left out
 
 
 def test_smallwebrtc_interruption_goes_silent_and_idle_within_two_frames(
@@ -442,10 +448,15 @@ def test_smallwebrtc_bot_speaking_frames_come_from_the_transport_once_per_turn(
     stop = next(t for t, f in sent if isinstance(f, BotStoppedSpeakingFrame))
     last_sound = max(t for t, f in sent if t < stop and sounding(f))
     assert 300 * MS < stop - last_sound < 700 * MS
+    # the TTS's stop frame left when its speech had played out (its last frame let out)
+    tts_stop = next(t for t, f in sent if isinstance(f, TTSStoppedFrame))
+    assert last_sound < tts_stop < stop
+    after = next(t for t, f in sent if f is webrtc["after"])  # and what came after it, next
+    assert tts_stop <= after < stop
 
 
 def test_smallwebrtc_end_frame_closes_the_engine(webrtc: dict[str, Any]) -> None:
-    assert webrtc["left"] == []
+    assert webrtc["tail"].alive_at_end == [] and webrtc["left"] == []
     engine = webrtc["service"].engine
     with pytest.raises(RuntimeError):
         engine.push_audio(AudioChunk(np.zeros(960, np.float32), 48000))
