@@ -165,8 +165,10 @@ class InOrder:
         return True
 
     def audio_out(self, samples: int) -> list[Any]:
-        """``samples`` of pushed audio went out: the frames that may follow now."""
-        self.out += samples
+        """``samples`` of pushed audio went out: the frames that may follow now. Silence the
+        engine added (after an interruption) or that released the speech's tail is not counted
+        as pushed: what comes out never runs ahead of what was pushed."""
+        self.out = min(self.out + samples, self.pushed)
         ready = []
         while self._held and self._held[0][0] <= self.out + ORDER_SLACK:
             ready.append(self._held.popleft()[1])
@@ -272,7 +274,6 @@ class AvatarVideoService(FrameProcessor):
             return
         pad = engine.motion.delay + round(OUTPUT_RATE / engine.fps)
         engine.push_audio(AudioChunk(np.zeros(pad, np.float32), OUTPUT_RATE))
-        self._order.audio_in(pad, OUTPUT_RATE)
 
     async def _interrupt(self, frame: Any, direction: Any) -> None:
         if self.engine is not None and self._pump is not None:
