@@ -140,9 +140,10 @@ async def check(cfg: Config, text: str) -> None:
     await worker.end()  # EndFrame: what was said plays out, then the engine closes
     await asyncio.wait_for(bot, 30)
     stats = avatar.engine.stats if avatar.engine else None
+    made = f"{stats.frames} frames, {stats.late} late" if stats else "no engine"
     print(
-        f"the peer received {counts['video']} video frames, {counts['audio']} audio packets; "
-        f"engine: {stats}"
+        f"the peer received {counts['video']} video frames and {counts['audio']} audio "
+        f"packets; the engine made {made}"
     )
     for task in tasks:
         task.cancel()

@@ -103,9 +103,13 @@ def sounding(frame: Frame) -> bool:
     return isinstance(frame, SpeechOutputAudioRawFrame) and not is_silence(frame.audio)
 
 
-def loud(pcm: np.ndarray) -> bool:
+def _rms(pcm: np.ndarray) -> float:
     x = pcm.astype(np.float32) / 32768
-    return bool(len(x)) and float(np.sqrt(np.mean(x**2))) > MARKER_RMS
+    return float(np.sqrt(np.mean(x**2))) if len(x) else 0.0
+
+
+def loud(pcm: np.ndarray) -> bool:
+    return _rms(pcm) > MARKER_RMS
 
 
 @pytest.fixture(scope="module")
@@ -287,25 +291,30 @@ class Peer:
         await self.pc.close()
 
 
-def av_offset_ms(video: list[tuple[float, bool]], audio: list[tuple[float, np.ndarray]]) -> float:
+def av_offset_ms(
+    video: list[tuple[float, bool]], audio: list[tuple[float, np.ndarray]]
+) -> tuple[float, float]:
     """Video time minus audio time of the same content (ms): the shift of the audio timeline
-    that best matches each frame's marker to the loudness of the 40 ms of audio at its time.
-    Times are seconds; each audio piece starts at its time and plays at 48 kHz."""
+    that best matches each frame's marker to the loudness of the 40 ms of audio at its time,
+    and how many frames match there. Times are seconds; audio pieces play at 48 kHz."""
     t0 = audio[0][0]
     pcm = np.concatenate([p for _, p in audio])
     starts = np.array([t for t, _ in audio])
     sizes = np.cumsum([0] + [len(p) for _, p in audio])
 
-    def loud_at(t: float) -> bool:
-        i = int(np.searchsorted(starts, t, side="right")) - 1
-        if i < 0:
-            return False
+    def rms_at(t: float) -> float:
+        i = max(int(np.searchsorted(starts, t, side="right")) - 1, 0)
         at = sizes[i] + round((t - starts[i]) * 48000)
-        return loud(pcm[at : at + 1920])
+        x = pcm[at : at + 1920].astype(np.float32) / 32768
+        return float(np.sqrt(np.mean(x**2))) if len(x) else 0.0
 
-    best = max(range(-120, 125, 5), key=lambda lag: np.mean(
-        [m == loud_at(t + lag / 1000) for t, m in video if t + lag / 1000 > t0]))  # fmt: skip
-    return -float(best)
+    def match(lag: int) -> float:  # on frames whose sound is clearly loud or quiet (Opus
+        pairs = [(m, rms_at(t + lag / 1000)) for t, m in video if t + lag / 1000 > t0]
+        sure = [(m, r > MARKER_RMS) for m, r in pairs if not 0.6 < r / MARKER_RMS < 1.6]
+        return float(np.mean([m == is_loud for m, is_loud in sure]))  # moves levels a little)
+
+    best = max(range(-120, 125, 5), key=match)
+    return -float(best), match(best)
 
 
 @contextlib.asynccontextmanager
@@ -388,8 +397,9 @@ def test_smallwebrtc_peer_receives_lips_and_voice_together(webrtc: dict[str, Any
     b0, q0 = peer.audio[0][0] / 1e9 - 0.02, peer.audio[0][1]
     audio_pts = [(b0 + (q - q0) / 48000, p) for _, q, p in peer.audio]
     rtp = av_offset_ms(by_pts, audio_pts)
-    print(f"A/V offset at the peer: {arrival:+.0f} ms by arrival, {rtp:+.0f} ms by RTP time")
-    assert abs(arrival) <= 40 and abs(rtp) <= 40  # within one frame
+    print(f"A/V offset at the peer: {arrival} by arrival, {rtp} by RTP time (ms, matched)")
+    assert abs(arrival[0]) <= 40 and abs(rtp[0]) <= 40  # within one frame
+    assert arrival[1] > 0.9 and rtp[1] > 0.9  # and the frames match their sound there
     # the video clock keeps time: its RTP timestamps follow the frames' arrival (aiortc's fixed
     # 1/30 s stamps fell 0.17 s behind per second at 25 fps)
     span_pts = (peer.video[-1][1] - p0) / 90000
@@ -420,7 +430,7 @@ def test_smallwebrtc_interruption_goes_silent_and_idle_within_two_frames(
     last_talk = max(a for a, _, _, s in peer.video if s)
     print(f"after the interruption: audio silent {(last_loud - t) / MS:.0f} ms, "
           f"idle face {(last_talk - t) / MS:.0f} ms")  # fmt: skip
-    assert last_loud - t <= 80 * MS and last_talk - t <= 80 * MS + 20 * MS
+    assert last_loud - t <= 100 * MS and last_talk - t <= 100 * MS  # + a 20 ms packet
 
 
 def test_smallwebrtc_bot_speaking_frames_come_from_the_transport_once_per_turn(
@@ -553,15 +563,19 @@ def test_remote_avatar_serve_session_through_pipecat(cfg: Config, speech: Speech
     marks = np.array([marked(img) for _, img in images])
     frame = RATE // FPS
     assert marks.sum() > 30
-    by_lag = {lag: np.mean([m == loud(sound[at + lag : at + lag + frame])
-                            for (at, _), m in zip(images, marks, strict=True)])
-              for lag in range(-2 * frame, 2 * frame + 1, frame // 4)}  # fmt: skip
+
+    def match(lag: int) -> float:  # frames whose sound is clearly loud or quiet, as above
+        rms = [_rms(sound[max(at + lag, 0) : at + lag + frame]) for at, _ in images]
+        sure = [(m, r > MARKER_RMS) for m, r in zip(marks, rms, strict=True)
+                if not 0.6 < r / MARKER_RMS < 1.6]  # fmt: skip
+        return float(np.mean([m == is_loud for m, is_loud in sure]))
+
+    by_lag = {lag: match(lag) for lag in range(-2 * frame, 2 * frame + 1, frame // 4)}
     best = max(by_lag, key=lambda k: by_lag[k])
-    print(
-        f"remote A/V offset (transport order): {-best * 1000 / RATE:+.0f} ms",
-        {round(k * 1000 / RATE): round(v, 3) for k, v in by_lag.items()},
-    )
-    assert abs(best) <= frame
+    print(f"remote A/V offset (transport order): {-best * 1000 / RATE:+.0f} ms, "
+          f"{by_lag[best]:.2f} of the frames matched")  # fmt: skip
+    assert by_lag[best] > 0.9
+    assert -40 <= -best * 1000 / RATE <= 20  # within a frame, the image rather first
     cut = next(i for i, f in enumerate(sent) if isinstance(f, InterruptionFrame))
     after = played(sent[cut:])[1]
     louds = [i for i in range(0, len(after), frame) if loud(after[i : i + frame])]
