@@ -1,48 +1,31 @@
 """Pipecat: the avatar as the video of a Pipecat bot (``pip install 'avatar[pipecat]'``).
 
-Two services, one per place the engine runs; both go between the TTS and the output transport::
+Both services go between the TTS and the output transport (docs/integrations.md)::
 
     Pipeline([transport.input(), stt, user_agg, llm, tts,
               AvatarVideoService(cfg),                 # or RemoteAvatarService("http://host:8080")
               transport.output(), assistant_agg])
 
-- :class:`AvatarVideoService` owns an engine in this process (``build_engine``, real time,
-  buffered input).
-- :class:`RemoteAvatarService` drives a session of a remote ``avatar serve``: TTS audio goes out
-  over ``/ws/audio``, the avatar's video and audio come back over WebRTC (an aiortc peer).
+:class:`AvatarVideoService` owns an engine in this process; :class:`RemoteAvatarService` drives a
+session of a remote ``avatar serve`` (TTS audio over ``/ws/audio``, video and audio back over
+WebRTC). ``TTSAudioRawFrame`` goes into the engine and is not passed on. Out come, per video
+frame, an ``OutputImageRawFrame`` (``sync_with_audio``: the transport shows it when the audio
+pushed before it has been sent), then that frame's audio as a ``SpeechOutputAudioRawFrame`` at
+the pipeline's output rate: image first (pushed after its audio it shows a frame late). While
+the bot is silent the listening face keeps coming at the engine's fps. The output transport
+makes ``BotStarted/StoppedSpeakingFrame`` from the audio it plays (as for HeyGen's service);
+the services make none. ``InterruptionFrame`` clears the engine (frames of the dropped speech
+are not sent); ``EndFrame`` lets the speech play out, then closes the engine; ``CancelFrame``
+closes it at once. In process, frames that come after TTS audio (``TTSTextFrame``,
+``TTSStoppedFrame``...) leave after the video frames of that audio, as without an avatar.
 
-What both do with frames:
+SmallWebRTC: use :func:`smallwebrtc_transport`. Pipecat's video track stamps every frame 1/30 s
+after the one before (aiortc's ``VideoStreamTrack.next_timestamp``): at 25 fps its clock runs
+17 % slow against the audio; and its video task sends the latest image on its own beat, up to a
+frame after its audio. :func:`fit_video_track` fixes both.
 
-- ``TTSAudioRawFrame``: into the engine; not forwarded (the avatar's audio replaces it).
-- Out: per video frame an ``OutputImageRawFrame`` (``sync_with_audio``: the output transport
-  shows it when the audio pushed before it has been sent), then that frame's audio as a
-  ``SpeechOutputAudioRawFrame`` at the pipeline's output rate. The image goes first: pushed
-  after its audio it would show one frame late.
-- Idle: while the bot is silent the engine keeps making frames (the listening face, silent
-  audio) at its fps, so the video never freezes.
-- ``BotStartedSpeakingFrame``/``BotStoppedSpeakingFrame``: the output transport makes them from
-  the audio it plays (a non-silent ``SpeechOutputAudioRawFrame`` starts the bot, 0.35 s of silence
-  or an interruption stops it), as for HeyGen's service; these services make none (no doubles).
-- ``InterruptionFrame``: the engine's buffer is cleared (frames already rendered from the old
-  speech are dropped too) and the frame goes on. ``CancelFrame``: the engine closes at once.
-- ``EndFrame``: the audio already pushed plays out, then the engine closes and the frame goes on.
-- In process, the other downstream frames that come after TTS audio (``TTSTextFrame``,
-  ``TTSStoppedFrame``, ...) leave after the video frames of that audio, so the transport passes
-  them on once that audio is played, as without an avatar. ``TTSStoppedFrame`` also pushes a
-  little silence, which releases the speech's last frames (the engine holds its model's
-  look-ahead back until more audio comes).
-
-SmallWebRTC: use :func:`smallwebrtc_transport`. Pipecat's SmallWebRTC video track stamps every
-frame 1/30 s after the one before (aiortc's ``VideoStreamTrack.next_timestamp``), whatever the
-rate frames really come at: at 25 fps the video clock runs 17 % slow against the audio; and the
-transport's video task sends the latest image on its own beat, up to a frame after its audio.
-:func:`fit_video_track` stamps each frame with its send time and sends each image once, polled
-4 times per frame. :func:`transport_params` fits other transports to the avatar (its size and
-fps, audio chunks that tile a frame).
-
-Not tested here: a browser on the far end (tests use an aiortc peer), real STT/LLM/TTS services
-(none can run here), other transports (Daily, LiveKit) than SmallWebRTC and Pipecat's base
-output transport.
+Not tested here: a browser's lip sync (tests use an aiortc peer), real STT/LLM/TTS services,
+transports other than SmallWebRTC and Pipecat's base output transport.
 """
 
 from __future__ import annotations
@@ -380,8 +363,9 @@ def fit_video_track(track: Any, clock: Clock) -> Any:
     - stamped by a :class:`VideoClock` instead of aiortc's 1/30 s per frame;
     - each image queued once (``add_video_frame`` skips the image it was just given): the
       transport's video task sends the latest image at its framerate, up to a frame after the
-      audio it goes with began (measured +25..45 ms at 25 fps); polled 4 times per frame, an
-      image leaves within a quarter frame (measured 0..+10 ms) and is still encoded once."""
+      audio it goes with began (measured +25..+45 ms at 25 fps); checked 4 times per frame, an
+      image leaves within a quarter frame (measured -10..+25 ms at an aiortc peer, -15..+10 ms
+      by RTP time) and is still encoded once."""
     if getattr(track, "video_clock", None) is None:
         track.video_clock = VideoClock(track, clock)
         track.next_timestamp = track.video_clock.next_timestamp

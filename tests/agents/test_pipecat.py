@@ -223,6 +223,8 @@ def test_a_minute_of_speech_leaves_the_transport_image_first_and_in_step(
     for lag in (-1, 1):  # one frame off is visibly worse: the check can see a one-frame error
         assert np.mean(np.roll(marks, lag) == louds) < np.mean(marks == louds) - 0.05
     first, last = slice(0, 250), slice(len(images) - 300, len(images) - 50)
+    print(f"marks match loudness: {np.mean(marks[first] == louds[first]):.3f} (first 10 s), "
+          f"{np.mean(marks[last] == louds[last]):.3f} (last 10 s)")  # fmt: skip
     assert np.mean(marks[first] == louds[first]) > 0.97
     assert np.mean(marks[last] == louds[last]) > 0.97  # no drift by the end
     # the audio is the speech, in place: per-frame loudness follows the input's
@@ -420,6 +422,9 @@ def test_smallwebrtc_interruption_goes_silent_and_idle_within_two_frames(
     frame = RATE // FPS
     assert any(speaking(img) for _, img in played(sent[:cut])[0][-5:])  # it was talking
     louds = [i for i in range(0, len(sound), frame) if loud(sound[i : i + frame])]
+    talks = [i for i, (_, img) in enumerate(images) if speaking(img)]
+    print(f"the transport sent {len(louds)} loud frames of audio, {len(talks)} speaking images "
+          "after the interruption")  # fmt: skip
     assert max(louds, default=-1) < 2 * frame  # silent within 2 frames, as the transport sends
     assert not any(speaking(img) for _, img in images[2:])  # and the idle face
     assert len(images) > 15  # the idle face kept coming at the engine's rate
