@@ -97,22 +97,32 @@ async def answer(connection: SmallWebRTCConnection, offer: dict[str, str]) -> di
 
 
 def serve(cfg: Config, text: str, port: int) -> None:
-    tasks: set[asyncio.Task[None]] = set()
+    bots: dict[asyncio.Task[None], PipelineWorker] = {}
 
     async def offer(request: web.Request) -> web.Response:
         connection = SmallWebRTCConnection()
         reply = await answer(connection, await request.json())
-        task = asyncio.create_task(run(make_bot(connection, cfg, text)[0]))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        worker = make_bot(connection, cfg, text)[0]
+        task = asyncio.create_task(run(worker))
+        bots[task] = worker
+        task.add_done_callback(lambda done: bots.pop(done, None))
         return web.json_response(reply)
 
     async def page(_request: web.Request) -> web.Response:
         return web.Response(text=PAGE, content_type="text/html")
 
+    async def stop_bots(_app: web.Application) -> None:
+        # Ctrl-C: cancel each pipeline while its tasks still run (aiohttp then cancels every
+        # task at once, and a CancelFrame could no longer travel through the pipeline)
+        for worker in list(bots.values()):
+            await worker.cancel()
+        if bots:
+            await asyncio.wait(list(bots), timeout=10)
+
     app = web.Application()
     app.router.add_get("/", page)
     app.router.add_post("/api/offer", offer)
+    app.on_shutdown.append(stop_bots)
     print(f"open http://127.0.0.1:{port} and press Start")
     web.run_app(app, host="127.0.0.1", port=port, print=None)
 
