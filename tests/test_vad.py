@@ -160,6 +160,17 @@ def test_the_model_wakes_on_voice_and_sleeps_after_speech() -> None:
     assert gate.awake and gate.flush().sleep and not gate.awake
 
 
+def test_an_interruption_mid_word_puts_the_model_to_sleep_until_the_next_voice() -> None:
+    gate = SpeechGate(VadConfig(warmup_ms=0), classifier=LevelVad(), sleep_after_ms=300)
+    x = frames_signal([range(5, 30)], 30)
+    gate.push(x)
+    assert gate.awake
+    gate.reset()  # clear_buffer while the word is still sounding
+    quiet = [gate.push(np.zeros(320, np.float32)) for _ in range(10)]
+    assert not gate.awake and not any(s.wake for s in quiet)
+    assert gate.push(frames_signal([range(0, 1)], 1)).wake  # the next voice wakes it
+
+
 # -- webrtcvad on real and synthetic audio --------------------------------------------------
 
 

@@ -120,9 +120,7 @@ class SpeechGate:
         self._next_frame = 0  # absolute index of the first unclassified sample
         self.frames_classified = 0
         self.frames_voiced = 0
-        self._last_voiced = -(10**9)  # frame number of the last voiced frame (after warm-up)
         self._switches: list[tuple[int, bool]] = []  # (absolute end of a frame, awake after it)
-        self.awake = False
         self.reset()
 
     def reset(self) -> None:
@@ -137,6 +135,9 @@ class SpeechGate:
         self._recent_unvoiced: deque[bool] = deque(maxlen=self._end_window)
         self._events: deque[_Pending] = deque()
         self.awake = False
+        # frame number of the last voiced frame (after warm-up): forgotten, or the first frame
+        # after an interruption mid-word would wake the model again for ``sleep_after_ms``
+        self._last_voiced = -(10**9)
 
     @property
     def delay_ms(self) -> float:
