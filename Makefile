@@ -52,9 +52,9 @@ sample: $(RUN_STAMP)
 	$(BIN)/avatar motion avatar/assets/sample.ogg -o out/motion.json --plot out/motion.png
 
 lint: $(DEV_STAMP) $(TSC)
-	$(BIN)/ruff check avatar tests scripts
-	$(BIN)/ruff format --check avatar tests scripts
-	$(BIN)/mypy avatar tests scripts
+	$(BIN)/ruff check avatar tests scripts examples
+	$(BIN)/ruff format --check avatar tests scripts examples
+	$(BIN)/mypy
 	bash scripts/check_js.sh
 
 # The numeric tests run twice: on this CPU's widest SIMD path, then on the next narrower one.
