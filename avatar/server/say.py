@@ -11,6 +11,10 @@ plays while the next are synthesised, and a long text costs no memory up front.
 :meth:`Speaker.clear` (the session's ``clear``) empties the queue and cancels the task: a sentence
 being synthesised is discarded when festival returns it, and the engine's own clear drops what
 was pushed. Text and PCM sockets feed the same engine: their audio plays one after the other.
+
+A voice's festival process is shared by every session of the server process and started by the
+first session without a microphone; the HTS voice ``slt`` holds ~330 MB resident (measured), the
+diphone voices far less. Each ``--workers`` process has its own.
 """
 
 from __future__ import annotations
