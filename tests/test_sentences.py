@@ -16,7 +16,14 @@ import numpy as np
 import pytest
 
 from avatar.data import media, sentences
-from avatar.data.align import AlignedPhone, AlignmentResult, align_recording, load_mono
+from avatar.data.align import (
+    AlignedPhone,
+    AlignmentResult,
+    align_recording,
+    load_mono,
+    recognise_recording,
+    transcribe_recording,
+)
 from avatar.data.align import phones_from_alignment as to_phones
 from avatar.data.alignment_report import loud_silence_s, tiles_audio
 from avatar.data.human import MAX_LOUD_SILENCE_S
@@ -206,6 +213,20 @@ def test_lj_sentence_aligns_with_silence_around_it(aligner: sentences.SentenceAl
     assert first.ipa == SILENCE and 0.2 < first.end < 0.4
     assert last.ipa == SILENCE and last.end - last.start > 0.25
     assert loud_silence_s(utt) <= MAX_LOUD_SILENCE_S
+
+
+def test_lj_sentence_without_its_transcript(aligner: sentences.SentenceAligner) -> None:
+    # No transcript (a real talker's clip): the words pocketsphinx hears, or its phones alone.
+    audio, rate = load_mono(LJ0002)
+    duration = len(audio) / rate
+    words = transcribe_recording(aligner, audio, rate)
+    assert words[:3] == ["in", "being", "comparatively"]
+    heard = to_phones(align_recording(aligner, words, audio, rate), duration)
+    assert [p.ipa for p in heard[:4]] == ["ɪ", "n", "b", "i"]
+    loop = to_phones(recognise_recording(aligner, audio, rate), duration)
+    assert tiles_audio(AlignedUtterance(audio, rate, loop, "", "t", "t"))
+    assert loop[0].start == 0.0 and loop[-1].end == duration
+    assert 10 <= sum(1 for p in loop if p.ipa) <= 30  # 22 phones said
 
 
 def test_three_frame_phone_survives_phones_from_alignment() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from avatar.errors import HumanSpeechError
 from avatar.motion.phonemes import SILENCE, arpabet_to_ipa
 
 log = logging.getLogger(__name__)
+_RECOGNISED_VARIANT = re.compile(r"\(\d+\)$")  # "read(2)": the second pronunciation
 ALIGN_RATE = 16000
 FRAME_S = 0.01  # pocketsphinx frame shift
 # pocketsphinx frame i spans [10 i, 10 i + 25.6] ms; a boundary between frames i-1 and i lies
@@ -246,6 +248,23 @@ class PocketsphinxAligner:
         per_frame = score / max(decoder.n_frames(), 1)
         return AlignmentResult(phones, per_frame, _loop_agreement(loop, phones))
 
+    def transcribe(self, pcm16: np.ndarray) -> list[str]:
+        """The words pocketsphinx's recogniser hears (its en-us language model; a fresh decoder,
+        as for :meth:`align`): a transcript for speech that has none, to align. On real read
+        sentences its alignment came far nearer the true transcript's than :meth:`recognise`
+        (``scripts/eval_text_mouth.py``); its words are often wrong, their sounds less so."""
+        decoder = self._ps.Decoder(loglevel="FATAL")
+        _decode(decoder, pcm16.tobytes())
+        words = [_RECOGNISED_VARIANT.sub("", s.word) for s in decoder.seg()]
+        return [w for w in words if w and not w.startswith(("<", "[", "+"))]
+
+    def recognise(self, pcm16: np.ndarray) -> AlignmentResult:
+        """Free phone recognition (pocketsphinx's phone loop, no words): for speech with no
+        transcript. Noisier than a forced alignment; ``loop_agreement`` is 1 by definition."""
+        loop = _phone_loop(self._new_decoder(), pcm16.tobytes())
+        phones = [AlignedPhone(name, "", first, last - first + 1) for name, first, last in loop]
+        return AlignmentResult(phones, 0.0, 1.0)
+
 
 def load_alignment_cache(path: Path | None) -> dict[str, Any]:
     """A JSON cache of alignments (empty when missing or unreadable: they are made again)."""
@@ -340,6 +359,19 @@ def absorb_slivers(phones: list[Phone], min_s: float = MIN_PHONE_S) -> list[Phon
     return out
 
 
+def cropped_for_aligner(audio: np.ndarray, rate: int) -> tuple[np.ndarray, int]:
+    """(16 kHz int16 speech, frame offset): the clip cropped to its loud part plus
+    :data:`CROP_MARGIN_FRAMES` each side and padded with floor noise (:data:`PAD_FRAMES`); a
+    result's frames plus the offset count from the start of the clip."""
+    pcm = resample_pcm16(audio, rate)
+    span = loud_span(frame_levels_db(pcm.astype(np.float64) / 32768.0, ALIGN_RATE))
+    hop = int(ALIGN_RATE * FRAME_S)
+    first, last = span if span else (0, len(pcm) // hop)
+    first = max(0, first - CROP_MARGIN_FRAMES)
+    last = last + CROP_MARGIN_FRAMES
+    return pad_with_floor(pcm[first * hop : last * hop], PAD_FRAMES), first - PAD_FRAMES
+
+
 def align_recording(
     aligner: PocketsphinxAligner, words: Iterable[str], audio: np.ndarray, rate: int
 ) -> AlignmentResult:
@@ -349,11 +381,20 @@ def align_recording(
     silence; cropping to the loud part (with :data:`CROP_MARGIN_FRAMES` each side) avoids it.
     The result's frames count from the start of the clip.
     """
-    pcm = resample_pcm16(audio, rate)
-    span = loud_span(frame_levels_db(pcm.astype(np.float64) / 32768.0, ALIGN_RATE))
-    hop = int(ALIGN_RATE * FRAME_S)
-    first, last = span if span else (0, len(pcm) // hop)
-    first = max(0, first - CROP_MARGIN_FRAMES)
-    last = last + CROP_MARGIN_FRAMES
-    cropped = pad_with_floor(pcm[first * hop : last * hop], PAD_FRAMES)
-    return aligner.align(cropped, words).shifted(first - PAD_FRAMES)
+    pcm, offset = cropped_for_aligner(audio, rate)
+    return aligner.align(pcm, words).shifted(offset)
+
+
+def recognise_recording(
+    aligner: PocketsphinxAligner, audio: np.ndarray, rate: int
+) -> AlignmentResult:
+    """:meth:`PocketsphinxAligner.recognise` on a whole clip, cropped and padded as
+    :func:`align_recording` does; frames count from the start of the clip."""
+    pcm, offset = cropped_for_aligner(audio, rate)
+    return aligner.recognise(pcm).shifted(offset)
+
+
+def transcribe_recording(aligner: PocketsphinxAligner, audio: np.ndarray, rate: int) -> list[str]:
+    """:meth:`PocketsphinxAligner.transcribe` on a whole clip, cropped and padded as
+    :func:`align_recording` does (align the words with it)."""
+    return aligner.transcribe(cropped_for_aligner(audio, rate)[0])
