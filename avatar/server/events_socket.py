@@ -3,8 +3,8 @@
 From the page: trickled ICE candidates ``{"type": "candidate", "candidate": {...}}`` and the
 control messages the data channel takes too (``clear``, ``subscribe``, ``say``). To the page:
 every session event (``ready``, ``stats``, ``error``, ``shutdown``...), as on the data channel.
-Each message is size- and rate-limited, then parsed once. When the page's last events socket closes, the page is
-gone and the session ends.
+Each message is size- and rate-limited, then parsed once. When the page's last events socket
+closes, the page is gone and the session ends.
 """
 
 from __future__ import annotations
