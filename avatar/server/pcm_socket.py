@@ -6,7 +6,10 @@ whole sample frames; ``{"type": "clear"}`` interrupts (queued audio is dropped, 
 idle); ``{"type": "end"}`` closes the socket. A mistake is answered with ``{"type": "error",
 "message"}`` and the socket stays open. At most ``server.limits.max_audio_ahead_s`` of audio
 waits ahead of playout: the socket is not read while the session is that far ahead
-(backpressure), so a producer faster than real time is slowed down, never cut off.
+(backpressure), so a producer faster than real time is slowed down, never cut off. A ``clear``
+sent here is read after the audio sent before it, so up to that much later; ``clear`` on the
+events socket or the data channel acts at once (found by the Pipecat work, whose remote service
+keeps at most 1 s ahead).
 """
 
 from __future__ import annotations
