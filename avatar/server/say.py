@@ -4,7 +4,8 @@ Sessions opened with ``"audio": "none"`` take text as well as PCM: each ``say`` 
 (:func:`avatar.data.tts.clean_text`: an error names what is wrong and the session goes on), cut into
 sentences and queued; one task speaks the queue in order, a sentence at a time, through the
 voice's long-lived festival process (:func:`avatar.data.tts.say_sentence`, in the executor), and
-pushes each sentence's audio to the engine as soon as it is synthesised, never more than
+pushes each sentence's audio to the engine as soon as it is synthesised (a say that starts from
+silence without festival's ~0.17 s lead-in pause, all but 50 ms of it), never more than
 ``max_audio_ahead_s`` ahead of playout (the PCM socket's backpressure). So the first sentence
 plays while the next are synthesised, and a long text costs no memory up front.
 
@@ -33,7 +34,6 @@ from avatar.frames import AudioChunk
 from avatar.tasks import cancel, spawn
 
 log = logging.getLogger("avatar.server")
-Synth = Callable[[str, str], tts.Speech]  # (sentence, voice) -> speech
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,15 +55,13 @@ class Speaker:
         *,
         max_queued: int = 8,
         max_ahead_s: float = 4.0,
-        synth: Synth = tts.say_sentence,
     ) -> None:
-        self.engine, self.executor, self.on_error, self.synth = engine, executor, on_error, synth
+        self.engine, self.executor, self.on_error = engine, executor, on_error
         self.max_queued, self.max_ahead_s = max_queued, max_ahead_s
         self._queue: deque[Utterance] = deque()
         self._task: asyncio.Task[None] | None = None
-        self.sentences_spoken = 0
 
-    def say(self, text: object, voice: object = None) -> Utterance:
+    def say(self, text: object, voice: object = None) -> None:
         """Queue ``text``; :class:`TextError` (the message for the peer) when it cannot be."""
         if not isinstance(text, str):
             raise TextError("say needs a string 'text'")
@@ -75,11 +73,9 @@ class Speaker:
             raise TextError(f"{self.max_queued} say messages are already waiting: send clear, "
                             "or wait for them to be spoken")  # fmt: skip
         sentences = tts.split_sentences(tts.clean_text(text, max_chars=1 << 20))
-        utterance = Utterance(tuple(sentences), voice or tts.DEFAULT_VOICE)
-        self._queue.append(utterance)
+        self._queue.append(Utterance(tuple(sentences), voice or tts.DEFAULT_VOICE))
         if self._task is None or self._task.done():
             self._task = spawn(self._speak(), "say")
-        return utterance
 
     def warm(self, voice: str = tts.DEFAULT_VOICE) -> None:
         """Start the voice's festival process now (in the executor), so the first ``say`` pays
@@ -107,15 +103,14 @@ class Speaker:
             for i, sentence in enumerate(utterance.sentences):
                 try:
                     speech = await loop.run_in_executor(
-                        self.executor, self.synth, sentence, utterance.voice
+                        self.executor, tts.say_sentence, sentence, utterance.voice
                     )
                 except AvatarError as exc:  # a voice not installed, festival gone
                     self.on_error(f"say: {exc}")
                     break
-                if i == 0:  # a reply starts at once; later sentences keep their pauses
-                    speech = tts.trim_start(speech)
+                if i == 0 and not self.engine.pending_audio_s:  # a reply starts at once;
+                    speech = tts.trim_start(speech)  # what follows speech keeps its pause
                 self.engine.push_audio(AudioChunk(speech.audio, speech.rate))
-                self.sentences_spoken += 1
                 await self.engine.wait_for_room(self.max_ahead_s)
 
 
