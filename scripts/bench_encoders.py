@@ -1,12 +1,14 @@
 """Video encoder settings: CPU per frame and picture quality on the avatar's own frames.
 
-    python scripts/bench_encoders.py [--seconds 8] [--size 512]
+    python scripts/bench_encoders.py [--seconds 8] [--size 512] [--vp8 KEY=VAL,KEY=VAL ...]
 
 Renders real speech with the shipped engine, then encodes the frames with aiortc's stock encoders
 and with ours (``server.encoder`` options through :func:`avatar.server.aiortc_hooks.make_encoder`,
 the factory every sender uses), VP8 and H264, in the same run; CPU is the process's (x264 runs
 its own threads). The payloads are depacketized and decoded to give PSNR against the rendered
-frames; bitrate is what the encoder produced at aiortc's default target.
+frames; bitrate is what the encoder produced at aiortc's default target. Each ``--vp8`` adds a
+VP8 row with those libvpx options over ours. Two clips: *talking* (every frame drawn) and
+*listening* (each frame shown twice, as the engine repeats frames in silence).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from aiortc.codecs.vpx import vp8_depayload
 
 from avatar.compose.offline import speech_frames
 from avatar.compose.profile import machine, session_speech
-from avatar.config import load_config
+from avatar.config import Config, load_config
 from avatar.server.aiortc_hooks import make_encoder, tune_encoders
 from avatar.server.tracks import rgb_to_video_frame
 from avatar.units import OUTPUT_RATE, VIDEO_CLOCK
@@ -62,27 +64,50 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--vp8", action="append", default=[], help="extra VP8 options, k=v,k=v")
     args = ap.parse_args()
     cfg = load_config(overrides=[f"render.size={args.size}"])
     images = np.stack([f.image for f in speech_frames(cfg, session_speech(args.seconds),
                                                       OUTPUT_RATE)])  # fmt: skip
     print(f"machine: {machine()}; {len(images)} frames of speech at {args.size}x{args.size}, "
           f"aiortc's default bitrate")  # fmt: skip
-    tune_encoders(cfg.server.encoder)
-    for mime, (decoder_name, depayload) in CODECS.items():
-        codec = RTCRtpCodecParameters(mimeType=f"video/{mime}", clockRate=VIDEO_CLOCK)
-        rows = {}
-        for name, make in (("aiortc stock", get_encoder), ("ours", make_encoder)):
-            encoder = make(codec)
-            cpu, _ = encode_all(encoder, images)  # the first pass warms caches and rate control
-            encoder = make(codec)
-            cpu, streams = encode_all(encoder, images)
-            kbps = sum(len(b) for p in streams for b in p) * 8 / (len(images) / 25) / 1000
-            rows[name] = cpu
-            print(f"{mime:>5} {name:>13}: {1000 * cpu:5.2f} ms/frame, "
-                  f"PSNR {psnr(decoder_name, depayload, streams, images):5.2f} dB, "
-                  f"{kbps:4.0f} kbit/s")  # fmt: skip
-        print(f"{mime:>5} ours / stock CPU: {rows['ours'] / rows['aiortc stock']:.2f}")
+    silence = np.zeros(round(args.seconds * OUTPUT_RATE), np.float32)
+    idle = np.stack([f.image for f in speech_frames(cfg, silence, OUTPUT_RATE)])
+    listening = np.repeat(idle[::2], 2, axis=0)  # engine.idle_render_every = 2: each one twice
+    for clip, frames in (("talking", images), ("listening", listening)):
+        print(f"\n{clip}")
+        for mime in CODECS:
+            variants: list[tuple[str, dict[str, str] | None]] = [
+                ("aiortc stock", None),
+                ("ours", {}),
+            ]
+            if mime == "VP8":
+                variants += [(v, dict(kv.split("=", 1) for kv in v.split(","))) for v in args.vp8]
+            rows = {name: measure(mime, extra, frames, cfg) for name, extra in variants}
+            for name, (cpu, db, kbps) in rows.items():
+                ratio = cpu / rows["ours"][0]
+                print(f"{mime:>5} {name:>32}: {1000 * cpu:5.2f} ms/frame (x{ratio:.2f} of ours), "
+                      f"PSNR {db:5.2f} dB, {kbps:4.0f} kbit/s")  # fmt: skip
+    return 0
+
+
+def measure(
+    mime: str, extra: dict[str, str] | None, images: np.ndarray, cfg: Config
+) -> tuple[float, float, float]:
+    """CPU s per frame, PSNR and kbit/s of one encoder: aiortc's stock one (``extra`` None) or
+    ours with ``extra`` options over the configured ones."""
+    decoder_name, depayload = CODECS[mime]
+    codec = RTCRtpCodecParameters(mimeType=f"video/{mime}", clockRate=VIDEO_CLOCK)
+    if extra is not None:
+        tune_encoders(
+            cfg.server.encoder.model_copy(update={"vp8": {**cfg.server.encoder.vp8, **extra}})
+        )
+    make = get_encoder if extra is None else make_encoder
+    encode_all(make(codec), images)  # the first pass warms caches and rate control
+    cpu, streams = encode_all(make(codec), images)
+    kbps = sum(len(b) for p in streams for b in p) * 8 / (len(images) / 25) / 1000
+    return cpu, psnr(decoder_name, depayload, streams, images), kbps
+
     return 0
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from avatar.clock import MonotonicClock
-from avatar.compose.engines import Batchers, build_engine, executor_workers
+from avatar.compose.engines import Batchers, build_engine, executor_workers, one_thread_per_call
 from avatar.compose.profile import feed_realtime, session_speech
 from avatar.config import Config
 from avatar.engine.engine import AvatarEngine
@@ -118,6 +118,7 @@ def run_sessions(
     ``engine.batch.enabled`` the sessions' model calls are batched as the server batches them.
     ``ready()`` is called once the models are loaded, right before streaming starts."""
     tune_encoders(cfg.server.encoder)  # the encoder settings a server uses
+    one_thread_per_call()  # as a server's process runs its sessions
     clock = MonotonicClock()
     pool = ThreadPoolExecutor(executor_workers(cfg.engine))
     batchers = Batchers(cfg.engine.batch, clock)

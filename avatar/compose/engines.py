@@ -7,6 +7,9 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 
+import cv2
+from threadpoolctl import threadpool_limits
+
 from avatar.backends.batching import BatchingBackend
 from avatar.backends.protocol import InferenceBackend
 from avatar.clock import Clock
@@ -45,6 +48,16 @@ def build_engine(
         cfg.engine, cfg.vad, cfg.motion.fps, live=live, realtime=realtime, executor=executor,
         observer=observer, idle_seed=cfg.render.idle_seed, i420=realtime,
     )  # fmt: skip
+
+
+def one_thread_per_call() -> None:
+    """OpenCV and BLAS run each call on one thread, in this whole process: live sessions
+    already run side by side on the executor's threads (one per core), so a library's own pool
+    inside a call (a 0.5 ms remap, a small matrix product) only adds hand-offs, and its workers
+    spin while they wait. Measured on 2 cores (README, "Sessions per machine"): a talking
+    session's CPU falls by about a sixth."""
+    cv2.setNumThreads(1)
+    threadpool_limits(1, user_api="blas")
 
 
 def executor_workers(cfg: EngineConfig) -> int:
@@ -137,6 +150,7 @@ def engine_factory(cfg: Config, clock: Clock, executor: Executor | None) -> Engi
     state and pipeline, the model weights and warp renderers shared; with
     ``engine.batch.enabled`` the models' calls are batched across sessions (the executor needs
     :func:`executor_workers` threads)."""
+    one_thread_per_call()
     batchers = Batchers(cfg.engine.batch, clock)
     renderers = SharedRenderers(cfg.render, batchers)
 
