@@ -115,13 +115,50 @@ def profile_sessions(n: int, seconds: float, out: Path, cfg: Config) -> dict[str
     return write_report(out, records, cfg.motion.fps, meta)
 
 
+def _sample() -> np.ndarray:
+    root = Path(__file__).resolve().parents[1]
+    return np.concatenate(list(iter_audio(root / "assets/sample.ogg", rate=OUTPUT_RATE)))
+
+
 def session_speech(seconds: float, offset_s: float = 0.0) -> np.ndarray:
     """The bundled sample with 1 s pauses, looped, starting ``offset_s`` into the loop."""
-    root = Path(__file__).resolve().parents[1]
-    speech = np.concatenate(list(iter_audio(root / "assets/sample.ogg", rate=OUTPUT_RATE)))
-    loop = np.concatenate([speech, np.zeros(OUTPUT_RATE, np.float32)])
+    loop = np.concatenate([_sample(), np.zeros(OUTPUT_RATE, np.float32)])
     reps = int(np.ceil((seconds + offset_s) * OUTPUT_RATE / len(loop))) + 1
     return np.tile(loop, reps)[round(offset_s * OUTPUT_RATE) :]
+
+
+def talk_turns(
+    seconds: float, session: int = 0, turn_s: tuple[float, float] = (3.0, 8.0)
+) -> list[tuple[float, float]]:
+    """A call's talk turns for one session: ``(start_s, end_s)`` of each turn in ``seconds``.
+    Turns and the silences between them (the avatar listening) last ``turn_s`` seconds each,
+    drawn per session, so about half the time is talking; even sessions start talking, odd ones
+    listening, and their lengths differ, so sessions do not all talk at once."""
+    rng = np.random.default_rng(session)
+    turns: list[tuple[float, float]] = []
+    t, talking = 0.0, session % 2 == 0
+    while t < seconds:
+        length = float(rng.uniform(*turn_s))
+        if talking:
+            turns.append((t, min(t + length, seconds)))
+        t, talking = t + length, not talking
+    return turns
+
+
+def duty_speech(seconds: float, session: int = 0, noise: float = 2e-4) -> np.ndarray:
+    """``seconds`` of a call's input for one session (:func:`talk_turns`): the bundled sample,
+    looped, in the talk turns; between them a microphone's noise floor (``noise`` RMS, about
+    -74 dBFS, the sample's own floor in its pauses)."""
+    rng = np.random.default_rng(1000 + session)
+    n = round(seconds * OUTPUT_RATE)
+    out = (noise * rng.standard_normal(n)).astype(np.float32)
+    sample, read = _sample(), round(1.3 * session * OUTPUT_RATE)  # not all the same words
+    for start, end in talk_turns(seconds, session):
+        a, b = round(start * OUTPUT_RATE), round(end * OUTPUT_RATE)
+        idx = (read + np.arange(b - a)) % len(sample)  # the speech goes on where it stopped
+        out[a:b] = sample[idx]
+        read += b - a
+    return out
 
 
 async def _sessions(url: str, n: int, seconds: float, clock: Clock) -> list[FrameRecord]:
