@@ -2,6 +2,7 @@
 
     python scripts/bench_sessions.py [--seconds 10] [--max 12] [--size 512] [--workers 1,2]
                                      [--speech continuous,duty] [--batch] [--baseline DIR]
+                                     [--set KEY=VALUE ...]
 
 Each session is the server's per-peer work in real time (avatar.compose.capacity: engine +
 colour conversion + aiortc's VP8 encoder with the server's settings, no network). Sessions say
@@ -79,6 +80,10 @@ def baseline_argv(script: Path, env: dict[str, str], args: argparse.Namespace) -
         argv += ["--speech", args.speech]
     else:
         print("baseline: its script has no --speech; it measures continuous speech", flush=True)
+    if args.set and "--set" in known:
+        argv += [a for kv in args.set for a in ("--set", kv)]
+    elif args.set:
+        print("baseline: its script has no --set; it measures the default configuration")
     return argv + (["--batch"] if args.batch else [])
 
 
@@ -116,8 +121,9 @@ def compare(before: dict[str, Any], after: dict[str, Any]) -> None:
 
 
 def measure(args: argparse.Namespace, modes: list[str]) -> dict[str, Any]:
-    cfg = load_config(overrides=[f"render.size={args.size}"])
-    batched = load_config(overrides=[f"render.size={args.size}", "engine.batch.enabled=true"])
+    overrides = [f"render.size={args.size}", *args.set]
+    cfg = load_config(overrides=overrides)
+    batched = load_config(overrides=[*overrides, "engine.batch.enabled=true"])
     print(f"machine: {machine()}; {args.size}x{args.size} at {cfg.motion.fps:g} fps, "
           f"{args.seconds:g} s per run; in silence 1 frame in "
           f"{cfg.engine.idle_render_every} is rendered")  # fmt: skip
@@ -164,6 +170,8 @@ def main() -> int:
                     help="speech modes, of: continuous (talking throughout), duty (a call: "
                          "talk turns and listening, about half and half)")  # fmt: skip
     ap.add_argument("--batch", action="store_true", help="also run avatar sessions batched")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="configuration override, e.g. render.avatar=carphone")  # fmt: skip
     ap.add_argument("--out", type=Path, help="also write the numbers as JSON")
     ap.add_argument("--baseline", type=Path, help="another checkout to measure first")
     args = ap.parse_args()
