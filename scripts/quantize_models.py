@@ -13,6 +13,8 @@ inputs while the GAN renderer draws the motion of real speech: LJSpeech LJ001-00
 - GAN: renders of int8 against fp32 on that speech (PSNR, mean abs difference in the mouth box),
   and the held-out mouth L1 of ``gan_metrics.json`` (needs torch, mediapipe, scikit-video).
 
+Needs the ``train`` extra (onnx, onnxruntime's quantization tools). Both files come out the same
+on every run (calibration inputs and min/max scales are deterministic).
 Usage: OMP_NUM_THREADS=1 python scripts/quantize_models.py [--data data] [--json out.json]
        [--no-write] [--skip-eval] [--skip-heldout]
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -83,12 +86,16 @@ def motion_report(
     ref = [qc.jaw_track(c) for c in motion_of(fp32, clips)]
     test = [qc.jaw_track(c) for c in motion_of(int8, clips)]
     return {
-        "size_bytes": {"fp32": MOTION.stat().st_size, "int8": precision_path(MOTION, "int8").stat().st_size},
+        "size_bytes": _sizes(MOTION),
         "ms_stream_call": qc.time_calls({"fp32": fp32, "int8": int8}, feed_2tok, 20, 50),
         "ms_1s_block": qc.time_calls({"fp32": fp32, "int8": int8}, feed_1s, 10, 5),
         "jaw_vs_fp32": qc.jaw_agreement(ref, test).as_dict(),
         "clips": len(clips),
     }  # fmt: skip
+
+
+def _sizes(fp32: Path) -> dict[str, int]:
+    return {"fp32": fp32.stat().st_size, "int8": precision_path(fp32, "int8").stat().st_size}
 
 
 def _motion_feed(backend: InferenceBackend, frames: int) -> dict[str, np.ndarray]:
@@ -116,7 +123,8 @@ def model_alone(fp32: InferenceBackend, int8: InferenceBackend, data: Path) -> d
         sets["sentences"] = [aug.resample(u) for u in sentences]  # to the model's 16 kHz
     except AvatarError as e:
         logging.warning("model-alone evaluation partly skipped: %s", e)
-    return {name: {p: evaluate(b, utts, name).as_dict() for p, b in (("fp32", fp32), ("int8", int8))}
+    pairs = (("fp32", fp32), ("int8", int8))
+    return {name: {p: evaluate(b, utts, name).as_dict() for p, b in pairs}
             for name, utts in sets.items()}  # fmt: skip
 
 
@@ -125,7 +133,7 @@ def gan_report(fp32: InferenceBackend, int8: InferenceBackend, frames: list[Moti
     assets = load_avatar("carphone")
     backends = {"fp32": fp32, "int8": int8}
     return {
-        "size_bytes": {"fp32": GAN.stat().st_size, "int8": precision_path(GAN, "int8").stat().st_size},
+        "size_bytes": _sizes(GAN),
         "ms_generator_call": qc.time_calls(backends, feed, 15, 10),
         "ms_render_512": _render_times(assets, backends, frames[:40]),
         "render_vs_fp32": qc.render_agreement(assets, fp32, int8, frames[::3], SIZE).as_dict(),
@@ -147,7 +155,7 @@ def _render_times(assets: Any, backends: dict[str, InferenceBackend],
     return {k: round(float(np.median(v)), 3) for k, v in samples.items()}
 
 
-def held_out_l1(backends: dict[str, InferenceBackend]) -> dict[str, Any]:
+def held_out_l1(backends: Mapping[str, InferenceBackend]) -> dict[str, Any]:
     """``gan_metrics.json``'s held-out mouth L1 (carphone clip, every 5th frame) per backend:
     fed the training input (real surroundings) and the warp render alone (as rendering does)."""
     from avatar.gan.data import load_video_faces, mouth_pairs

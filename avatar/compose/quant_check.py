@@ -56,8 +56,9 @@ def jaw_agreement(reference: Sequence[np.ndarray], other: Sequence[np.ndarray]) 
     """Compare per-clip ``jawOpen`` tracks (F,) of two models."""
     a, b = np.concatenate(reference), np.concatenate(other)
     diff = np.abs(a - b)
-    return JawAgreement(len(a), float(np.corrcoef(a, b)[0, 1]), float(diff.max()),
-                        float(diff.mean()), float(np.mean((a <= CLOSED) == (b <= CLOSED))))  # fmt: skip
+    closed_agree = float(np.mean((a <= CLOSED) == (b <= CLOSED)))
+    r = float(np.corrcoef(a, b)[0, 1])
+    return JawAgreement(len(a), r, float(diff.max()), float(diff.mean()), closed_agree)
 
 
 def jaw_track(frames: Sequence[MotionFrame]) -> np.ndarray:
