@@ -111,7 +111,11 @@ def test_missing_int8_file_says_how_to_write_it(tmp_path: Path) -> None:
     cfg = MotionConfig(weights=str(tmp_path / "motion.onnx"), precision="int8")
     with pytest.raises(ModelError, match="quantize_models"):
         load_motion_backend(cfg)
-    with pytest.raises(AvatarNotFound, match="quantize_models"):
+    folder = tmp_path / "avatar"
+    shutil.copytree(GAN.parent, folder, ignore=shutil.ignore_patterns("*.int8.onnx"))
+    with pytest.raises(AvatarNotFound, match=r"quantize_models\.py --avatar"):
+        load_gan_backend(load_avatar(str(folder)), RenderConfig(precision="int8"))
+    with pytest.raises(AvatarNotFound, match="train renderer"):  # no GAN at all: that first
         load_gan_backend(load_avatar("default"), RenderConfig(precision="int8"))
 
 

@@ -19,18 +19,20 @@ from avatar.render.warp import WarpRenderer
 def load_gan_backend(assets: AvatarAssets, cfg: RenderConfig) -> InferenceBackend:
     """The avatar's generator in the configured backend and precision (``int8``:
     ``gan.int8.onnx``, onnxruntime or TensorRT only; a torch checkpoint is float32)."""
-    onnx = assets.file(precision_path(Path("gan.onnx"), cfg.precision).name)
-    pt = assets.file("gan.pt") if cfg.precision == "fp32" else None
-    if onnx is None and cfg.precision != "fp32":
-        raise AvatarNotFound(
-            f"avatar {assets.name!r} has no {cfg.precision} GAN generator; write it with "
-            "`python scripts/quantize_models.py` or set render.precision=fp32"
-        )
+    onnx, pt = assets.file("gan.onnx"), assets.file("gan.pt")
     if onnx is None and pt is None:
         raise AvatarNotFound(
             f"avatar {assets.name!r} has no GAN renderer; train one with "
             "`avatar train renderer VIDEO -o FOLDER` or use --renderer warp"
         )
+    if cfg.precision != "fp32":
+        onnx, pt = assets.file(precision_path(Path("gan.onnx"), cfg.precision).name), None
+        if onnx is None:
+            raise AvatarNotFound(
+                f"avatar {assets.name!r} has no {cfg.precision} GAN generator; write it with "
+                f"`python scripts/quantize_models.py --avatar {assets.folder or assets.name}` "
+                "or set render.precision=fp32"
+            )
 
     def torch_factory() -> TorchBackend:
         assert pt is not None
