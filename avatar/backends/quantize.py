@@ -76,7 +76,7 @@ class QuantRecipe:
 
 
 # the motion transformer: its matrices' weights to INT8, activations quantized per call. Static
-# scales (QDQ, any calibration tried) were slower and further from float32 on this small model.
+# scales (QDQ, every variant tried) were no faster and further from float32 on this small model.
 MOTION_RECIPE = QuantRecipe(method="dynamic", op_types=("MatMul",), preprocess=False)
 # the GAN generator's convolutions and linear layers, scales calibrated on its real inputs
 GAN_RECIPE = QuantRecipe(method="static", op_types=("Conv", "Gemm"))
