@@ -96,7 +96,7 @@ class Batchers:
         return shared.client()
 
     def motion(self, cfg: MotionConfig) -> InferenceBackend:
-        key = f"motion:{cfg.weights}:{cfg.backend}:{cfg.threads}"
+        key = f"motion:{cfg.weights}:{cfg.precision}:{cfg.backend}:{cfg.threads}"
         return self.get(key, lambda: load_motion_backend(cfg), BATCH_AXES)
 
     def renderer(self, cfg: RenderConfig) -> Renderer:
@@ -106,7 +106,7 @@ class Batchers:
         from avatar.render.gan import GanRenderer
 
         assets = load_avatar(cfg.avatar)
-        key = f"gan:{assets.folder or assets.name}:{cfg.backend}:{cfg.threads}"
+        key = f"gan:{assets.folder or assets.name}:{cfg.precision}:{cfg.backend}:{cfg.threads}"
         return GanRenderer(assets, self.get(key, lambda: load_gan_backend(assets, cfg)), cfg.size)
 
     @property

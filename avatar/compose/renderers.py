@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from avatar.backends.protocol import InferenceBackend
+from avatar.backends.quantize import precision_path
 from avatar.backends.select import backend_loaders, choose_backend
 from avatar.backends.torch import TorchBackend
 from avatar.config import RenderConfig
@@ -14,13 +17,22 @@ from avatar.render.warp import WarpRenderer
 
 
 def load_gan_backend(assets: AvatarAssets, cfg: RenderConfig) -> InferenceBackend:
-    onnx = assets.file("gan.onnx")
-    pt = assets.file("gan.pt")
+    """The avatar's generator in the configured backend and precision (``int8``:
+    ``gan.int8.onnx``, onnxruntime or TensorRT only; a torch checkpoint is float32)."""
+    onnx, pt = assets.file("gan.onnx"), assets.file("gan.pt")
     if onnx is None and pt is None:
         raise AvatarNotFound(
             f"avatar {assets.name!r} has no GAN renderer; train one with "
             "`avatar train renderer VIDEO -o FOLDER` or use --renderer warp"
         )
+    if cfg.precision != "fp32":
+        onnx, pt = assets.file(precision_path(Path("gan.onnx"), cfg.precision).name), None
+        if onnx is None:
+            raise AvatarNotFound(
+                f"avatar {assets.name!r} has no {cfg.precision} GAN generator; write it with "
+                f"`python scripts/quantize_models.py --avatar {assets.folder or assets.name}` "
+                "or set render.precision=fp32"
+            )
 
     def torch_factory() -> TorchBackend:
         assert pt is not None

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from avatar.backends.onnxruntime import read_onnx_meta
 from avatar.backends.protocol import InferenceBackend, ShapeRange
+from avatar.backends.quantize import precision_path
 from avatar.backends.select import backend_loaders, choose_backend
 from avatar.backends.torch import TorchBackend
 from avatar.config import PACKAGE_DIR, MotionConfig
@@ -52,6 +53,8 @@ def load_torch_backend(path: Path, threads: int = 1) -> TorchBackend:
 
 def load_motion_backend(cfg: MotionConfig) -> InferenceBackend:
     """The configured backend, or for ``auto`` the first that loads (see ``choose_backend``)."""
+    if cfg.precision != "fp32":
+        return _load_quantized(cfg)
     onnx = _existing(cfg.weights, ".onnx")
     pt = _existing(cfg.weights, ".pt")
     if onnx is None and pt is None:
@@ -62,6 +65,19 @@ def load_motion_backend(cfg: MotionConfig) -> InferenceBackend:
         threads=cfg.threads,
         trt_input_shapes=(lambda: trt_profile(onnx)) if onnx else None,
     )
+    return choose_backend(cfg.backend, loaders)
+
+
+def _load_quantized(cfg: MotionConfig) -> InferenceBackend:
+    """The ``cfg.precision`` sibling of the ONNX weights; no torch fallback (a checkpoint is
+    float32)."""
+    onnx = precision_path(resolve_weights(cfg.weights, ".onnx"), cfg.precision)
+    if not onnx.exists():
+        raise ModelError(
+            f"no {cfg.precision} motion model {onnx}: write it with "
+            "`python scripts/quantize_models.py`, or set motion.precision=fp32"
+        )
+    loaders = backend_loaders(onnx, threads=cfg.threads, trt_input_shapes=lambda: trt_profile(onnx))
     return choose_backend(cfg.backend, loaders)
 
 
