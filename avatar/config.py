@@ -78,6 +78,9 @@ class RenderConfig(_Section):
 
     avatar: str = "default"  # a bundled avatar's name or a folder made by `avatar prepare`
     renderer: Literal["warp", "gan"] = "warp"
+    # which of the avatar's generators: "" = gan.onnx / gan.pt; "small" = gan_small.* (carphone's
+    # distilled half-width one: faster, a little less faithful; its MODEL_CARD.md)
+    gan_variant: str = Field(default="", pattern=r"^[a-z0-9]*$")
     size: int = Field(default=512, ge=64, le=2048)  # side of the square video
     backend: BackendChoice = "auto"  # for the GAN: auto = ORT CUDA > ORT CPU > torch CPU
     threads: int = Field(default=1, ge=1)

@@ -13,12 +13,19 @@ from avatar.render.base import Renderer
 from avatar.render.warp import WarpRenderer
 
 
+def gan_stem(cfg: RenderConfig) -> str:
+    """The generator's file name without suffix: ``gan``, or ``gan_VARIANT``."""
+    return f"gan_{cfg.gan_variant}" if cfg.gan_variant else "gan"
+
+
 def load_gan_backend(assets: AvatarAssets, cfg: RenderConfig) -> InferenceBackend:
-    onnx = assets.file("gan.onnx")
-    pt = assets.file("gan.pt")
+    stem = gan_stem(cfg)
+    onnx = assets.file(f"{stem}.onnx")
+    pt = assets.file(f"{stem}.pt")
     if onnx is None and pt is None:
+        which = f"no {stem}.onnx (render.gan_variant)" if cfg.gan_variant else "no GAN renderer"
         raise AvatarNotFound(
-            f"avatar {assets.name!r} has no GAN renderer; train one with "
+            f"avatar {assets.name!r} has {which}; train one with "
             "`avatar train renderer VIDEO -o FOLDER` or use --renderer warp"
         )
 
