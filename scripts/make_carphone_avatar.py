@@ -43,9 +43,11 @@ def main() -> None:
     parser.add_argument("--distill-from", default="", help="a teacher generator's gan.pt")
     parser.add_argument("--variant", default="", help="write gan_VARIANT.* only (the avatar kept)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     opts = RendererTrainOptions(steps=args.steps, minutes=args.minutes, width=args.width,
-                                distill_from=args.distill_from, threads=args.threads)  # fmt: skip
+                                distill_from=args.distill_from, threads=args.threads,
+                                seed=args.seed)  # fmt: skip
     if args.variant:
         report = train_variant(args.out, opts, args.variant)
     else:

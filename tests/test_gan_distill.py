@@ -30,7 +30,7 @@ def test_small_generator_is_chosen_by_config_and_draws_what_the_teacher_draws(ja
     assert teacher.backend.meta["dims"]["width"] > small.backend.meta["dims"]["width"]
     motion = motion_frame(jawOpen=jaw)
     a, b = teacher.render(motion), small.render(motion)
-    assert _mouth_psnr(a, b, teacher.paste_box) > 28  # measured ~33-38 dB at this size
+    assert _mouth_psnr(a, b, teacher.paste_box) > 35  # measured 38-51 dB at this size
     assert _mouth_psnr(a, teacher.warp.render(motion), teacher.paste_box) < _mouth_psnr(
         a, b, teacher.paste_box
     )  # closer to the teacher than the warp render it refines
