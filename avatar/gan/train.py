@@ -8,7 +8,9 @@ inside it; at render time the whole input is the warp render, since that is the 
 Losses need no downloaded weights: L1 (weighted x5 inside the painted region) and an L1 on
 frame-to-frame changes alone for the first ``warmup`` share of the budget (cheap steps), then
 with hinge adversarial losses from a per-frame and a temporal PatchGAN and discriminator feature
-matching. The evaluated and exported weights are an exponential moving average.
+matching. The evaluated and exported weights are an exponential moving average. With
+``distill_from``, an L1 to a trained generator's outputs is added (:mod:`avatar.gan.distill`): how
+a narrower ``width`` learns from the shipped one.
 
 Every ``holdout_every``-th frame is held out; the report compares the generator on them with the
 warp render alone, the training frame with the nearest motion code, and copying the reference
@@ -71,7 +73,7 @@ class RendererTrainOptions:
     holdout_every: int = 5
     seed: int = 0
     threads: int = 2
-    distill_from: str = ""  # a trained generator's gan.pt: distil it into this one (width)
+    distill_from: str = ""  # a trained generator (gan.pt) this one, often narrower, also matches
     distill: float = 40.0  # weight of the L1 to the teacher's outputs
     distill_speech_s: float = 4.0  # first seconds of sample.ogg whose motion the teacher labels
 
@@ -299,9 +301,8 @@ def _fit(trainer: Trainer, opts: RendererTrainOptions, progress: bool) -> tuple[
 
 
 def distill_labels(
-    tensors: Tensors, train_idx: np.ndarray, data: VideoFaceData, warp: WarpRenderer,
-    opts: RendererTrainOptions,
-) -> TeacherLabels:  # fmt: skip
+    tensors: Tensors, train_idx: np.ndarray, warp: WarpRenderer, opts: RendererTrainOptions
+) -> TeacherLabels:
     """The teacher's outputs (:mod:`avatar.gan.distill`) on the training inputs, and on render-time
     inputs: the training frames' warp renders and warp renders at the motion of real speech."""
     teacher = load_teacher(Path(opts.distill_from), opts.size, tensors.code.shape[1])
@@ -328,7 +329,7 @@ def train_renderer(
     train_idx, test_idx = split(len(tensors.target), opts.holdout_every)
     labels = None
     if opts.distill_from:
-        labels = distill_labels(tensors, train_idx, data, WarpRenderer(assets, opts.portrait), opts)
+        labels = distill_labels(tensors, train_idx, WarpRenderer(assets, opts.portrait), opts)
     trainer = Trainer(tensors, train_idx, opts, labels)
     steps, minutes = _fit(trainer, opts, progress)
     gen = trainer.generate(test_idx)
