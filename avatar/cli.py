@@ -122,7 +122,8 @@ def cmd_train_renderer(args: argparse.Namespace) -> int:
     from avatar.face.store import load_avatar
     from avatar.gan.train import RendererTrainOptions, train_renderer
 
-    opts = RendererTrainOptions(steps=args.steps, minutes=args.minutes, seed=args.seed)
+    opts = RendererTrainOptions(steps=args.steps, minutes=args.minutes, seed=args.seed,
+                                width=args.width, distill_from=args.distill_from or "")  # fmt: skip
     report = train_renderer(args.video, args.out, opts, args.name, progress=not args.quiet)
     calibrate_avatar(load_avatar(str(args.out)))  # the new avatar's mouth, as `avatar prepare`
     m = report["held_out_mouth_l1"]
@@ -357,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--steps", type=int, default=2400)
     tr.add_argument("--minutes", type=float, default=22.0, help="training time budget")
     tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--width", type=int, default=24, help="generator channels (a multiple of 8)")
+    tr.add_argument("--distill-from", metavar="GAN.pt", help="also match this trained "
+                    "generator's outputs (a smaller student learns from it)")  # fmt: skip
     tr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(func=cmd_train_renderer)
 

@@ -82,12 +82,16 @@ class RenderConfig(_Section):
 
     avatar: str = "default"  # a bundled avatar's name or a folder made by `avatar prepare`
     renderer: Literal["warp", "gan"] = "warp"
+    # which of the avatar's generators: "" = gan.onnx / gan.pt; "small" = gan_small.* (carphone's
+    # distilled half-width one: faster, a little less faithful; its MODEL_CARD.md)
+    gan_variant: str = Field(default="", pattern=r"^[a-z0-9]*$")
     size: int = Field(default=512, ge=64, le=2048)  # side of the square video
     backend: BackendChoice = "auto"  # for the GAN: auto = ORT CUDA > ORT CPU > torch CPU
     threads: int = Field(default=1, ge=1)
-    # the GAN generator's file: "fp32" gan.onnx, or "int8" gan.int8.onnx (scripts/
-    # quantize_models.py; onnxruntime only): ~2x faster a call on CPU, mouth pixels within ~0.3/255
-    precision: Precision = "fp32"
+    # the GAN generator's file: "fp32" gan.onnx, "int8" gan.int8.onnx (scripts/quantize_models.py;
+    # onnxruntime only: ~2x faster a call on CPU, mouth pixels within ~0.3/255), or "auto": int8
+    # where the generator runs on onnxruntime's CPU provider and the avatar has it, else fp32
+    precision: Literal["auto", "fp32", "int8"] = "fp32"
     idle_seed: int = 0  # blinks and head sway are reproducible from this
 
 

@@ -3,6 +3,7 @@ onnxruntime backend, run close to their float32 originals on real speech, and co
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from pathlib import Path
 
@@ -122,3 +123,16 @@ def test_missing_int8_file_says_how_to_write_it(tmp_path: Path) -> None:
 def test_int8_has_no_torch_backend() -> None:
     with pytest.raises(BackendUnavailable):
         load_motion_backend(MotionConfig(precision="int8", backend="torch"))
+
+
+def test_auto_precision_is_int8_on_onnxruntime_cpu_only(
+    carphone: AvatarAssets, tmp_path: Path
+) -> None:
+    auto = RenderConfig(precision="auto")
+    assert load_gan_backend(carphone, auto).meta.get("precision") == "int8"  # auto: ORT CPU here
+    torch_cfg = RenderConfig(precision="auto", backend="torch")
+    if importlib.util.find_spec("torch") is not None:  # torch runs the float32 checkpoint
+        assert "precision" not in load_gan_backend(carphone, torch_cfg).meta
+    folder = tmp_path / "avatar"  # an avatar without the int8 file: float32, no error
+    shutil.copytree(GAN.parent, folder, ignore=shutil.ignore_patterns("*.int8.onnx"))
+    assert "precision" not in load_gan_backend(load_avatar(str(folder)), auto).meta

@@ -106,7 +106,10 @@ class Batchers:
         from avatar.render.gan import GanRenderer
 
         assets = load_avatar(cfg.avatar)
-        key = f"gan:{assets.folder or assets.name}:{cfg.precision}:{cfg.backend}:{cfg.threads}"
+        key = (
+            f"gan:{assets.folder or assets.name}:{cfg.gan_variant}:{cfg.precision}:"
+            f"{cfg.backend}:{cfg.threads}"
+        )
         return GanRenderer(assets, self.get(key, lambda: load_gan_backend(assets, cfg)), cfg.size)
 
     @property

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
+from avatar.backends.onnxruntime import OrtBackend
 from avatar.backends.protocol import InferenceBackend
 from avatar.backends.quantize import precision_path
 from avatar.backends.select import backend_loaders, choose_backend
@@ -16,20 +18,30 @@ from avatar.render.base import Renderer
 from avatar.render.warp import WarpRenderer
 
 
+def gan_stem(cfg: RenderConfig) -> str:
+    """The generator's file name without suffix: ``gan``, or ``gan_VARIANT``."""
+    return f"gan_{cfg.gan_variant}" if cfg.gan_variant else "gan"
+
+
 def load_gan_backend(assets: AvatarAssets, cfg: RenderConfig) -> InferenceBackend:
-    """The avatar's generator in the configured backend and precision (``int8``:
-    ``gan.int8.onnx``, onnxruntime or TensorRT only; a torch checkpoint is float32)."""
-    onnx, pt = assets.file("gan.onnx"), assets.file("gan.pt")
+    """The avatar's generator (``gan``, or ``gan_VARIANT``) in the configured backend and
+    precision: ``int8`` is its ``.int8.onnx`` sibling (onnxruntime only; a torch checkpoint is
+    float32); ``auto`` takes that sibling where the generator runs on onnxruntime's CPU provider
+    and it exists, float32 anywhere else (a GPU)."""
+    stem = gan_stem(cfg)
+    onnx, pt = assets.file(f"{stem}.onnx"), assets.file(f"{stem}.pt")
     if onnx is None and pt is None:
+        which = f"no {stem}.onnx (render.gan_variant)" if cfg.gan_variant else "no GAN renderer"
         raise AvatarNotFound(
-            f"avatar {assets.name!r} has no GAN renderer; train one with "
+            f"avatar {assets.name!r} has {which}; train one with "
             "`avatar train renderer VIDEO -o FOLDER` or use --renderer warp"
         )
-    if cfg.precision != "fp32":
-        onnx, pt = assets.file(precision_path(Path("gan.onnx"), cfg.precision).name), None
+    int8 = assets.file(precision_path(Path(f"{stem}.onnx"), "int8").name)
+    if cfg.precision == "int8":
+        onnx, pt = int8, None
         if onnx is None:
             raise AvatarNotFound(
-                f"avatar {assets.name!r} has no {cfg.precision} GAN generator; write it with "
+                f"avatar {assets.name!r} has no int8 {stem} generator; write it with "
                 f"`python scripts/quantize_models.py --avatar {assets.folder or assets.name}` "
                 "or set render.precision=fp32"
             )
@@ -60,6 +72,8 @@ def load_gan_backend(assets: AvatarAssets, cfg: RenderConfig) -> InferenceBacken
         onnx, torch_factory=torch_factory if pt else None, threads=cfg.threads,
         trt_input_shapes=shapes,
     )  # fmt: skip
+    if cfg.precision == "auto" and int8 is not None:
+        loaders["onnxruntime"] = partial(OrtBackend, int8, cfg.threads)
     return choose_backend(cfg.backend, loaders)
 
 

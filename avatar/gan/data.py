@@ -154,13 +154,22 @@ def mouth_pairs(data: VideoFaceData, warp: WarpRenderer, size: int) -> MouthPair
     in training that the audio model cannot give it at run time.
     """
     box = sketch.mouth_box(warp.rig.rest)
-    targets, warped, sketches, codes = [], [], [], []
-    for frame, bs in zip(data.frames, data.blendshapes, strict=True):
+    targets = [sketch.to_unit(sketch.crop(frame, box, size)) for frame in data.frames]
+    warped, sketches, codes = render_inputs(warp, data.blendshapes, size)
+    reference = sketch.to_unit(sketch.crop(data.portrait, box, size))
+    return MouthPairs(np.stack(targets), warped, sketches, codes, reference)
+
+
+def render_inputs(
+    warp: WarpRenderer, blendshapes: np.ndarray, size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The generator's inputs at render time for every row of ``blendshapes`` (N, 16): the warp
+    render's mouth crop (N, 3, S, S), the rig sketch (N, 3, S, S) and the code (N, n_code)."""
+    box = sketch.mouth_box(warp.rig.rest)
+    warped, sketches, codes = [], [], []
+    for bs in blendshapes:
         w = basis_weights(bs)
-        targets.append(sketch.to_unit(sketch.crop(frame, box, size)))
         warped.append(sketch.to_unit(sketch.crop(warp.warp_face(w), box, size)))
         sketches.append(sketch.rig_sketch(warp.rig, w, box, size))
         codes.append(w[: BASIS_INDEX["relax"]])  # the code: every basis before the photo's relax
-    reference = sketch.to_unit(sketch.crop(data.portrait, box, size))
-    return MouthPairs(np.stack(targets), np.stack(warped), np.stack(sketches),
-                      np.stack(codes).astype(np.float32), reference)  # fmt: skip
+    return np.stack(warped), np.stack(sketches), np.stack(codes).astype(np.float32)

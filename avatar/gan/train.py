@@ -8,7 +8,9 @@ inside it; at render time the whole input is the warp render, since that is the 
 Losses need no downloaded weights: L1 (weighted x5 inside the painted region) and an L1 on
 frame-to-frame changes alone for the first ``warmup`` share of the budget (cheap steps), then
 with hinge adversarial losses from a per-frame and a temporal PatchGAN and discriminator feature
-matching. The evaluated and exported weights are an exponential moving average.
+matching. The evaluated and exported weights are an exponential moving average. With
+``distill_from``, an L1 to a trained generator's outputs is added (:mod:`avatar.gan.distill`): how
+a narrower ``width`` learns from the shipped one.
 
 Every ``holdout_every``-th frame is held out; the report compares the generator on them with the
 warp render alone, the training frame with the nearest motion code, and copying the reference
@@ -35,8 +37,15 @@ from avatar.face import mesh, sketch
 from avatar.face.image import save_rgb
 from avatar.face.prepare import draw_preview, regions
 from avatar.face.store import AvatarAssets, save_avatar
-from avatar.gan.data import MouthPairs, VideoFaceData, load_video_faces, mouth_pairs
+from avatar.gan.data import (
+    MouthPairs,
+    VideoFaceData,
+    load_video_faces,
+    mouth_pairs,
+    render_inputs,
+)
 from avatar.gan.discriminator import PatchDiscriminator
+from avatar.gan.distill import TeacherLabels, load_teacher, speech_blendshapes, teacher_labels
 from avatar.gan.export import export_generator
 from avatar.gan.follow import jaw_sweep, torch_renderer
 from avatar.gan.generator import GeneratorDims, MouthGenerator
@@ -64,6 +73,9 @@ class RendererTrainOptions:
     holdout_every: int = 5
     seed: int = 0
     threads: int = 2
+    distill_from: str = ""  # a trained generator (gan.pt) this one, often narrower, also matches
+    distill: float = 40.0  # weight of the L1 to the teacher's outputs
+    distill_speech_s: float = 4.0  # first seconds of sample.ogg whose motion the teacher labels
 
 
 @dataclass(slots=True)
@@ -109,8 +121,11 @@ def nearest_frames(codes: np.ndarray, train_idx: np.ndarray) -> np.ndarray:
 
 
 class Trainer:
-    def __init__(self, tensors: Tensors, train_idx: np.ndarray, opts: RendererTrainOptions):
-        self.t, self.opts = tensors, opts
+    def __init__(
+        self, tensors: Tensors, train_idx: np.ndarray, opts: RendererTrainOptions,
+        labels: TeacherLabels | None = None,
+    ) -> None:  # fmt: skip
+        self.t, self.opts, self.labels = tensors, opts, labels
         self.train_idx = train_idx
         self.pairs = np.array([i for i in train_idx[1:] if i - 1 in set(train_idx.tolist())])
         self.g = MouthGenerator(
@@ -133,18 +148,31 @@ class Trainer:
         i = torch.from_numpy(self.rng.choice(self.pairs, self.opts.batch))
         both = torch.cat([i - 1, i])  # previous frames, then the frames
         t = self.t
-        return t.target[both], t.inputs[both], t.sketch[both], t.code[both], t.weight[both]
+        return both, t.target[both], t.inputs[both], t.sketch[both], t.code[both], t.weight[both]
+
+    def _distill_loss(self, fake: torch.Tensor, both: torch.Tensor) -> torch.Tensor:
+        """L1 to the teacher on this batch's inputs and on as many extra inputs it labelled."""
+        lab = self.labels
+        assert lab is not None
+        on_batch = (self.t.weight[both] * (fake - lab.on_train[both]).abs()).mean()
+        j = torch.from_numpy(self.rng.choice(len(lab.out), self.opts.batch))
+        (extra,) = self.g(lab.inputs[j], lab.sketch[j], lab.code[j])
+        return on_batch + (lab.weight[j] * (extra - lab.out[j]).abs()).mean()
 
     def step(self, adversarial: bool = True) -> dict[str, float]:
         """One update; without ``adversarial``, the generator's reconstruction losses only (the
         warm-up: cheaper steps that first learn to follow the warp and the surroundings)."""
-        target, inputs, sk, code, weight = self._batch()
+        both, target, inputs, sk, code, weight = self._batch()
         (fake,) = self.g(inputs, sk, code)
         b, o = self.opts.batch, self.opts
         l1 = (weight * (fake - target).abs()).mean()
         temporal = F.l1_loss(fake[b:] - fake[:b], target[b:] - target[:b])
         loss_g = o.l1 * l1 + o.temporal * temporal
         stats = {"l1": l1.item() * 127.5}
+        if self.labels is not None:
+            kd = self._distill_loss(fake, both)
+            loss_g = loss_g + o.distill * kd
+            stats["kd"] = kd.item() * 127.5
         if adversarial:
             adv, fm, loss_d = self._adversarial(target, fake, sk)
             loss_g = loss_g + o.adv * adv + o.fm * fm
@@ -272,6 +300,22 @@ def _fit(trainer: Trainer, opts: RendererTrainOptions, progress: bool) -> tuple[
     return step + 1, round((time.monotonic() - t0) / 60, 1)
 
 
+def distill_labels(
+    tensors: Tensors, train_idx: np.ndarray, warp: WarpRenderer, opts: RendererTrainOptions
+) -> TeacherLabels:
+    """The teacher's outputs (:mod:`avatar.gan.distill`) on the training inputs, and on render-time
+    inputs: the training frames' warp renders and warp renders at the motion of real speech."""
+    teacher = load_teacher(Path(opts.distill_from), opts.size, tensors.code.shape[1])
+    t = tensors
+    speech = render_inputs(warp, speech_blendshapes(opts.distill_speech_s), opts.size)
+    own = (t.warped, t.sketch, t.code)
+    warped, sk, code = (torch.cat([a[train_idx], torch.from_numpy(b)])
+                        for a, b in zip(own, speech, strict=True))  # fmt: skip
+    torch.set_num_threads(opts.threads)  # the motion model's engine may have changed it
+    return teacher_labels(teacher, (t.inputs, t.sketch, t.code), (warped, sk, code),
+                          opts.mouth_weight)  # fmt: skip
+
+
 def train_renderer(
     video: Path, out_dir: Path, opts: RendererTrainOptions = RendererTrainOptions(),
     name: str | None = None, progress: bool = True,
@@ -283,7 +327,10 @@ def train_renderer(
     assets = video_assets(data, name or out_dir.name, gan_info)
     tensors = to_tensors(mouth_pairs(data, WarpRenderer(assets, opts.portrait), opts.size), opts)
     train_idx, test_idx = split(len(tensors.target), opts.holdout_every)
-    trainer = Trainer(tensors, train_idx, opts)
+    labels = None
+    if opts.distill_from:
+        labels = distill_labels(tensors, train_idx, WarpRenderer(assets, opts.portrait), opts)
+    trainer = Trainer(tensors, train_idx, opts, labels)
     steps, minutes = _fit(trainer, opts, progress)
     gen = trainer.generate(test_idx)
     report = {
