@@ -91,7 +91,7 @@ class RenderConfig(_Section):
     # the GAN generator's file: "fp32" gan.onnx, "int8" gan.int8.onnx (scripts/quantize_models.py;
     # onnxruntime only: ~2x faster a call on CPU, mouth pixels within ~0.3/255), or "auto": int8
     # where the generator runs on onnxruntime's CPU provider and the avatar has it, else fp32
-    precision: Literal["auto", "fp32", "int8"] = "fp32"
+    precision: Literal["auto", "fp32", "int8"] = "auto"
     idle_seed: int = 0  # blinks and head sway are reproducible from this
 
 

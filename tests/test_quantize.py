@@ -103,7 +103,7 @@ def test_config_selects_the_int8_files(carphone: AvatarAssets) -> None:
         assert load_motion_backend(cfg.motion.for_input(live)).meta["precision"] == "int8"
     assert load_gan_backend(carphone, cfg.render).meta["precision"] == "int8"
     default = load_config()
-    assert default.motion.precision == default.render.precision == "fp32"
+    assert default.motion.precision == "fp32" and default.render.precision == "auto"
     assert "precision" not in load_motion_backend(default.motion).meta
 
 
