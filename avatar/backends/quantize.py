@@ -16,6 +16,8 @@ Two recipes (``scripts/quantize_models.py`` measures both against float32 on rea
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -29,6 +31,23 @@ from avatar.backends.protocol import META_KEY, InferenceBackend
 
 Precision = Literal["fp32", "int8"]
 INT8_SUFFIX = ".int8.onnx"
+
+
+def int8_measured_here() -> bool:
+    """Whether this CPU runs INT8 matrix products the way the shipped files were measured
+    (x86 with VNNI: one instruction per u8 x s8 dot product, no 16-bit intermediate). Elsewhere
+    the files are still exact (7-bit weights) but their speed was never measured, so ``auto``
+    precision keeps float32 there."""
+    features = _cpu_features()
+    return bool(features.get("AVX512VNNI") or features.get("AVXVNNI"))
+
+
+def _cpu_features() -> dict[str, bool]:
+    """numpy's reading of this CPU's features (its module moved in numpy 2)."""
+    for module in ("numpy._core._multiarray_umath", "numpy.core._multiarray_umath"):
+        with contextlib.suppress(ImportError, AttributeError):
+            return dict(importlib.import_module(module).__cpu_features__)
+    return {}
 
 
 def precision_path(onnx_path: Path, precision: Precision) -> Path:
@@ -73,6 +92,9 @@ class QuantRecipe:
     # uint8 (asymmetric) activations: the x86 kernels' native pairing (u8 activations, s8 weights)
     activations: Literal["int8", "uint8"] = "uint8"
     qoperator: bool = False  # QLinearConv/QLinearMatMul ops instead of QDQ pairs
+    # 7-bit weights: x86 without VNNI multiplies u8 x s8 pairs into saturating 16-bit sums
+    # (255 * 127 * 2 overflows; 255 * 63 * 2 does not), so the same file is exact on every CPU
+    reduce_range: bool = True
 
 
 # the motion transformer: its matrices' weights to INT8, activations quantized per call. Static
@@ -96,6 +118,7 @@ def quantize_onnx(
             "per_channel": recipe.per_channel,
             "nodes_to_exclude": list(recipe.exclude_nodes),
             "weight_type": QuantType.QInt8,
+            "reduce_range": recipe.reduce_range,
         }
         if recipe.method == "dynamic":
             quantize_dynamic(model, dst, **common)

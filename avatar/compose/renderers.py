@@ -7,7 +7,7 @@ from pathlib import Path
 
 from avatar.backends.onnxruntime import OrtBackend
 from avatar.backends.protocol import InferenceBackend
-from avatar.backends.quantize import precision_path
+from avatar.backends.quantize import int8_measured_here, precision_path
 from avatar.backends.select import backend_loaders, choose_backend
 from avatar.backends.torch import TorchBackend
 from avatar.config import RenderConfig
@@ -27,7 +27,8 @@ def load_gan_backend(assets: AvatarAssets, cfg: RenderConfig) -> InferenceBacken
     """The avatar's generator (``gan``, or ``gan_VARIANT``) in the configured backend and
     precision: ``int8`` is its ``.int8.onnx`` sibling (onnxruntime only; a torch checkpoint is
     float32); ``auto`` takes that sibling where the generator runs on onnxruntime's CPU provider
-    and it exists, float32 anywhere else (a GPU)."""
+    of a CPU like the one it was measured on (x86 with VNNI) and the avatar has it, float32
+    anywhere else (a GPU, other CPUs)."""
     stem = gan_stem(cfg)
     onnx, pt = assets.file(f"{stem}.onnx"), assets.file(f"{stem}.pt")
     if onnx is None and pt is None:
@@ -72,7 +73,7 @@ def load_gan_backend(assets: AvatarAssets, cfg: RenderConfig) -> InferenceBacken
         onnx, torch_factory=torch_factory if pt else None, threads=cfg.threads,
         trt_input_shapes=shapes,
     )  # fmt: skip
-    if cfg.precision == "auto" and int8 is not None:
+    if cfg.precision == "auto" and int8 is not None and int8_measured_here():
         loaders["onnxruntime"] = partial(OrtBackend, int8, cfg.threads)
     return choose_backend(cfg.backend, loaders)
 
