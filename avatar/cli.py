@@ -119,12 +119,14 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def cmd_train_renderer(args: argparse.Namespace) -> int:
     from avatar.compose.calibrate import calibrate_avatar
+    from avatar.compose.offline import speech_blendshapes
     from avatar.face.store import load_avatar
     from avatar.gan.train import RendererTrainOptions, train_renderer
 
     opts = RendererTrainOptions(steps=args.steps, minutes=args.minutes, seed=args.seed,
                                 width=args.width, distill_from=args.distill_from or "")  # fmt: skip
-    report = train_renderer(args.video, args.out, opts, args.name, progress=not args.quiet)
+    report = train_renderer(args.video, args.out, opts, args.name, progress=not args.quiet,
+                            speech_motion=speech_blendshapes)  # fmt: skip
     calibrate_avatar(load_avatar(str(args.out)))  # the new avatar's mouth, as `avatar prepare`
     m = report["held_out_mouth_l1"]
     print(

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from avatar.compose.calibrate import calibrate_avatar
+from avatar.compose.offline import speech_blendshapes
 from avatar.face.store import BUILTIN_AVATARS, load_avatar
 from avatar.gan.train import RendererTrainOptions, train_renderer
 
@@ -51,7 +52,9 @@ def main() -> None:
     if args.variant:
         report = train_variant(args.out, opts, args.variant)
     else:
-        report = train_renderer(carphone_clip(), args.out, opts, name="carphone")
+        report = train_renderer(
+            carphone_clip(), args.out, opts, name="carphone", speech_motion=speech_blendshapes
+        )
         calibrate_avatar(load_avatar(str(args.out)))  # its mouth measured, as `avatar prepare`
     m = report["held_out_mouth_l1"]
     print(json.dumps(m), report["steps"], "steps", report["minutes"], "min")
@@ -63,7 +66,9 @@ def main() -> None:
 def train_variant(out: Path, opts: RendererTrainOptions, variant: str) -> dict[str, Any]:
     """Train into a scratch folder; copy only the generator's files, renamed gan_VARIANT.*."""
     with tempfile.TemporaryDirectory() as tmp:
-        report = train_renderer(carphone_clip(), Path(tmp), opts, name="carphone")
+        report = train_renderer(
+            carphone_clip(), Path(tmp), opts, name="carphone", speech_motion=speech_blendshapes
+        )
         for name in ("gan.pt", "gan.onnx", "gan_metrics.json", "gan_heldout.png"):
             shutil.copy(Path(tmp) / name, out / name.replace("gan", f"gan_{variant}", 1))
     return report

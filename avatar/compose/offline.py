@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from avatar.audio.io import iter_audio
+from avatar.audio.io import iter_audio, load_audio
 from avatar.backends.protocol import InferenceBackend
 from avatar.clock import FakeClock
 from avatar.compose.engines import build_engine
-from avatar.config import Config
+from avatar.config import Config, load_config
 from avatar.engine.engine import AvatarEngine
 from avatar.face.image import save_rgb
 from avatar.frames import AudioChunk, VideoFrame
@@ -28,6 +28,8 @@ from avatar.render.base import Renderer
 from avatar.render.video import Container, VideoWriter
 from avatar.tasks import cancel, spawn
 from avatar.units import OUTPUT_RATE
+
+SAMPLE = Path(__file__).resolve().parents[1] / "assets" / "sample.ogg"
 
 
 def offline_engine(
@@ -58,6 +60,15 @@ def speech_frames(
 
     asyncio.run(_run(engine, blocks, rate, collect))
     return frames
+
+
+def speech_blendshapes(seconds: float, audio: Path = SAMPLE) -> np.ndarray:
+    """Blendshapes (N, 16) the engine makes of the first ``seconds`` of ``audio`` (what a
+    distilled GAN generator's teacher labels: :mod:`avatar.gan.distill`)."""
+    cfg = load_config(None, ["render.size=128"])  # the warp renderer's pixels are not used
+    clip = load_audio(audio, rate=OUTPUT_RATE)[: int(seconds * OUTPUT_RATE)]
+    frames = speech_frames(cfg, clip, OUTPUT_RATE)
+    return np.stack([f.motion.blendshapes for f in frames if f.motion is not None])
 
 
 FrameHook = Callable[[int, int], None]  # (frames written, frames expected); may raise to stop

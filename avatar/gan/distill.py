@@ -3,8 +3,9 @@
 The frozen teacher labels inputs once, before training: the clip's training frames as training
 feeds them (real surroundings, warp render in the painted region), the same frames as rendering
 feeds them (the warp render alone), and warp renders at the motion of real speech (the bundled
-``sample.ogg``'s first seconds through the motion model; its later seconds are left for judging
-the student). The student's L1 to those outputs is added to the usual losses; the frames of
+``sample.ogg``'s first seconds through the engine, given by the caller: the composition root's
+:func:`avatar.compose.offline.speech_blendshapes`; its later seconds are left for judging the
+student). The student's L1 to those outputs is added to the usual losses; the frames of
 speech and the warp-only inputs are ones the video alone has no target for.
 """
 
@@ -13,13 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from avatar.errors import ModelError
 from avatar.gan.generator import MouthGenerator
-
-SAMPLE = Path(__file__).resolve().parents[1] / "assets" / "sample.ogg"
 
 
 @dataclass(slots=True)
@@ -43,19 +41,6 @@ def load_teacher(path: Path, size: int, code: int) -> MouthGenerator:
             f"codes, this training {size} and {code}; distil from a generator of this avatar"
         )
     return teacher
-
-
-def speech_blendshapes(seconds: float, audio: Path = SAMPLE) -> np.ndarray:
-    """Blendshapes (N, 16) the motion model makes of the first ``seconds`` of ``audio``."""
-    from avatar.audio.io import load_audio
-    from avatar.compose.offline import speech_frames
-    from avatar.config import load_config
-    from avatar.units import OUTPUT_RATE
-
-    cfg = load_config(None, ["render.size=128"])  # the warp renderer's pixels are not used
-    clip = load_audio(audio, rate=OUTPUT_RATE)[: int(seconds * OUTPUT_RATE)]
-    frames = speech_frames(cfg, clip, OUTPUT_RATE)
-    return np.stack([f.motion.blendshapes for f in frames if f.motion is not None])
 
 
 @torch.no_grad()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ from avatar.gan.data import (
     render_inputs,
 )
 from avatar.gan.discriminator import PatchDiscriminator
-from avatar.gan.distill import TeacherLabels, load_teacher, speech_blendshapes, teacher_labels
+from avatar.gan.distill import TeacherLabels, load_teacher, teacher_labels
 from avatar.gan.export import export_generator
 from avatar.gan.follow import jaw_sweep, torch_renderer
 from avatar.gan.generator import GeneratorDims, MouthGenerator
@@ -300,14 +301,19 @@ def _fit(trainer: Trainer, opts: RendererTrainOptions, progress: bool) -> tuple[
     return step + 1, round((time.monotonic() - t0) / 60, 1)
 
 
+# seconds -> blendshapes (N, 16) of that much real speech (compose.offline.speech_blendshapes)
+SpeechMotion = Callable[[float], np.ndarray]
+
+
 def distill_labels(
-    tensors: Tensors, train_idx: np.ndarray, warp: WarpRenderer, opts: RendererTrainOptions
-) -> TeacherLabels:
+    tensors: Tensors, train_idx: np.ndarray, warp: WarpRenderer, opts: RendererTrainOptions,
+    speech_motion: SpeechMotion,
+) -> TeacherLabels:  # fmt: skip
     """The teacher's outputs (:mod:`avatar.gan.distill`) on the training inputs, and on render-time
     inputs: the training frames' warp renders and warp renders at the motion of real speech."""
     teacher = load_teacher(Path(opts.distill_from), opts.size, tensors.code.shape[1])
     t = tensors
-    speech = render_inputs(warp, speech_blendshapes(opts.distill_speech_s), opts.size)
+    speech = render_inputs(warp, speech_motion(opts.distill_speech_s), opts.size)
     own = (t.warped, t.sketch, t.code)
     warped, sk, code = (torch.cat([a[train_idx], torch.from_numpy(b)])
                         for a, b in zip(own, speech, strict=True))  # fmt: skip
@@ -318,8 +324,12 @@ def distill_labels(
 
 def train_renderer(
     video: Path, out_dir: Path, opts: RendererTrainOptions = RendererTrainOptions(),
-    name: str | None = None, progress: bool = True,
+    name: str | None = None, progress: bool = True, speech_motion: SpeechMotion | None = None,
 ) -> dict[str, Any]:  # fmt: skip
+    """Train the avatar's GAN renderer from ``video`` into ``out_dir``; with
+    ``opts.distill_from``, ``speech_motion`` gives the motion of real speech the teacher labels."""
+    if opts.distill_from and speech_motion is None:
+        raise ValueError("distillation needs speech_motion (compose.offline.speech_blendshapes)")
     torch.manual_seed(opts.seed)
     torch.set_num_threads(opts.threads)
     data = load_video_faces(video, opts.portrait)
@@ -329,7 +339,9 @@ def train_renderer(
     train_idx, test_idx = split(len(tensors.target), opts.holdout_every)
     labels = None
     if opts.distill_from:
-        labels = distill_labels(tensors, train_idx, WarpRenderer(assets, opts.portrait), opts)
+        assert speech_motion is not None
+        warp = WarpRenderer(assets, opts.portrait)
+        labels = distill_labels(tensors, train_idx, warp, opts, speech_motion)
     trainer = Trainer(tensors, train_idx, opts, labels)
     steps, minutes = _fit(trainer, opts, progress)
     gen = trainer.generate(test_idx)
