@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from avatar.audio.io import load_audio
+from avatar.compose import quant_check
 from avatar.compose.offline import speech_frames
 from avatar.compose.renderers import gan_stem, load_gan_backend
 from avatar.config import RenderConfig, load_config
@@ -105,8 +106,7 @@ def motion_call_ms(n: int) -> np.ndarray:
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float32) - b.astype(np.float32)) ** 2))
-    return 10 * np.log10(255**2 / max(mse, 1e-10))
+    return quant_check.psnr(float(np.mean((a.astype(np.float32) - b.astype(np.float32)) ** 2)))
 
 
 def agreement(
