@@ -396,11 +396,11 @@ class Player(Client):
         summary = {"first_frame_ms": self.first_frame_ms, "size": self.size,
                    "frames": len(self.video), "audio_buffers": len(self.audio)}  # fmt: skip
         summary.update(deleted)
-        emit(event="done", **summary)
-        if self.args.record:
+        if self.args.record:  # written before "done": a reader of the event finds the files
             (Path(self.args.record) / "audio.f32").write_bytes(b"".join(self.samples))
             record = {"video": self.video, "audio": self.audio, **summary}
             (Path(self.args.record) / "record.json").write_text(json.dumps(record))
+        emit(event="done", **summary)
         self.finish()
         return False
 
