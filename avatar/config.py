@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from avatar.backends.protocol import BackendChoice
 from avatar.backends.quantize import Precision
@@ -175,6 +175,26 @@ class LimitsConfig(_Section):
     whep_viewers: int = Field(default=2, ge=1)  # WHEP viewers per WHIP session (an encoder each)
 
 
+class ClusterConfig(_Section):
+    """Many machines (:mod:`avatar.cluster`): engine nodes registered in one Redis, offers placed
+    on them by stateless gateways. With no ``redis`` the server is one machine, as always."""
+
+    redis: str = ""  # "" = one machine, no registry; redis://host:6379/0 = a node of a pool
+    prefix: str = "avatar:"  # every key of the registry starts with it (one Redis, many pools)
+    node_id: str = ""  # "" = hostname-pid
+    pool: str = Field(default="cpu", pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")  # e.g. cpu, gpu
+    advertise: str = ""  # how gateways reach this node's HTTP; "" = http://host:port
+    heartbeat_s: float = Field(default=1.0, gt=0)  # the node's record and liveness refreshed
+    alive_s: float = Field(default=3.0, gt=0)  # a node silent this long leaves placement
+    hold_s: float = Field(default=10.0, gt=0)  # a gateway's slot on a node while it answers
+
+    @model_validator(mode="after")
+    def _alive_outlasts_heartbeats(self) -> ClusterConfig:
+        if self.alive_s <= self.heartbeat_s:
+            raise ValueError("cluster.alive_s must be longer than cluster.heartbeat_s")
+        return self
+
+
 class ServerConfig(_Section):
     """``avatar serve``: HTTP/WebSocket signalling, ICE, limits, authentication."""
 
@@ -205,6 +225,7 @@ class ServerConfig(_Section):
     encoder: EncoderConfig = EncoderConfig()
     auth: AuthConfig = AuthConfig()
     limits: LimitsConfig = LimitsConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
     @field_validator("workers")
     @classmethod
