@@ -170,11 +170,8 @@ def test_an_offer_refused_by_a_node_goes_to_the_next(redis: RedisServer, keys: K
             none = await g.placer.place("cpu", "default", exclude=frozenset({"n1", "n2"}))
         finally:
             await g.close()
-        return [
-            first.node.node_id,
-            other.node.node_id if other else None,
-            none and none.node.node_id,
-        ]
+        return [first.node.node_id, other.node.node_id if other else None,
+                none.node.node_id if none else None]  # fmt: skip
 
     first, other, none = run(go)
     assert {first, other} == {"n1", "n2"} and none is None
