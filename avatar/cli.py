@@ -189,6 +189,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         overrides.append(f"server.ice_hosts={args.ice_host}")
     if args.redis:
         overrides.append(f"renders.redis={args.redis}")
+        if args.role in ("node", "gateway"):
+            overrides.append(f"server.cluster.redis={args.redis}")
+    for flag, key in (("role", "role"), ("pool", "pool"), ("advertise", "advertise")):
+        if getattr(args, flag):
+            overrides.append(f"server.cluster.{key}={getattr(args, flag)}")
     if args.store:
         overrides.append(f"renders.store={args.store}")
     if args.ice_public_ip:
@@ -308,8 +313,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile", action="store_true",
         help="latency profiling: per-frame stage times to the page (overlay), sync marker on",
     )  # fmt: skip
-    sv.add_argument("--redis", help="queue render jobs for `avatar worker`s (renders.redis)")
+    sv.add_argument("--redis", help="queue render jobs for `avatar worker`s (renders.redis); "
+                    "with --role, the node pool's Redis too (server.cluster.redis)")  # fmt: skip
     sv.add_argument("--store", help="render results: a folder or s3://bucket[/prefix]")
+    sv.add_argument("--role", choices=("single", "node", "gateway"),
+                    help="many machines (docs/deploy.md): a node of a pool registered in "
+                    "Redis, or a gateway placing offers on them (server.cluster.role)")  # fmt: skip
+    sv.add_argument("--pool", help="the node pool: this node's, or a gateway's default (cpu)")
+    sv.add_argument("--advertise", help="how gateways reach this node's HTTP, e.g. "
+                    "http://10.0.0.5:8080 (default: http://host:port)")  # fmt: skip
     _common(sv)
     sv.set_defaults(func=cmd_serve)
 

@@ -179,7 +179,10 @@ class ClusterConfig(_Section):
     """Many machines (:mod:`avatar.cluster`): engine nodes registered in one Redis, offers placed
     on them by stateless gateways. With no ``redis`` the server is one machine, as always."""
 
-    redis: str = ""  # "" = one machine, no registry; redis://host:6379/0 = a node of a pool
+    # single: one machine (as always); node: this server registered in the pool's Redis;
+    # gateway: no sessions here, offers placed on the pool's nodes, their sockets relayed
+    role: Literal["single", "node", "gateway"] = "single"
+    redis: str = ""  # the pool's Redis, e.g. redis://host:6379/0 (node and gateway)
     prefix: str = "avatar:"  # every key of the registry starts with it (one Redis, many pools)
     node_id: str = ""  # "" = hostname-pid
     pool: str = Field(default="cpu", pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")  # e.g. cpu, gpu
@@ -189,9 +192,13 @@ class ClusterConfig(_Section):
     hold_s: float = Field(default=10.0, gt=0)  # a gateway's slot on a node while it answers
 
     @model_validator(mode="after")
-    def _alive_outlasts_heartbeats(self) -> ClusterConfig:
+    def _consistent(self) -> ClusterConfig:
         if self.alive_s <= self.heartbeat_s:
             raise ValueError("cluster.alive_s must be longer than cluster.heartbeat_s")
+        if self.role != "single" and not self.redis:
+            raise ValueError(
+                f"a {self.role} needs the pool's Redis: server.cluster.redis (--redis)"
+            )
         return self
 
 

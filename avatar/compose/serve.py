@@ -19,9 +19,16 @@ from pathlib import Path
 from aiohttp import web
 
 from avatar.clock import Clock, MonotonicClock
+from avatar.cluster.gateway import GatewayServer
+from avatar.cluster.keys import Keys, connect
+from avatar.cluster.node import NodeAgent, node_id
+from avatar.cluster.records import SessionLog
+from avatar.cluster.registry import NodeRegistry
 from avatar.compose.engines import engine_factory, executor_workers
 from avatar.compose.renders import renders_part
 from avatar.config import Config
+from avatar.errors import ConfigError
+from avatar.face.store import builtin_names
 from avatar.memory import limit_arenas
 from avatar.server.aiortc_hooks import install_hooks
 from avatar.server.app import AvatarServer
@@ -57,26 +64,71 @@ def make_server(
 
 async def serve(cfg: Config) -> None:
     """Run until SIGTERM or SIGINT, then drain: no new sessions, open ones get
-    ``server.drain_s`` to finish (they are told with a ``shutdown`` event)."""
+    ``server.drain_s`` to finish (they are told with a ``shutdown`` event). With
+    ``server.cluster.role`` a gateway of a node pool, or a node registered in it."""
+    role = cfg.server.cluster.role
+    if role == "gateway":
+        await _serve_gateway(cfg)
+        return
     workers = worker_count(cfg.server)
     if workers > 1:
+        if role == "node":
+            raise ConfigError("a pool's node runs one process for now (server.workers: 1); "
+                              "run one node per core instead")  # fmt: skip
         await _serve_front(cfg, workers)
         return
     limit_arenas()  # before the executor's threads allocate anything
     server = make_server(cfg)
+    node = node_agent(cfg, server) if role == "node" else None
     runner = web.AppRunner(server.app())
     await runner.setup()
     site = web.TCPSite(runner, cfg.server.host, cfg.server.port)
     await site.start()
-    _announce(cfg, server, "")
+    if node is not None:
+        node.start()
+    _announce(cfg, server, f"node {node.node_id} of pool {node.pool!r}; " if node else "")
     try:
         await _until_signal()
         log.warning("shutting down: draining %d sessions (up to %.0f s)",
                     len(server.sessions), cfg.server.drain_s)  # fmt: skip
+        if node is not None:
+            await node.drain()
         await server.drain(cfg.server.drain_s)
     finally:
+        if node is not None:
+            await node.stop()
+            await node.registry.redis.aclose()
         await runner.cleanup()
         server.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def node_agent(cfg: Config, server: AvatarServer) -> NodeAgent:
+    """``server`` as a node of the pool in ``server.cluster`` (its sessions recorded there)."""
+    cc, sc = cfg.server.cluster, cfg.server
+    redis = connect(cc.redis)
+    keys = Keys(cc.prefix)
+    avatars = tuple(dict.fromkeys([*builtin_names(), cfg.render.avatar]))
+    agent = NodeAgent(NodeRegistry(redis, keys, cc.alive_s), SessionLog(redis, keys),
+                      server.sessions.clock, node_id(cc.node_id), cc.advertise or f"http://{sc.host}:{sc.port}",
+                      cc.pool, avatars, sc.max_sessions, lambda: len(server.sessions),
+                      cc.heartbeat_s)  # fmt: skip
+    server.sessions.add_watcher(agent)
+    return agent
+
+
+async def _serve_gateway(cfg: Config) -> None:
+    """A gateway of the node pool: pages, offers placed on nodes, sockets relayed."""
+    clock = MonotonicClock()
+    quiet_bad_requests()
+    server = GatewayServer(cfg, clock, renders=renders_part(cfg, clock))
+    runner = web.AppRunner(server.app())
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, cfg.server.host, cfg.server.port).start()
+        _announce(cfg, server, f"gateway of pool {cfg.server.cluster.pool!r}; ")
+        await _until_signal()
+    finally:
+        await runner.cleanup()
 
 
 async def _serve_front(cfg: Config, n: int) -> None:
@@ -134,7 +186,7 @@ async def _until_signal() -> None:
     await stop.wait()
 
 
-def _announce(cfg: Config, server: AvatarServer | FrontServer, what: str) -> None:
+def _announce(cfg: Config, server: AvatarServer | FrontServer | GatewayServer, what: str) -> None:
     hosts = ", ".join(cfg.server.ice_hosts) or "all non-loopback interfaces"
     auth = "tokens required" if server.gate.require_token else "no tokens"
     print(f"avatar serve: http://{cfg.server.host}:{cfg.server.port}/  ({what}ICE on {hosts}; "

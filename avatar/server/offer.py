@@ -28,6 +28,7 @@ class OfferBody(BaseModel):
     type: Literal["offer"]
     avatar: StrictStr | None = None
     audio: Literal["mic", "none"] = "mic"
+    pool: StrictStr | None = None  # many machines: the node pool to place on (gateways)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,7 @@ class Offer:
     sdp: str
     avatar: str | None
     mic: bool
+    pool: str | None = None
 
 
 _MID = re.compile(r"^[\x21-\x7e]{1,32}$")
@@ -56,7 +58,7 @@ def parse_offer(raw: bytes) -> Offer:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
         raise RequestError(f"{where}: {first['msg']}") from None
-    return Offer(offer.sdp, offer.avatar, offer.audio == "mic")
+    return Offer(offer.sdp, offer.avatar, offer.audio == "mic", offer.pool)
 
 
 def parse_json(raw: bytes | str, message: str) -> Any:

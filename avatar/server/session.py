@@ -88,6 +88,7 @@ class Session:
         self._started = False
         self._measured_reported = 0
         self.on_closed: Callable[[Session], None] | None = None  # the server forgets the session
+        self.reason = ""  # why it ended (avatar.cluster.records.REASONS), set by its first close
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -114,23 +115,26 @@ class Session:
         while not self.closed.is_set():
             silent = self.clock.now_ns() - last_inbound()
             if silent >= self.reap_ns:
-                await self.on_gone(f"peer silent for {silent / NS_PER_S:.1f} s")
+                await self.on_gone(f"peer silent for {silent / NS_PER_S:.1f} s", "reaped")
                 return
             await self.clock.sleep_until(last_inbound() + self.reap_ns)
 
-    async def on_gone(self, why: str) -> None:
+    async def on_gone(self, why: str, reason: str = "client_left") -> None:
         """The page went away (its data channel or events socket closed): free everything now
-        rather than when ICE consent times out (~30 s); or it went silent (``reap_s``)."""
+        rather than when ICE consent times out (~30 s); or it went silent (``reap_s``,
+        ``reason`` reaped)."""
         if not self.closed.is_set():
             log.info("session %s: %s", self.sid, why)
-            await self.close()
+            await self.close(reason)
             if self.on_closed is not None:
                 self.on_closed(self)
 
-    async def close(self) -> None:
+    async def close(self, reason: str = "stopped") -> None:
+        """Free everything; ``reason`` says why (the first close's reason is kept)."""
         if self.closed.is_set():
             return
         self.closed.set()
+        self.reason = reason
         await cancel(*self._tasks)
         if self.speaker is not None:
             await self.speaker.aclose()

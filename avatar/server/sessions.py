@@ -49,6 +49,15 @@ class EngineFactory(Protocol):
     def __call__(self, avatar: str, live: bool, observer: Observer) -> AvatarEngine: ...
 
 
+class SessionWatcher(Protocol):
+    """Hears every session that opens (before its answer leaves) and every one that ends, with
+    its reason (a pool's node records them: :class:`avatar.cluster.node.NodeAgent`)."""
+
+    async def opened(self, session: Session) -> None: ...
+
+    def closed(self, session: Session, reason: str) -> None: ...
+
+
 class Sessions(Mapping[str, Session]):
     """The open sessions by id (a read-only mapping); see the module docstring.
 
@@ -66,11 +75,16 @@ class Sessions(Mapping[str, Session]):
         sid_prefix: str = "",
     ) -> None:
         self.cfg, self.engines, self.clock, self.executor = cfg, engines, clock, executor
+        self.watchers: tuple[SessionWatcher, ...] = ()
         self.metrics, self.wall, self.sid_prefix = metrics, wall, sid_prefix
         self.slots = SessionSlots(cfg.server.max_sessions)
         self.builds = asyncio.Semaphore(cfg.server.limits.engine_builds)
         self.draining = False
         self._open: dict[str, Session] = {}
+        self._heard: set[str] = set()  # sessions the watchers heard open
+
+    def add_watcher(self, watcher: SessionWatcher) -> None:
+        self.watchers = (*self.watchers, watcher)
 
     def __getitem__(self, sid: str) -> Session:
         return self._open[sid]
@@ -116,8 +130,11 @@ class Sessions(Mapping[str, Session]):
         try:
             answer = await self._negotiate(session, sdp, publish)
         except BaseException:
-            await self.close(session)
+            await self.close(session, "error")
             raise
+        self._heard.add(session.sid)  # before: an end while a watcher writes is heard too
+        for watcher in self.watchers:
+            await watcher.opened(session)
         self.metrics.offers.labels("answered").inc()
         return session, answer
 
@@ -161,7 +178,8 @@ class Sessions(Mapping[str, Session]):
             if pc.connectionState == "connected":
                 session.start()
             elif pc.connectionState in ("failed", "closed"):
-                await self.close(session)
+                reason = "failed" if pc.connectionState == "failed" else "client_left"
+                await self.close(session, reason)
 
         @pc.on("track")
         def on_track(track: Any) -> None:
@@ -185,18 +203,22 @@ class Sessions(Mapping[str, Session]):
         await self.clock.sleep_until(self.clock.now_ns() + round(CONNECT_TIMEOUT_S * NS_PER_S))
         if session.pc.connectionState != "connected" and not session.closed.is_set():
             log.info("session %s never connected: closed", session.sid)
-            await self.close(session)
+            await self.close(session, "never_connected")
 
     # -- closing ------------------------------------------------------------------------------
 
-    async def close(self, session: Session) -> None:
+    async def close(self, session: Session, reason: str = "stopped") -> None:
         try:
-            await session.close()
+            await session.close(reason)
         finally:
             self._forget(session)
 
     def _forget(self, session: Session) -> None:
         if self._open.pop(session.sid, None) is not None:
+            if session.sid in self._heard:  # watchers hear the end of what they heard open
+                self._heard.discard(session.sid)
+                for watcher in self.watchers:
+                    watcher.closed(session, session.reason or "stopped")
             self.slots.release()
             self.metrics.closed(session)
             self.metrics.faults.inc(session.engine.faults_total)
@@ -215,7 +237,7 @@ class Sessions(Mapping[str, Session]):
         deadline = self.clock.now_ns() + round(timeout_s * NS_PER_S)
         while self._open and self.clock.now_ns() < deadline:
             await self.clock.sleep_until(self.clock.now_ns() + step)
-        await self.close_all()
+        await self.close_all("drained")
 
-    async def close_all(self) -> None:
-        await asyncio.gather(*(self.close(s) for s in list(self._open.values())))
+    async def close_all(self, reason: str = "stopped") -> None:
+        await asyncio.gather(*(self.close(s, reason) for s in list(self._open.values())))

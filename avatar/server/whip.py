@@ -184,7 +184,7 @@ class WhipRoutes:
     async def _end(self, pub: Publication) -> None:
         self.published.pop(pub.session.sid, None)
         await pub.close_viewers()
-        await self.sessions.close(pub.session)
+        await self.sessions.close(pub.session, pub.session.reason or "client_left")
 
 
 class WhipElsewhere:

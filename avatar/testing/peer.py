@@ -95,8 +95,10 @@ class AvatarPeer:
         token: str | None = None,
         rtc_config: RTCConfiguration | None = None,
         loop: bool = False,
+        pool: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.pool = pool  # a node pool's gateway: the pool to place the session on
         self.clock = clock or MonotonicClock()
         self.avatar = avatar
         self.speech = SpeechTrack(speech, self.clock, loop) if speech is not None else None
@@ -136,6 +138,8 @@ class AvatarPeer:
                 "audio": "mic" if self.speech is not None else "none"}  # fmt: skip
         if self.avatar:
             body["avatar"] = self.avatar
+        if self.pool:
+            body["pool"] = self.pool
         url = f"{self.base_url}/offer"
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         async with (
