@@ -123,6 +123,7 @@ def test_sessions_placed_by_one_gateway_reached_through_the_other_and_nodes_lost
             seen["unknown"] = (await get(g2, "/ws?session=nope&key=x"))[0]
             # node death: the node of peers[0] is killed
             lost = owners[0]
+            assert lost is not None
             pool.nodes[lost].proc.kill()
             seen["off_list"] = await until(lambda: _ready_nodes(g1, 2), 10)
             closed = await asyncio.wait_for(sockets[0].receive(), 10)
