@@ -18,18 +18,21 @@ import numpy as np
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 
+from avatar.clock import MonotonicClock
 from avatar.cluster import Keys, connect
 from avatar.cluster.records import SessionLog, Tally
 from avatar.config import ServerConfig
 from avatar.server.aiortc_hooks import configure_ice
 from avatar.testing.browser import ServerProcess, server_process
 from avatar.testing.peer import AvatarPeer
+from avatar.testing.roaming import RoamingPeer
 from avatar.testing.services import RedisServer
 from tests.test_server import speech
 
 NO_REDIS = shutil.which("redis-server") is None
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(NO_REDIS, reason="needs redis-server")]
-FAST = ["--set", "server.cluster.heartbeat_s=0.5", "--set", "server.cluster.alive_s=1.5"]
+COMMON = ["--set", "render.size=128", "--set", "server.cluster.heartbeat_s=0.5",
+          "--set", "server.cluster.alive_s=1.5"]  # fmt: skip
 
 
 @dataclass
@@ -39,19 +42,24 @@ class Pool:
     gateways: list[ServerProcess]
 
 
+def node_args(pool: Pool | RedisServer, name: str, pool_name: str) -> list[str]:
+    redis = pool.redis if isinstance(pool, Pool) else pool
+    return ["--role", "node", "--redis", redis.url, "--pool", pool_name,
+            "--set", f"server.cluster.node_id={name}", "--set", "server.max_sessions=2",
+            "--set", "server.drain_s=20", *COMMON]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
     configure_ice(ServerConfig(ice_hosts=["127.0.0.1"]))  # the client peers offer loopback too
     redis = RedisServer(tmp_path_factory.mktemp("redis"))
     redis.start()
-    common = ["--redis", redis.url, "--set", "render.size=128", "--set", "server.drain_s=0", *FAST]
     with contextlib.ExitStack() as stack:
-        nodes = {}
-        for name, pool_name in (("cpu-a", "cpu"), ("cpu-b", "cpu"), ("gpu-a", "gpu")):
-            nodes[name] = stack.enter_context(server_process(
-                "--role", "node", "--pool", pool_name, "--set", f"server.cluster.node_id={name}",
-                "--set", "server.max_sessions=1", *common, timeout_s=120))  # fmt: skip
-        gateways = [stack.enter_context(server_process("--role", "gateway", *common))
+        nodes = {name: stack.enter_context(server_process(*node_args(redis, name, p),
+                                                          timeout_s=120))
+                 for name, p in (("cpu-a", "cpu"), ("cpu-b", "cpu"), ("gpu-a", "gpu"))}  # fmt: skip
+        gateways = [stack.enter_context(server_process("--role", "gateway", "--redis", redis.url,
+                                                       *COMMON))
                     for _ in range(2)]  # fmt: skip
         try:
             yield Pool(redis, nodes, gateways)
@@ -80,8 +88,10 @@ async def offer_status(url: str, pool: str = "cpu") -> tuple[int, str, str]:
 
 
 async def until(check: Any, timeout_s: float) -> bool:
+    """``check()`` (a coroutine or a bool) became true within ``timeout_s`` (a safety limit)."""
     for _ in range(round(timeout_s / 0.1)):
-        if await check():
+        done = check()
+        if await done if asyncio.iscoroutine(done) else done:
             return True
         await asyncio.sleep(0.1)
     return False
@@ -95,85 +105,107 @@ async def tally(url: str) -> Tally:
         await redis.aclose()
 
 
-def test_sessions_placed_by_one_gateway_reached_through_the_other_and_nodes_lost(
-    pool: Pool,
-) -> None:
+def test_a_pool_places_moves_and_records_every_session(pool: Pool) -> None:
     g1, g2 = (g.url for g in pool.gateways)
+    clock = MonotonicClock()
+
+    def roaming(url: str, pool_name: str = "cpu") -> RoamingPeer:
+        audio = np.concatenate([speech(2.0), np.zeros(48000 * 60, np.float32)])
+        return RoamingPeer(lambda: AvatarPeer(url, audio, summarize=lambda rgb: rgb.shape,
+                                              pool=pool_name), clock)  # fmt: skip
 
     async def run() -> dict[str, Any]:
         seen: dict[str, Any] = {}
         assert await until(lambda: _ready_nodes(g1, 3), 20), await get(g1, "/readyz")
-        audio = np.concatenate([speech(2.0), np.zeros(48000 * 30, np.float32)])
-        peers = [AvatarPeer(g1, audio, summarize=lambda rgb: rgb.shape) for _ in range(2)]
-        gpu = AvatarPeer(g1, audio, summarize=lambda rgb: rgb.shape, pool="gpu")
-        for p in [*peers, gpu]:
-            await p.connect(timeout_s=60)
-        owners = await _owners(pool.redis.url, [p.session for p in [*peers, gpu]])
-        seen["owners"] = owners
-        seen["full"] = await offer_status(g2)  # both cpu nodes hold their one session
+        peers = [roaming(g1), roaming(g1), roaming(g1, "gpu")]
+        for p in peers:
+            await p.start()
+        seen["owners"] = await _owners(pool.redis.url, [p.sessions[-1] for p in peers])
         seen["no_pool"] = await offer_status(g2, "tpu")
-        async with aiohttp.ClientSession() as http:
-            # the events socket of a session on a node, through the gateway that did not place it
-            sockets = [await http.ws_connect(p.socket_url().replace(g1, g2)) for p in peers]
-            seen["ws_events"] = [json.loads(await ws.receive_str()) for ws in sockets]
-            frames = len(peers[0].received.video)
-            await asyncio.sleep(1.0)
-            seen["streaming"] = len(peers[0].received.video) > frames
-            seen["bad_key"] = (await get(g2, f"/ws?session={peers[0].session}&key=x"))[0]
-            seen["unknown"] = (await get(g2, "/ws?session=nope&key=x"))[0]
-            # node death: the node of peers[0] is killed
-            lost = owners[0]
-            assert lost is not None
-            pool.nodes[lost].proc.kill()
+        http = aiohttp.ClientSession()
+        # a session's events socket through the gateway that did not place it
+        first = peers[0].peer
+        assert first is not None
+        url = first.socket_url().replace(_ws(g1), _ws(g2))
+        assert url.startswith(_ws(g2))
+        async with http.ws_connect(url) as ws:
+            seen["ws_event"] = json.loads(await ws.receive_str())["type"]
+            pool.gateways[1].proc.kill()  # that gateway dies: its socket closes...
+            seen["ws_closed"] = await _closed_type(ws)
+        frames = len(peers[0].frame_times())
+        await asyncio.sleep(1.0)  # ...and the session it relayed streams on
+        seen["streams_on"] = len(peers[0].frame_times()) > frames
+        # back through the other gateway (left open: a page closing it would leave)
+        again = await http.ws_connect(first.socket_url())
+        seen["ws_again"] = json.loads(await again.receive_str())["type"]
+        # drain: the node of peers[0] is told to stop; its page moves before it leaves
+        drained = seen["owners"][0]
+        pool.nodes[drained].proc.terminate()
+        seen["not_placed"] = await until(lambda: _ready_nodes(g1, 2), 5)
+        seen["moved"] = await until(lambda: _moved(peers[0], 1), 30)
+        seen["drained"] = await until(lambda: _closed_as(pool.redis.url, "drained", 1), 30)
+        # death: a new node joins, the other cpu node is killed; both its pages move
+        with server_process(*node_args(pool, "cpu-c", "cpu"), timeout_s=120):
+            assert await until(lambda: _ready_nodes(g1, 3), 20)
+            killed = seen["owners"][1]
+            pool.nodes[killed].proc.kill()
             seen["off_list"] = await until(lambda: _ready_nodes(g1, 2), 10)
-            closed = await asyncio.wait_for(sockets[0].receive(), 10)
-            seen["ws_closed"] = closed.type
-            seen["swept"] = await until(
-                lambda: _closed_as(pool.redis.url, "node_lost", 1), 10
+            seen["both_moved"] = await until(
+                lambda: _moved(peers[0], 2) and _moved(peers[1], 1), 30
             )  # fmt: skip
-            seen["replaced"] = await offer_status(g2)  # the dead node's slot is not offered
-            # Redis away: running sessions stream on, offers are refused clearly
+            seen["lost"] = await until(lambda: _closed_as(pool.redis.url, "node_lost", 2), 15)
+            seen["now_on"] = await _owners(pool.redis.url, [p.sessions[-1] for p in peers[:2]])
+            seen["full"] = await offer_status(g1)  # cpu-c holds its two sessions
+            # Redis away: the sessions stream on, offers are refused with the reason
             pool.redis.kill()
-            frames = len(peers[1].received.video)
+            frames = len(peers[1].frame_times())
             seen["outage"] = await offer_status(g1)
             await asyncio.sleep(1.0)
-            seen["streaming_in_outage"] = len(peers[1].received.video) > frames
+            seen["streams_in_outage"] = len(peers[1].frame_times()) > frames
             pool.redis.start()
             seen["back"] = await until(lambda: _ready_nodes(g1, 2), 10)
-            for ws in sockets:
-                await ws.close()
-        await peers[1].close()  # the page goes: its node records client_left
-        seen["client_left"] = await until(
-            lambda: _closed_as(pool.redis.url, "client_left", 1), 15
-        )  # fmt: skip
-        again = AvatarPeer(g1, audio, summarize=lambda rgb: rgb.shape)  # placement is back
-        await again.connect(timeout_s=60)
-        seen["placed_again"] = await _owners(pool.redis.url, [again.session])
-        await again.close()
-        await until(lambda: _closed_as(pool.redis.url, "client_left", 2), 15)
-        seen["tally"] = await tally(pool.redis.url)
-        for p in (peers[0], gpu):
-            await p.close()
+            seen["moves"] = [(m.reason, m.first_frame_ns > 0) for p in peers for m in p.moves]
+            for p in peers:
+                await p.close()
+            await http.close()
+            seen["left"] = await until(lambda: _closed_as(pool.redis.url, "client_left", 3), 15)
+            seen["tally"] = await tally(pool.redis.url)
         return seen
 
     seen = asyncio.run(run())
     cpu, gpu = seen["owners"][:2], seen["owners"][2]
     assert sorted(cpu) == ["cpu-a", "cpu-b"] and gpu == "gpu-a"  # spread; pools kept apart
+    assert seen["no_pool"][0] == 503 and "'tpu'" in seen["no_pool"][1]
+    assert seen["ws_event"] in ("stats", "speech_start", "speech_end")
+    assert seen["ws_closed"] in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    assert seen["streams_on"] and seen["ws_again"] in ("stats", "speech_start", "speech_end")
+    assert seen["not_placed"] and seen["moved"] and seen["drained"]
+    assert seen["off_list"] and seen["both_moved"] and seen["lost"]
+    assert seen["now_on"] == ["cpu-c", "cpu-c"]
     assert seen["full"][0] == 503 and "no node of pool 'cpu'" in seen["full"][1]
     assert seen["full"][2] == "10"  # Retry-After
-    assert seen["no_pool"][0] == 503 and "'tpu'" in seen["no_pool"][1]
-    assert all(e["type"] in ("stats", "speech_start", "speech_end") for e in seen["ws_events"])
-    assert seen["streaming"]
-    assert seen["bad_key"] == 404 and seen["unknown"] == 404
-    assert seen["off_list"] and seen["ws_closed"] in (aiohttp.WSMsgType.CLOSE,
-                                                      aiohttp.WSMsgType.CLOSED)  # fmt: skip
-    assert seen["swept"]
-    assert seen["replaced"][0] == 503  # the other cpu node is still full
     assert seen["outage"][0] == 503 and "Redis" in seen["outage"][1] and seen["outage"][2]
-    assert seen["streaming_in_outage"] and seen["back"] and seen["client_left"]
+    assert seen["streams_in_outage"] and seen["back"] and seen["left"]
+    assert sorted(seen["moves"]) == [("stalled", True), ("stalled", True), ("told", True)]
     t = seen["tally"]
-    assert seen["placed_again"] == [next(n for n in ("cpu-a", "cpu-b") if n != seen["owners"][0])]
-    assert t.opened == 4 and t.closed == {"node_lost": 1, "client_left": 2} and t.balanced
+    assert t.opened == 6 and t.balanced
+    assert t.closed == {"drained": 1, "node_lost": 2, "client_left": 3}
+
+
+def _ws(url: str) -> str:
+    return url.replace("http", "ws", 1)
+
+
+async def _closed_type(ws: aiohttp.ClientWebSocketResponse) -> aiohttp.WSMsgType:
+    """The first message after those already on their way that is not an event."""
+    async with asyncio.timeout(10):
+        while (msg := await ws.receive()).type == aiohttp.WSMsgType.TEXT:
+            pass
+    return msg.type
+
+
+def _moved(peer: RoamingPeer, n: int) -> bool:
+    return len(peer.moves) >= n and all(m.first_frame_ns for m in peer.moves[:n])
 
 
 async def _ready_nodes(url: str, n: int) -> bool:

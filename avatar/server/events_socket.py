@@ -4,16 +4,21 @@ From the page: trickled ICE candidates ``{"type": "candidate", "candidate": {...
 control messages the data channel takes too (``clear``, ``subscribe``, ``say``). To the page:
 every session event (``ready``, ``stats``, ``error``, ``shutdown``...), as on the data channel.
 Each message is size- and rate-limited, then parsed once. When the page's last events socket
-closes, the page is gone and the session ends.
+closes with a close frame (or breaks the protocol), the page is gone and the session ends. A
+socket that drops without one (1006: the network, or a pool's gateway that relayed it died) says
+nothing of the page: the session goes on, and ends when its data channel closes or its media falls
+silent (``reap_s``).
 """
 
 from __future__ import annotations
 
 from aiohttp import WSMsgType, web
+from aiohttp import WebSocketError
 
 from avatar.config import ServerConfig
 from avatar.errors import RequestError
 from avatar.server.ice import add_candidate, trickled_candidate
+from avatar.server.relay import ABNORMAL
 from avatar.server.session import Session, json_object
 
 
@@ -32,7 +37,8 @@ async def serve_events(
                 session.send_error("the events socket takes JSON text messages")
     finally:
         session.sockets.discard(ws)
-        if not session.sockets:  # the page that opened it is gone (or closed its client)
+        dropped = ws.close_code in ABNORMAL and not isinstance(ws.exception(), WebSocketError)
+        if not session.sockets and not dropped:  # the page is gone (or broke the protocol)
             await session.on_gone("events socket closed")
     return ws
 

@@ -39,6 +39,7 @@ from avatar.units import NS_PER_S
 
 log = logging.getLogger("avatar.server")
 CONNECT_TIMEOUT_S = 30.0
+DRAIN_STAGGER_S = 0.25  # between two sessions told to move (at most half the drain window)
 NO_SESSION = "no such session, or a wrong key (POST /offer first)"
 
 
@@ -217,8 +218,11 @@ class Sessions(Mapping[str, Session]):
         if self._open.pop(session.sid, None) is not None:
             if session.sid in self._heard:  # watchers hear the end of what they heard open
                 self._heard.discard(session.sid)
+                reason = session.reason or "stopped"
+                if self.draining and reason == "client_left":  # it moved when told to
+                    reason = "drained"
                 for watcher in self.watchers:
-                    watcher.closed(session, session.reason or "stopped")
+                    watcher.closed(session, reason)
             self.slots.release()
             self.metrics.closed(session)
             self.metrics.faults.inc(session.engine.faults_total)
@@ -228,13 +232,20 @@ class Sessions(Mapping[str, Session]):
         await asyncio.get_running_loop().run_in_executor(self.executor, give_back_memory)
 
     async def drain(self, timeout_s: float) -> None:
-        """Graceful shutdown: no new sessions; the open ones are told and get ``timeout_s`` to
-        finish before they are closed."""
+        """Graceful shutdown: no new sessions; the open ones are told (a ``shutdown`` message, a
+        few at a time: each page opens a new session elsewhere, then leaves) and get
+        ``timeout_s`` to finish before they are closed. A session its page closes meanwhile ends
+        as ``drained``."""
         self.draining = self.metrics.collector.draining = True
-        for s in list(self._open.values()):
-            s.send({"type": "shutdown", "within_s": timeout_s})
-        step = NS_PER_S // 5
         deadline = self.clock.now_ns() + round(timeout_s * NS_PER_S)
+        told = list(self._open.values())
+        gap = round(min(DRAIN_STAGGER_S, timeout_s / 2 / max(len(told), 1)) * NS_PER_S)
+        for i, s in enumerate(told):  # staggered: their pages do not all move at once
+            if i:
+                await self.clock.sleep_until(self.clock.now_ns() + gap)
+            left = max(deadline - self.clock.now_ns(), 0) / NS_PER_S
+            s.send({"type": "shutdown", "within_s": round(left, 1)})
+        step = NS_PER_S // 5
         while self._open and self.clock.now_ns() < deadline:
             await self.clock.sleep_until(self.clock.now_ns() + step)
         await self.close_all("drained")
