@@ -12,8 +12,7 @@ silent (``reap_s``).
 
 from __future__ import annotations
 
-from aiohttp import WSMsgType, web
-from aiohttp import WebSocketError
+from aiohttp import WebSocketError, WSMsgType, web
 
 from avatar.config import ServerConfig
 from avatar.errors import RequestError
