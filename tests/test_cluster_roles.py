@@ -6,103 +6,42 @@ is killed, Redis goes away and comes back (behaviour only; waits are safety limi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import numpy as np
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection
 
 from avatar.clock import MonotonicClock
-from avatar.cluster import Keys, connect
-from avatar.cluster.records import SessionLog, Tally
-from avatar.config import ServerConfig
-from avatar.server.aiortc_hooks import configure_ice
-from avatar.testing.browser import ServerProcess, server_process
+from avatar.testing.browser import server_process
 from avatar.testing.peer import AvatarPeer
+from avatar.testing.pool_lab import (
+    Pool,
+    closed_as,
+    get,
+    node_args,
+    offer_status,
+    owners,
+    pool_lab,
+    ready_nodes,
+    tally,
+    until,
+)
 from avatar.testing.roaming import RoamingPeer
-from avatar.testing.services import RedisServer
 from tests.test_server import speech
 
 NO_REDIS = shutil.which("redis-server") is None
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(NO_REDIS, reason="needs redis-server")]
-COMMON = ["--set", "render.size=128", "--set", "server.cluster.heartbeat_s=0.5",
-          "--set", "server.cluster.alive_s=1.5"]  # fmt: skip
-
-
-@dataclass
-class Pool:
-    redis: RedisServer
-    nodes: dict[str, ServerProcess]
-    gateways: list[ServerProcess]
-
-
-def node_args(pool: Pool | RedisServer, name: str, pool_name: str) -> list[str]:
-    redis = pool.redis if isinstance(pool, Pool) else pool
-    return ["--role", "node", "--redis", redis.url, "--pool", pool_name,
-            "--set", f"server.cluster.node_id={name}", "--set", "server.max_sessions=2",
-            "--set", "server.drain_s=20", *COMMON]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
-    configure_ice(ServerConfig(ice_hosts=["127.0.0.1"]))  # the client peers offer loopback too
-    redis = RedisServer(tmp_path_factory.mktemp("redis"))
-    redis.start()
-    with contextlib.ExitStack() as stack:
-        nodes = {name: stack.enter_context(server_process(*node_args(redis, name, p),
-                                                          timeout_s=120))
-                 for name, p in (("cpu-a", "cpu"), ("cpu-b", "cpu"), ("gpu-a", "gpu"))}  # fmt: skip
-        gateways = [stack.enter_context(server_process("--role", "gateway", "--redis", redis.url,
-                                                       *COMMON))
-                    for _ in range(2)]  # fmt: skip
-        try:
-            yield Pool(redis, nodes, gateways)
-        finally:
-            redis.kill()
-
-
-async def get(url: str, path: str) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as http, http.get(url + path) as r:
-        return r.status, await (r.json() if r.content_type == "application/json" else r.text())
-
-
-async def offer_status(url: str, pool: str = "cpu") -> tuple[int, str, str]:
-    """An offer that is only answered, never connected: (status, error, Retry-After)."""
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    pc.addTransceiver("audio", direction="sendrecv")
-    pc.addTransceiver("video", direction="recvonly")
-    await pc.setLocalDescription(await pc.createOffer())
-    body = {"sdp": pc.localDescription.sdp, "type": "offer", "pool": pool}
-    try:
-        async with aiohttp.ClientSession() as http, http.post(f"{url}/offer", json=body) as r:
-            answer = await r.json()
-            return r.status, str(answer.get("error", "")), r.headers.get("Retry-After", "")
-    finally:
-        await pc.close()
-
-
-async def until(check: Any, timeout_s: float) -> bool:
-    """``check()`` (a coroutine or a bool) became true within ``timeout_s`` (a safety limit)."""
-    for _ in range(round(timeout_s / 0.1)):
-        done = check()
-        if await done if asyncio.iscoroutine(done) else done:
-            return True
-        await asyncio.sleep(0.1)
-    return False
-
-
-async def tally(url: str) -> Tally:
-    redis = connect(url)
-    try:
-        return await SessionLog(redis, Keys()).tally()
-    finally:
-        await redis.aclose()
+    nodes = (("cpu-a", "cpu"), ("cpu-b", "cpu"), ("gpu-a", "gpu"))
+    with pool_lab(tmp_path_factory.mktemp("pool"), nodes) as lab:
+        yield lab
 
 
 def test_a_pool_places_moves_and_records_every_session(pool: Pool) -> None:
@@ -116,11 +55,11 @@ def test_a_pool_places_moves_and_records_every_session(pool: Pool) -> None:
 
     async def run() -> dict[str, Any]:
         seen: dict[str, Any] = {}
-        assert await until(lambda: _ready_nodes(g1, 3), 20), await get(g1, "/readyz")
+        assert await until(lambda: ready_nodes(g1, 3), 20), await get(g1, "/readyz")
         peers = [roaming(g1), roaming(g1), roaming(g1, "gpu")]
         for p in peers:
             await p.start()
-        seen["owners"] = await _owners(pool.redis.url, [p.sessions[-1] for p in peers])
+        seen["owners"] = await owners(pool.redis.url, [p.sessions[-1] for p in peers])
         seen["no_pool"] = await offer_status(g2, "tpu")
         http = aiohttp.ClientSession()
         # a session's events socket through the gateway that did not place it
@@ -141,20 +80,20 @@ def test_a_pool_places_moves_and_records_every_session(pool: Pool) -> None:
         # drain: the node of peers[0] is told to stop; its page moves before it leaves
         drained = seen["owners"][0]
         pool.nodes[drained].proc.terminate()
-        seen["not_placed"] = await until(lambda: _ready_nodes(g1, 2), 5)
+        seen["not_placed"] = await until(lambda: ready_nodes(g1, 2), 5)
         seen["moved"] = await until(lambda: _moved(peers[0], 1), 30)
-        seen["drained"] = await until(lambda: _closed_as(pool.redis.url, "drained", 1), 30)
+        seen["drained"] = await until(lambda: closed_as(pool.redis.url, "drained", 1), 30)
         # death: a new node joins, the other cpu node is killed; both its pages move
-        with server_process(*node_args(pool, "cpu-c", "cpu"), timeout_s=120):
-            assert await until(lambda: _ready_nodes(g1, 3), 20)
+        with server_process(*node_args(pool.redis, "cpu-c", "cpu"), timeout_s=120):
+            assert await until(lambda: ready_nodes(g1, 3), 20)
             killed = seen["owners"][1]
             pool.nodes[killed].proc.kill()
-            seen["off_list"] = await until(lambda: _ready_nodes(g1, 2), 10)
+            seen["off_list"] = await until(lambda: ready_nodes(g1, 2), 10)
             seen["both_moved"] = await until(
                 lambda: _moved(peers[0], 2) and _moved(peers[1], 1), 30
             )  # fmt: skip
-            seen["lost"] = await until(lambda: _closed_as(pool.redis.url, "node_lost", 2), 15)
-            seen["now_on"] = await _owners(pool.redis.url, [p.sessions[-1] for p in peers[:2]])
+            seen["lost"] = await until(lambda: closed_as(pool.redis.url, "node_lost", 2), 15)
+            seen["now_on"] = await owners(pool.redis.url, [p.sessions[-1] for p in peers[:2]])
             seen["full"] = await offer_status(g1)  # cpu-c holds its two sessions
             # Redis away: the sessions stream on, offers are refused with the reason
             pool.redis.kill()
@@ -163,12 +102,12 @@ def test_a_pool_places_moves_and_records_every_session(pool: Pool) -> None:
             await asyncio.sleep(1.0)
             seen["streams_in_outage"] = len(peers[1].frame_times()) > frames
             pool.redis.start()
-            seen["back"] = await until(lambda: _ready_nodes(g1, 2), 10)
+            seen["back"] = await until(lambda: ready_nodes(g1, 2), 10)
             seen["moves"] = [(m.reason, m.first_frame_ns > 0) for p in peers for m in p.moves]
             for p in peers:
                 await p.close()
             await http.close()
-            seen["left"] = await until(lambda: _closed_as(pool.redis.url, "client_left", 3), 15)
+            seen["left"] = await until(lambda: closed_as(pool.redis.url, "client_left", 3), 15)
             seen["tally"] = await tally(pool.redis.url)
         return seen
 
@@ -206,23 +145,3 @@ async def _closed_type(ws: aiohttp.ClientWebSocketResponse) -> aiohttp.WSMsgType
 
 def _moved(peer: RoamingPeer, n: int) -> bool:
     return len(peer.moves) >= n and all(m.first_frame_ns for m in peer.moves[:n])
-
-
-async def _ready_nodes(url: str, n: int) -> bool:
-    status, body = await get(url, "/readyz")
-    return status == 200 and body.get("nodes") == n
-
-
-async def _owners(redis_url: str, sids: list[str]) -> list[str | None]:
-    redis = connect(redis_url)
-    try:
-        log = SessionLog(redis, Keys())
-        return [await log.owner(sid) for sid in sids]
-    finally:
-        await redis.aclose()
-
-
-async def _closed_as(redis_url: str, reason: str, n: int) -> bool:
-    with contextlib.suppress(Exception):
-        return (await tally(redis_url)).closed.get(reason, 0) >= n
-    return False
