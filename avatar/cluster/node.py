@@ -26,7 +26,9 @@ from avatar.clock import Clock, sleep_for
 from avatar.cluster.keys import ClusterUnavailable
 from avatar.cluster.records import SessionLog
 from avatar.cluster.registry import NodeInfo, NodeRegistry, State
+from avatar.config import Config
 from avatar.server.session import Session
+from avatar.server.workers import OPEN
 from avatar.tasks import cancel, spawn
 
 log = logging.getLogger("avatar.cluster")
@@ -35,6 +37,16 @@ OPEN_WAIT_S = 3.0  # an answer waits at most this long for its session's record
 
 def node_id(configured: str) -> str:
     return configured or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def node_config(cfg: Config) -> Config:
+    """What a node runs: its offers and sockets come through the gateways, so per-client rates
+    are theirs to enforce (a node's limiter would see one client per gateway). Tokens stay: a
+    gateway passes the page's on."""
+    limits = cfg.server.limits.model_copy(update={
+        "offers_per_minute": OPEN, "offer_burst": int(OPEN), "sockets_per_minute": OPEN,
+    })  # fmt: skip
+    return cfg.model_copy(update={"server": cfg.server.model_copy(update={"limits": limits})})
 
 
 @dataclass

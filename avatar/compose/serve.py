@@ -21,7 +21,7 @@ from aiohttp import web
 from avatar.clock import Clock, MonotonicClock
 from avatar.cluster.gateway import GatewayServer
 from avatar.cluster.keys import Keys, connect
-from avatar.cluster.node import NodeAgent, node_id
+from avatar.cluster.node import NodeAgent, node_config, node_id
 from avatar.cluster.records import SessionLog
 from avatar.cluster.registry import NodeRegistry
 from avatar.compose.engines import engine_factory, executor_workers
@@ -78,6 +78,8 @@ async def serve(cfg: Config) -> None:
         await _serve_front(cfg, workers)
         return
     limit_arenas()  # before the executor's threads allocate anything
+    if role == "node":
+        cfg = node_config(cfg)
     server = make_server(cfg)
     node = node_agent(cfg, server) if role == "node" else None
     runner = web.AppRunner(server.app())

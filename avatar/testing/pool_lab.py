@@ -26,6 +26,12 @@ COMMON = ["--set", "render.size=128", "--set", "server.cluster.heartbeat_s=0.5",
           "--set", "server.cluster.alive_s=1.5"]  # fmt: skip
 
 
+# every lab client comes from 127.0.0.1: the gateways' per-client rates would see one client
+ONE_ADDRESS = ["--set", "server.limits.offers_per_minute=1000000",
+               "--set", "server.limits.offer_burst=100000",
+               "--set", "server.limits.sockets_per_minute=1000000"]  # fmt: skip
+
+
 @dataclass
 class Pool:
     redis: RedisServer
@@ -54,7 +60,7 @@ def pool_lab(
             for name, pool in nodes:
                 args = node_args(redis, name, pool, capacity)
                 procs[name] = stack.enter_context(server_process(*args, timeout_s=120))
-            gateway = ["--role", "gateway", "--redis", redis.url, *COMMON]
+            gateway = ["--role", "gateway", "--redis", redis.url, *COMMON, *ONE_ADDRESS]
             gws = [stack.enter_context(server_process(*gateway)) for _ in range(gateways)]
             yield Pool(redis, procs, gws)
     finally:

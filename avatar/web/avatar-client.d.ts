@@ -207,6 +207,19 @@ export interface AvatarClientEvents {
   connectionstatechange: RTCPeerConnectionState;
   /** Once, when the session ends for any reason. */
   close: AvatarCloseEvent;
+  /**
+   * The avatar moved to a new session (a node pool's gateway placed it on another node): the
+   * server told it to (the node drains), its video stalled (the node died) or the connection
+   * failed. `stream` already shows the new session; `session` is its id.
+   */
+  moved: AvatarMovedEvent;
+}
+
+/** A {@link AvatarClientEvents.moved} event. */
+export interface AvatarMovedEvent {
+  from: string | null;
+  to: string | null;
+  reason: 'told' | 'stalled' | 'failed';
 }
 
 /** Options of {@link AvatarClient.connect}. */
@@ -261,6 +274,16 @@ export interface ConnectOptions {
    * Open the optional `ws?session=` WebSocket (late ICE candidates, mirrored events). Default true.
    */
   websocket?: boolean;
+  /**
+   * Keep the avatar on screen when its server goes away: on a 'shutdown' or 'move' message, when
+   * the video stalls for `stallMs`, or when the connection fails, open a new session through the
+   * same URL (a node pool's gateway places it elsewhere), switch to it once it shows a frame, then
+   * close the old one; emits 'moved'. Tries for up to a minute before closing with 'failed'.
+   * Default true.
+   */
+  roam?: boolean;
+  /** Video stalled this long (ms, after its first frame) means the server is gone. Default 1500. */
+  stallMs?: number;
   /** Listeners to register before connecting (the only way to see events fired during connect). */
   on?: {[K in keyof AvatarClientEvents]?: (event: AvatarClientEvents[K]) => void};
 }

@@ -287,6 +287,35 @@ function isAudioTrack(value) {
   return typeof MediaStreamTrack !== 'undefined' && value instanceof MediaStreamTrack && value.kind === 'audio';
 }
 
+/**
+ * Frames decoded so far on `pc`'s inbound video (0 before the first).
+ * @param {RTCPeerConnection} pc
+ * @returns {Promise<number>}
+ */
+async function framesDecoded(pc) {
+  let frames = 0;
+  try {
+    (await pc.getStats()).forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video') frames = Number(s.framesDecoded ?? 0);
+    });
+  } catch { /* closed meanwhile */ }
+  return frames;
+}
+
+/**
+ * Resolves true once `pc` has decoded a video frame, false after `timeoutMs`.
+ * @param {RTCPeerConnection} pc
+ * @param {number} timeoutMs
+ */
+async function firstFrame(pc, timeoutMs) {
+  const until = performance.now() + timeoutMs;
+  while (performance.now() < until) {
+    if ((await framesDecoded(pc)) > 0) return true;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return false;
+}
+
 /** @param {unknown} value @returns {value is MediaStream} */
 function isMediaStream(value) {
   return typeof MediaStream !== 'undefined' && value instanceof MediaStream;
@@ -330,6 +359,15 @@ export class AvatarClient extends Emitter {
   /** @type {AbortController | null} */ #setupAbort = null; // of a connect() in progress
   /** @type {((ready: ReadyMessage) => void) | null} */ #readyResolve = null;
   #lastError = {message: '', at: 0};
+  /** What connect() was given, for the sessions this client moves to. @type {ConnectOptions} */
+  #options = {};
+  #roam = false;
+  /** A successor's owner: the client the page holds, whose events these are. @type {AvatarClient | null} */
+  #owner = null;
+  /** The successor whose connection this client now shows. @type {AvatarClient | null} */
+  #current = null;
+  #moving = false;
+  /** @type {ReturnType<typeof setInterval> | null} */ #stallTimer = null;
 
   /**
    * @private Use AvatarClient.connect().
@@ -395,6 +433,8 @@ export class AvatarClient extends Emitter {
       timeout = 15000,
       iceGatheringTimeout = 2000,
       websocket = true,
+      roam = true,
+      stallMs = 1500,
       on,
     } = options;
     signal?.throwIfAborted();
@@ -424,6 +464,8 @@ export class AvatarClient extends Emitter {
     }
 
     const client = new AvatarClient(FACTORY, {base, micTrack, ownsMic, token});
+    client.#options = {...options, on: undefined, signal: undefined};
+    client.#roam = Boolean(roam);
     // Each listener gets its own event's message (Object.entries loses which name goes with which).
     if (on) {
       for (const [name, fn] of Object.entries(on)) {
@@ -435,10 +477,12 @@ export class AvatarClient extends Emitter {
       signal?.throwIfAborted();
       const servers = iceServers ?? (await serverIceServers(base, token, signal));
       await client.#start({avatar, videoCodec, iceServers: servers, blendshapes, jitterBuffer, signal, timeout, iceGatheringTimeout, websocket});
+      client.#options.iceServers = servers;
     } catch (err) {
       client.#teardown();
       throw err;
     }
+    if (client.#roam) client.#watchVideo(Number(stallMs));
     return client;
   }
 
@@ -550,12 +594,13 @@ export class AvatarClient extends Emitter {
   #onConnectionState() {
     if (this.#closed) return;
     const state = this.pc.connectionState;
-    this[EMIT]('connectionstatechange', state);
+    this.#emit('connectionstatechange', state);
     if (state === 'failed') this.#onConnectionFailed();
   }
 
   #onConnectionFailed() {
     if (this.#closed) return;
+    if (!this.#setupAbort && this.#lead().#roamAway('failed')) return;
     const err = new AvatarError('connection-failed',
       'The connection to the avatar server failed (no network path: check firewalls, or configure a TURN server via iceServers).');
     if (this.#setupAbort) {
@@ -567,10 +612,10 @@ export class AvatarClient extends Emitter {
   }
 
   #onChannelClosed() {
-    if (this.#closed) return;
+    if (this.#closed || this.#dc?.readyState === 'open') return; // a connection it moved from
     if (this.#setupAbort) {
       this.#setupAbort.abort(new AvatarError('closed', 'The server closed the session while it was being set up.'));
-    } else {
+    } else if (!this.#lead().#roamAway('failed')) {
       // The data channel is the session's control line; without it the session is over.
       this.#shutdown('server');
     }
@@ -641,7 +686,7 @@ export class AvatarClient extends Emitter {
       const now = performance.now();
       if (message === this.#lastError.message && now - this.#lastError.at < DUPLICATE_ERROR_MS) return;
       this.#lastError = {message, at: now};
-      this[EMIT]('message', msg);
+      this.#emit('message', msg);
       const err = new AvatarError('server', message);
       if (this.#setupAbort) this.#setupAbort.abort(err); // a setup error: connect() rejects with it
       else this.#emitError(err);
@@ -657,13 +702,14 @@ export class AvatarClient extends Emitter {
     } else if (msg.type === 'speech_end') {
       this.#speaking = false;
     }
-    this[EMIT]('message', msg);
-    this[EMIT](msg.type, msg);
+    this.#emit('message', msg);
+    this.#emit(msg.type, msg);
+    if (msg.type === 'shutdown' || msg.type === 'move') this.#lead().#roamAway('told');
   }
 
   /** @param {AvatarError} err */
   #emitError(err) {
-    if (!this[EMIT]('error', err)) console.warn('[AvatarClient]', err.message);
+    if (!this.#emit('error', err)) console.warn('[AvatarClient]', err.message);
   }
 
   /**
@@ -785,12 +831,122 @@ export class AvatarClient extends Emitter {
 
   /** @param {'local' | 'server' | 'failed'} reason */
   #shutdown(reason) {
+    if (this.#owner) {
+      this.#owner.#shutdown(reason);
+      return;
+    }
     if (this.#closed) return;
     this.#teardown();
-    this[EMIT]('close', {reason});
+    this.#emit('close', {reason});
+  }
+
+  /** @param {string} name @param {unknown} event @returns {boolean} */
+  #emit(name, event) {
+    return /** @type {any} */ (this.#owner ?? this)[EMIT](name, event);
+  }
+
+  /** The client the page holds (a successor answers for its owner). @returns {AvatarClient} */
+  #lead() {
+    return this.#owner ?? this;
+  }
+
+  /**
+   * Video stalled: no new decoded frame for `stallMs` once the first one came (the node that
+   * held the session is gone). Checked on the inbound video's framesDecoded.
+   * @param {number} stallMs
+   */
+  #watchVideo(stallMs) {
+    let frames = -1;
+    let since = performance.now();
+    this.#stallTimer = setInterval(async () => {
+      if (this.#closed || this.#moving) return;
+      const decoded = await framesDecoded(this.pc);
+      const now = performance.now();
+      if (decoded !== frames) {
+        frames = decoded;
+        since = now;
+      } else if (frames > 0 && now - since > stallMs) {
+        since = now;
+        this.#roamAway('stalled');
+      }
+    }, 250);
+  }
+
+  /**
+   * Move to a new session through the same URL (a pool's gateway places it on another node),
+   * make before break: the new session's first decoded frame, then its tracks replace the old
+   * ones in `stream` (an attached <video> keeps playing) and the old connection closes. Emits
+   * 'moved'. Returns false when this client does not roam.
+   * @param {'told' | 'stalled' | 'failed'} reason
+   * @returns {boolean}
+   */
+  #roamAway(reason) {
+    if (!this.#roam || this.#closed) return false;
+    if (!this.#moving) {
+      this.#moving = true;
+      this.#moveTo(reason).finally(() => (this.#moving = false));
+    }
+    return true;
+  }
+
+  /** @param {'told' | 'stalled' | 'failed'} reason */
+  async #moveTo(reason) {
+    const from = this.session;
+    const deadline = performance.now() + 60000;
+    /** @type {AvatarClient | null} */
+    let next = null;
+    while (!this.#closed && performance.now() < deadline) {
+      try {
+        next = await AvatarClient.connect({...this.#options, audio: this.#micTrack ?? 'none', roam: false});
+        if (await firstFrame(next.pc, 15000)) break;
+        next.close();
+      } catch (err) {
+        console.warn('[AvatarClient] moving:', errorText(err));
+      }
+      next = null;
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+    if (!next || this.#closed) {
+      next?.close();
+      if (!this.#closed) this.#shutdown('failed');
+      return;
+    }
+    this.#adopt(next);
+    this.#emit('moved', {from, to: this.session, reason});
+  }
+
+  /** Show `next`'s connection from now on; the old one closes. @param {AvatarClient} next */
+  #adopt(next) {
+    const old = {pc: this.pc, dc: this.#dc, ws: this.#ws, current: this.#current};
+    next.#owner = this;
+    this.#current = next;
+    this.pc = next.pc;
+    this.#dc = next.#dc;
+    this.#ws = next.#ws;
+    this.#key = next.#key;
+    this.session = next.session;
+    this.info = next.info;
+    this.jitterBuffer = next.jitterBuffer;
+    for (const track of [this.videoTrack, this.audioTrack]) this.stream.removeTrack(track);
+    this.videoTrack = next.videoTrack;
+    this.audioTrack = next.audioTrack;
+    this.stream.addTrack(this.videoTrack);
+    this.stream.addTrack(this.audioTrack);
+    if (old.current) old.current.#closed = true; // its handlers stop; its objects close below
+    try {
+      old.dc?.close();
+    } catch { /* already closed */ }
+    try {
+      old.ws?.close(1000);
+    } catch { /* already closed */ }
+    try {
+      old.pc?.close();
+    } catch { /* already closed */ }
   }
 
   #teardown() {
+    if (this.#stallTimer) clearInterval(this.#stallTimer);
+    if (this.#current) this.#current.#closed = true;
     this.#closed = true;
     this.#speaking = false;
     this.#trickle = false;
