@@ -82,6 +82,11 @@ def test_a_pool_places_moves_and_records_every_session(pool: Pool) -> None:
         # back through the other gateway (left open: a page closing it would leave)
         again = await http.ws_connect(first.socket_url())
         seen["ws_again"] = json.loads(await again.receive_str())["type"]
+        # a plain GET of the socket's address is refused before anything opens on the node
+        plain = first.socket_url().replace(_ws(g1), g1)
+        seen["plain_get"] = (await get(plain, ""))[0]
+        await asyncio.sleep(0.5)
+        seen["still_open"] = await owners(pool.redis.url, [first.session])
         # drain: the node of peers[0] is told to stop; its page moves before it leaves
         drained = seen["owners"][0]
         pool.nodes[drained].proc.terminate()
@@ -123,6 +128,7 @@ def test_a_pool_places_moves_and_records_every_session(pool: Pool) -> None:
     assert seen["ws_event"] in ("stats", "speech_start", "speech_end")
     assert seen["ws_closed"] in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
     assert seen["streams_on"] and seen["ws_again"] in ("stats", "speech_start", "speech_end")
+    assert seen["plain_get"] == 400 and seen["still_open"] == [seen["owners"][0]]
     assert seen["not_placed"] and seen["moved"] and seen["drained"]
     assert seen["off_list"] and seen["both_moved"] and seen["lost"]
     assert seen["now_on"] == ["cpu-c", "cpu-c"]

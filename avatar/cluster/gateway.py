@@ -44,7 +44,7 @@ from avatar.server.gate import Gate
 from avatar.server.metrics import CONTENT_TYPE, ServerMetrics
 from avatar.server.offer import check_sdp, parse_offer
 from avatar.server.pages import Pages
-from avatar.server.relay import relay
+from avatar.server.relay import relay_socket
 from avatar.server.routes import RendersFactory, route_table
 from avatar.server.sessions import NO_SESSION
 from avatar.server.whip import WhipElsewhere
@@ -176,20 +176,8 @@ class GatewayServer:
         assert self.http is not None
         params = {k: request.query.get(k, "") for k in ("session", "key")}
         node = await self._owner(params["session"])
-        try:
-            upstream = await self.http.ws_connect(f"{node.address}{path}", params=params,
-                                                  max_msg_size=0)  # fmt: skip
-        except aiohttp.WSServerHandshakeError:
-            raise await self._refusal(node, path, params) from None
-        except aiohttp.ClientError:
-            raise RequestError(NO_SESSION, 404) from None
-        ws = web.WebSocketResponse(heartbeat=heartbeat, max_msg_size=max_bytes)
-        try:
-            await ws.prepare(request)
-            await relay(ws, upstream)
-        finally:
-            await upstream.close()
-        return ws
+        url = f"{node.address}{path}"
+        return await relay_socket(request, self.http, url, params, heartbeat, max_bytes)
 
     async def _owner(self, sid: str) -> NodeInfo:
         try:
@@ -201,16 +189,6 @@ class GatewayServer:
         if node_id is None or node_id not in nodes:
             raise RequestError(NO_SESSION, 404)
         return nodes[node_id]
-
-    async def _refusal(self, node: NodeInfo, path: str, params: dict[str, str]) -> RequestError:
-        """Why the node refused the socket (its JSON error, fetched without the upgrade)."""
-        assert self.http is not None
-        try:
-            async with self.http.get(f"{node.address}{path}", params=params) as r:
-                body = await r.json(content_type=None)
-                return RequestError(str(body["error"]), r.status)
-        except (aiohttp.ClientError, ValueError, KeyError, TypeError):
-            return RequestError(NO_SESSION, 404)
 
     # -- health, readiness, metrics, the sweep ----------------------------------------------
 

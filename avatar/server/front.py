@@ -37,7 +37,7 @@ from avatar.errors import RequestError
 from avatar.server.gate import Gate
 from avatar.server.metrics import CONTENT_TYPE, ServerMetrics, merge_expositions
 from avatar.server.pages import Pages
-from avatar.server.relay import relay
+from avatar.server.relay import relay_socket
 from avatar.server.routes import RendersFactory, route_table
 from avatar.server.sessions import NO_SESSION
 from avatar.server.whip import WhipElsewhere
@@ -173,31 +173,8 @@ class FrontServer:
         worker = self.pool.owner(params["session"])
         if worker is None:
             raise RequestError(NO_SESSION, 404)
-        try:
-            upstream = await worker.http.ws_connect(f"http://worker{path}", params=params,
-                                                    max_msg_size=0)  # fmt: skip
-        except aiohttp.WSServerHandshakeError:
-            raise await self._refusal(worker, path, params) from None
-        except aiohttp.ClientError:
-            raise RequestError(NO_SESSION, 404) from None
-        ws = web.WebSocketResponse(heartbeat=heartbeat, max_msg_size=max_bytes)
-        try:
-            await ws.prepare(request)
-            await relay(ws, upstream)
-        finally:
-            await upstream.close()
-        return ws
-
-    async def _refusal(self, worker: Worker, path: str, params: dict[str, str]) -> RequestError:
-        """Why the worker refused the socket (unknown session, wrong key, 409...). aiohttp's
-        client drops a refused handshake's body, so the same request without the upgrade
-        fetches the worker's JSON error: it refuses before it would upgrade."""
-        try:
-            async with worker.http.get(f"http://worker{path}", params=params) as r:
-                body = await r.json(content_type=None)
-                return RequestError(str(body["error"]), r.status)
-        except (aiohttp.ClientError, ValueError, KeyError, TypeError):
-            return RequestError(NO_SESSION, 404)
+        url = f"http://worker{path}"
+        return await relay_socket(request, worker.http, url, params, heartbeat, max_bytes)
 
     # -- shutdown ---------------------------------------------------------------------------
 

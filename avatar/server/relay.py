@@ -1,8 +1,12 @@
-"""Relaying a page's WebSocket to a worker's, message by message, close codes included.
+"""Relaying a page's WebSocket to the process that holds its session (a ``--workers`` front's
+worker, a pool gateway's node), message by message, close codes included.
 
-Text and binary messages both ways, one message at a time (a worker that stops reading a PCM
-socket stops the front reading the page's: backpressure holds); the close code and reason of the
-side that closes first reach the other side.
+:func:`relay_socket` opens the upstream socket (a refusal reaches the page as the upstream's own
+JSON error and status) and then :func:`relay` carries text and binary messages both ways, one at
+a time (an upstream that stops reading a PCM socket stops the relay reading the page's:
+backpressure holds); the close code and reason of the side that closes first reach the other side.
+A request that is not a WebSocket upgrade gets the upstream's answer to the same plain request
+(its error): no socket is opened upstream for it.
 """
 
 from __future__ import annotations
@@ -13,9 +17,45 @@ from typing import Any
 import aiohttp
 from aiohttp import WSMsgType, web
 
+from avatar.errors import RequestError
+from avatar.server.sessions import NO_SESSION
 from avatar.tasks import cancel, spawn
 
 ABNORMAL = {None, 1005, 1006, 1015}  # no close frame came: the other side gets 1001
+
+
+async def relay_socket(
+    request: web.Request, http: aiohttp.ClientSession, url: str, params: dict[str, str],
+    heartbeat: float | None, max_bytes: int,
+) -> web.WebSocketResponse:  # fmt: skip
+    """The page's socket (``request``) relayed to the one at ``url`` until either closes."""
+    ws = web.WebSocketResponse(heartbeat=heartbeat, max_msg_size=max_bytes)
+    if not ws.can_prepare(request).ok:  # the upstream's own answer to a plain request
+        raise await _refusal(http, url, params)
+    try:
+        upstream = await http.ws_connect(url, params=params, max_msg_size=0)
+    except aiohttp.WSServerHandshakeError:
+        raise await _refusal(http, url, params) from None
+    except aiohttp.ClientError:
+        raise RequestError(NO_SESSION, 404) from None
+    try:
+        await ws.prepare(request)
+        await relay(ws, upstream)
+    finally:
+        await upstream.close()
+    return ws
+
+
+async def _refusal(http: aiohttp.ClientSession, url: str, params: dict[str, str]) -> RequestError:
+    """Why the upstream refused the socket (unknown session, wrong key, 409...). aiohttp's
+    client drops a refused handshake's body, so the same request without the upgrade fetches
+    the upstream's JSON error: it refuses before it would upgrade."""
+    try:
+        async with http.get(url, params=params) as r:
+            body = await r.json(content_type=None)
+            return RequestError(str(body["error"]), r.status)
+    except (aiohttp.ClientError, ValueError, KeyError, TypeError):
+        return RequestError(NO_SESSION, 404)
 
 
 async def relay(page: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
