@@ -2,6 +2,7 @@
 
     python scripts/bench_gpu.py [--quick] [--device cuda|cpu] [--batches 1,8,32] [--seconds S]
                                 [--avatar carphone] [--int8-motion PATH] [--int8-gan PATH]
+                                [--triton]
 
 For the motion model (``avatar/weights/motion.onnx`` / ``motion.pt``: streaming calls of 40 ms
 of real speech, one video frame per session, the state fed back, batch = sessions in one call)
@@ -15,6 +16,11 @@ it times, at each batch:
   onnxruntime-gpu is not installed: the backend column says ``onnxruntime``, not ``-cuda``);
 - ``ort-fp16``: the ONNX graph converted to fp16 (float32 inputs and outputs kept) with
   ``onnxconverter_common`` or the copy of its converter in ``onnxruntime.transformers``;
+- ``triton-ort-fp32`` (with ``--triton``; needs ``pip install nvidia-pytriton``): the ONNX model
+  behind a Triton server that this script starts (PyTriton; onnxruntime with ``ort-fp32``'s
+  providers inside it, Triton's dynamic batcher on), called through
+  :class:`avatar.backends.triton.TritonBackend`: ``ort-fp32``'s time plus the server's round
+  trip (gRPC, the Python-backend stub, the state of the motion model both ways);
 - ``ort-int8``: a QDQ model made here by ``onnxruntime.quantization.quantize_static`` (symmetric
   int8, per-channel weights; calibrated on real speech for the motion model, on random crops for
   the GAN), or the file given by ``--int8-motion`` / ``--int8-gan``; on the TensorRT provider
@@ -31,9 +37,11 @@ minute. Prints markdown tables and writes JSON to ``--out`` (default ``$OUT/benc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -231,8 +239,41 @@ def to_int8(model: Model, dst: Path, calibration: list[dict[str, np.ndarray]]) -
     return dst
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def triton_ort(model: Model, device: str, max_batch: int, stack: contextlib.ExitStack) -> Any:
+    """``model.onnx`` served by a Triton server started here (stopped with ``stack``)."""
+    from avatar.backends.triton import (
+        TritonBackend,
+        bind_onnx,
+        fix_python_backend_env,
+        import_pytriton,
+    )
+
+    import_pytriton()  # says why it cannot run before anything starts
+    from pytriton.triton import Triton, TritonConfig
+
+    fix_python_backend_env()
+    grpc = free_port()
+    config = TritonConfig(http_port=free_port(), grpc_port=grpc, metrics_port=free_port())
+    triton = stack.enter_context(Triton(config=config))
+    bind_onnx(triton, model.name, model.onnx, providers=ort_providers(device),
+              batch_axes=BATCH_AXES, max_batch=max_batch)  # fmt: skip
+    triton.run()
+    backend = TritonBackend(f"grpc://127.0.0.1:{grpc}", model.name, model.meta,
+                            batch_axes=BATCH_AXES)  # fmt: skip
+    stack.callback(backend.close)
+    return backend
+
+
 def variants(model: Model, device: str, args: argparse.Namespace, tmp: Path,
-             calibration: list[dict[str, np.ndarray]]) -> dict[str, Callable[[], Any]]:  # fmt: skip
+             calibration: list[dict[str, np.ndarray]],
+             stack: contextlib.ExitStack) -> dict[str, Callable[[], Any]]:  # fmt: skip
     def ort(path: Path, tensorrt: bool = False) -> InferenceBackend:
         return OrtBackend(path, providers=ort_providers(device, tensorrt))
 
@@ -244,7 +285,7 @@ def variants(model: Model, device: str, args: argparse.Namespace, tmp: Path,
     def torch_int8() -> InferenceBackend:
         raise RuntimeError(TORCH_INT8)
 
-    return {
+    made: dict[str, Callable[[], Any]] = {
         "torch-fp32": lambda: TorchEager(model, device),
         "torch-fp16": lambda: torch_fp16(model, device),
         "torch-int8": torch_int8,
@@ -252,6 +293,9 @@ def variants(model: Model, device: str, args: argparse.Namespace, tmp: Path,
         "ort-fp16": lambda: ort(to_fp16(model.onnx, tmp / f"{model.name}.fp16.onnx")),
         "ort-int8": int8,
     }
+    if args.triton:
+        made["triton-ort-fp32"] = lambda: triton_ort(model, device, max(args.batches), stack)
+    return made
 
 
 # -- running a variant: a session's calls in order, the state fed back ---------------------------
@@ -299,8 +343,8 @@ def bench_model(model: Model, device: str, args: argparse.Namespace) -> list[dic
     # 2.5 s of one session's speech: the attention caches fill as they do in a call
     calibration = stream(reference, model, model.calls(1, 64))[1]
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, make in variants(model, device, args, Path(tmp), calibration).items():
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        for name, make in variants(model, device, args, Path(tmp), calibration, stack).items():
             try:
                 backend = make()
                 for b in args.batches:
@@ -370,6 +414,8 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--int8-gan", type=Path, help="an int8 gan.onnx to use as it is")
     ap.add_argument("--tensorrt", action="store_true", help="int8 on onnxruntime's TensorRT "
                     "provider where it has one (builds engines: slow)")  # fmt: skip
+    ap.add_argument("--triton", action="store_true", help="also time the ONNX models behind a "
+                    "Triton server started here (pip install nvidia-pytriton)")  # fmt: skip
     ap.add_argument("--out", type=Path, help="JSON (default $OUT/bench_gpu.json)")
     args = ap.parse_args()
     cpu = args.device == "cpu"
