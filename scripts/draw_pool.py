@@ -1,6 +1,6 @@
 """docs/img/pool.png: the node pool's roles, its Redis keys, and the paths of signalling and media.
 
-    python scripts/draw_pool.py
+python scripts/draw_pool.py
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "img" / "pool.png"
 SIGNAL, MEDIA, STATE = "#1f5fa8", "#c0392b", "#6d6d6d"
