@@ -5,19 +5,24 @@ python scripts/draw_pool.py
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "img" / "pool.png"
 SIGNAL, MEDIA, STATE = "#1f5fa8", "#c0392b", "#6d6d6d"
 
 
-def box(ax, x, y, w, h, title, lines=(), color="#f4f6f8"):  # type: ignore[no-untyped-def]
+def box(
+    ax: Axes, x: float, y: float, w: float, h: float, title: str, lines: Sequence[str] = (),
+    color: str = "#f4f6f8",
+) -> None:  # fmt: skip
     ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.02,rounding_size=0.12",
                                 fc=color, ec="#333", lw=1.2))  # fmt: skip
     ax.text(x + w / 2, y + h - 0.22, title, ha="center", va="top", fontsize=11, weight="bold")
@@ -25,7 +30,10 @@ def box(ax, x, y, w, h, title, lines=(), color="#f4f6f8"):  # type: ignore[no-un
         ax.text(x + w / 2, y + h - 0.62 - 0.3 * i, line, ha="center", va="top", fontsize=8.5)
 
 
-def arrow(ax, a, b, color, label="", style="-|>", ls="-", rad=0.0, dx=0.0, dy=0.12):  # type: ignore[no-untyped-def]
+def arrow(
+    ax: Axes, a: tuple[float, float], b: tuple[float, float], color: str, label: str = "",
+    style: str = "-|>", ls: str = "-", rad: float = 0.0, dx: float = 0.0, dy: float = 0.12,
+) -> None:  # fmt: skip
     ax.add_patch(FancyArrowPatch(a, b, arrowstyle=style, mutation_scale=13, color=color, lw=1.6,
                                  linestyle=ls, connectionstyle=f"arc3,rad={rad}"))  # fmt: skip
     if label:
