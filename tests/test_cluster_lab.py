@@ -19,17 +19,23 @@ import asyncio
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
-from avatar.testing.pool_lab import COMMON, ONE_ADDRESS, get, tally, until
+from avatar.testing import browser
+from avatar.testing.pool_lab import COMMON, ONE_ADDRESS, get, owners, tally, until
+from tests.conftest import write_wav
+from tests.test_server import speech
 from tests.test_turn import _lab_unavailable, _sh
 
 pytestmark = pytest.mark.slow
@@ -218,3 +224,49 @@ def test_across_hosts_a_client_without_udp_to_the_nodes_gets_media_through_cotur
     assert remotes <= cpu_ips  # media to the node that holds the session, on its own address
     t = asyncio.run(tally(redis))
     assert t.opened == 3 and t.balanced
+
+
+@pytest.mark.skipif(not browser.chromium_available(), reason="needs playwright + chromium")
+def test_chromium_without_udp_to_the_nodes_roams_when_its_node_drains(
+    lab: NetLab, tmp_path: Path
+) -> None:
+    """The demo page in Chromium in the client namespace, through gateway 1: its ICE servers
+    (TURN) come from the gateway's /api/ice, so its media is relayed; its node is told to stop
+    and the page moves to the other cpu node and goes on presenting frames."""
+    audio = np.concatenate([speech(3.0), np.zeros(48000 * 3, np.float32)])
+    mic = write_wav(tmp_path / "mic.wav", audio, 48000)
+    gw1 = f"http://{GATEWAYS['gw1']}:8080"
+    argv = ["ip", "netns", "exec", lab.ns("c"), sys.executable, "-m", "tests.browser_client",
+            gw1, "--mic", str(mic)]  # fmt: skip
+    errors = (tmp_path / "browser.log").open("w")
+    proc = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=errors, text=True)  # fmt: skip
+
+    def step() -> dict[str, Any]:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line, (tmp_path / "browser.log").read_text()[-3000:]
+        result: dict[str, Any] = json.loads(line)
+        return result
+
+    watchdog = threading.Timer(240, proc.kill)  # a safety limit: the page never hangs the run
+    watchdog.start()
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        first = step()
+        (node,) = asyncio.run(owners(f"redis://{REDIS_IP}:6379/0", [first["session"]]))
+        assert node in NODES and NODES[node][1] == "cpu", first
+        lab.procs[node].send_signal(signal.SIGTERM)  # drain: the page is told to move
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        second = step()
+        (now_on,) = asyncio.run(owners(f"redis://{REDIS_IP}:6379/0", [second["move"]["to"]]))
+    finally:
+        watchdog.cancel()
+        proc.kill()
+        proc.wait(timeout=10)
+        errors.close()
+    for seen in (first, second):  # the client's UDP reaches no host: relayed through coturn
+        assert "relay" in (seen["pair"]["local"], seen["pair"]["remote"]), seen
+    assert second["move"]["reason"] == "told" and second["move"]["from"] == first["session"]
+    assert now_on is not None and now_on != node and NODES[now_on][1] == "cpu"

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,8 +111,9 @@ def server_process(*args: str, timeout_s: float = 60.0) -> Iterator[ServerProces
 
 
 @contextlib.contextmanager
-def chromium_page(mic_wav: Path | None) -> Iterator[Any]:
-    """A Playwright page in headless Debian Chromium, fake microphone fed from ``mic_wav``."""
+def chromium_page(mic_wav: Path | None, secure_origins: Sequence[str] = ()) -> Iterator[Any]:
+    """A Playwright page in headless Debian Chromium, fake microphone fed from ``mic_wav``;
+    ``secure_origins``: plain-HTTP origins the page may use the microphone on (as on loopback)."""
     from playwright.sync_api import sync_playwright
 
     profile = tempfile.mkdtemp(prefix="avatar-chromium-")
@@ -124,6 +125,8 @@ def chromium_page(mic_wav: Path | None) -> Iterator[Any]:
     ]  # fmt: skip
     if mic_wav is not None:
         args.append(f"--use-file-for-fake-audio-capture={mic_wav}")
+    if secure_origins:
+        args.append(f"--unsafely-treat-insecure-origin-as-secure={','.join(secure_origins)}")
     try:
         with sync_playwright() as pw:
             ctx = pw.chromium.launch_persistent_context(
