@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -25,6 +25,18 @@ from avatar.testing.services import RedisServer
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
 T = TypeVar("T")
+# a throwaway self-signed certificate: the in-cluster set-up only loads it as the API's CA
+CA_PEM = """-----BEGIN CERTIFICATE-----
+MIIBeTCCAR+gAwIBAgIUWjcC4/aeUQYGfKwx3A16AnR5YuowCgYIKoZIzj0EAwIw
+EjEQMA4GA1UEAwwHdGVzdC1jYTAeFw0yNjEyMDcwODExMzRaFw0zNjEyMDQwODEx
+MzRaMBIxEDAOBgNVBAMMB3Rlc3QtY2EwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNC
+AASceipfsGaW6nVAXJA+cFlFpB1f09eaJ4q0n4dwdtSNd73mvkVhb5F/eh9Ge7b4
+EOIWCtigTNIpUOPxV3cKN3cYo1MwUTAdBgNVHQ4EFgQU+yaVd+YtI/IT2aHyDRBb
+dVFqYBYwHwYDVR0jBBgwFoAU+yaVd+YtI/IT2aHyDRBbdVFqYBYwDwYDVR0TAQH/
+BAUwAwEB/zAKBggqhkjOPQQDAgNIADBFAiEA3RnEMlbDZerYeP+A7yTa5dbrlpyv
+T1+DErmg9lNWEDgCIHx3sV+wQ0m51l/9J4ghpuYjVWtgs3ohY4ewCUKMi3cI
+-----END CERTIFICATE-----
+"""
 
 
 @pytest.fixture(scope="module")
@@ -274,3 +286,54 @@ def test_a_redis_outage_is_a_clear_error_and_placement_resumes(tmp_path: Path, k
     finally:
         server.kill()
     assert "Redis" in why and placed == "n1"
+
+
+def test_a_node_pod_keeps_its_deletion_cost_at_its_session_count(tmp_path: Path) -> None:
+    """No Kubernetes API server runs here: an HTTP server stands in for it and checks what the
+    API would be sent; the in-cluster set-up is read from a service-account folder."""
+    from aiohttp import web
+
+    from avatar.cluster.deletion_cost import ANNOTATION, PodDeletionCost
+
+    account = tmp_path / "sa"
+    account.mkdir()
+    (account / "token").write_text("tok\n")
+    (account / "namespace").write_text("avatar\n")
+    (account / "ca.crt").write_text(CA_PEM)
+    env = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "POD_NAME": "avatar-node-cpu-abc"}
+    made = PodDeletionCost.in_cluster(env, account)
+    assert made is not None
+    assert made.url == "https://10.96.0.1:443/api/v1/namespaces/avatar/pods/avatar-node-cpu-abc"
+    assert PodDeletionCost.in_cluster({}, account) is None  # not in a pod: nothing to do
+
+    async def go() -> list[tuple[str, str, str, Any]]:
+        seen: list[tuple[str, str, str, Any]] = []
+        refuse = {"on": False}
+
+        async def patch(request: web.Request) -> web.Response:
+            seen.append((request.method, request.path, request.headers["Authorization"],
+                         (request.content_type, await request.json())))  # fmt: skip
+            return web.json_response({}, status=403 if refuse["on"] else 200)
+
+        app = web.Application()
+        app.router.add_patch("/api/v1/namespaces/{ns}/pods/{pod}", patch)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        cost = PodDeletionCost(f"http://127.0.0.1:{port}", "avatar", "pod-1", "tok")
+        for n in (3, 3, 4):  # the second 3 sends nothing
+            await cost.set(n)
+        refuse["on"] = True
+        await cost.set(0)  # refused (RBAC): logged, no exception, tried again next time
+        refuse["on"] = False
+        await cost.set(0)
+        await runner.cleanup()
+        return seen
+
+    seen = asyncio.run(go())
+    assert [s[3][1]["metadata"]["annotations"][ANNOTATION] for s in seen] == ["3", "4", "0", "0"]
+    method, path, auth, (ctype, _) = seen[0]
+    assert (method, path, auth) == ("PATCH", "/api/v1/namespaces/avatar/pods/pod-1", "Bearer tok")
+    assert ctype == "application/merge-patch+json"

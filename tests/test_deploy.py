@@ -1038,7 +1038,10 @@ def test_pool_pods_run_non_root_on_a_read_only_root() -> None:
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["runAsUser"] == int(user) != 0
         assert pod["securityContext"]["runAsGroup"] == int(group)
-        assert pod["automountServiceAccountToken"] is False
+        # nodes mount a token that may patch pods only (their deletion cost); gateways none
+        node = name.startswith("avatar-node")
+        assert pod["automountServiceAccountToken"] is node
+        assert pod.get("serviceAccountName") == ("avatar-node" if node else None)
         (container,) = pod["containers"]
         sc = container["securityContext"]
         assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
@@ -1101,3 +1104,19 @@ def test_pool_network_policies_admit_the_pool_paths_and_no_more() -> None:
     policies = [d for _, d in [*k8s_docs(), *pool_docs()] if d["kind"] == "NetworkPolicy"
                 and (d["kind"], d["metadata"]["name"]) not in SINGLE_SERVER]  # fmt: skip
     assert not any(selects(p["spec"]["podSelector"], labels) for p in policies for labels in nodes)
+
+
+def test_node_pods_may_patch_pods_and_nothing_else() -> None:
+    """Their deletion cost (avatar/cluster/deletion_cost.py): a Role with one rule, bound to
+    the nodes' ServiceAccount, and the pod name the node patches from the downward API."""
+    role = pool_k8s("Role", "avatar-node-deletion-cost")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}]
+    binding = pool_k8s("RoleBinding", "avatar-node-deletion-cost")
+    assert binding["roleRef"]["name"] == "avatar-node-deletion-cost"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "avatar-node",
+                                    "namespace": "avatar"}]  # fmt: skip
+    assert pool_k8s("ServiceAccount", "avatar-node")
+    for name in ("avatar-node-cpu", "avatar-node-gpu"):
+        (container,) = pool_k8s("Deployment", name)["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("valueFrom", {}) for e in container["env"]}
+        assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from avatar import __version__
 from avatar.clock import Clock, sleep_for
+from avatar.cluster.deletion_cost import PodDeletionCost
 from avatar.cluster.keys import ClusterUnavailable
 from avatar.cluster.records import SessionLog
 from avatar.cluster.registry import NodeInfo, NodeRegistry, State
@@ -64,6 +65,7 @@ class NodeAgent:
     capacity: int
     sessions: Callable[[], int]
     heartbeat_s: float = 1.0
+    cost: PodDeletionCost | None = None  # in a Kubernetes pod: its deletion cost = sessions
     state: State = "serving"
     _writes: asyncio.Queue[tuple[Callable[[], Awaitable[object]], asyncio.Future[None] | None]] = (
         field(default_factory=lambda: asyncio.Queue(1000))
@@ -152,6 +154,8 @@ class NodeAgent:
         while True:
             if self._writes.empty():  # while Redis is away, one heartbeat waits, not many
                 self._put(lambda: self.registry.publish(self.info()))
+            if self.cost is not None:
+                await self.cost.set(self.sessions())
             await sleep_for(self.clock, self.heartbeat_s)
 
 

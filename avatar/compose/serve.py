@@ -19,6 +19,7 @@ from pathlib import Path
 from aiohttp import web
 
 from avatar.clock import Clock, MonotonicClock
+from avatar.cluster.deletion_cost import PodDeletionCost
 from avatar.cluster.gateway import GatewayServer
 from avatar.cluster.keys import Keys, connect
 from avatar.cluster.node import NodeAgent, node_config, node_id
@@ -110,10 +111,11 @@ def node_agent(cfg: Config, server: AvatarServer) -> NodeAgent:
     redis = connect(cc.redis)
     keys = Keys(cc.prefix)
     avatars = tuple(dict.fromkeys([*builtin_names(), cfg.render.avatar]))
+    address = cc.advertise or f"http://{sc.host}:{sc.port}"
     agent = NodeAgent(NodeRegistry(redis, keys, cc.alive_s), SessionLog(redis, keys),
-                      server.sessions.clock, node_id(cc.node_id), cc.advertise or f"http://{sc.host}:{sc.port}",
-                      cc.pool, avatars, sc.max_sessions, lambda: len(server.sessions),
-                      cc.heartbeat_s)  # fmt: skip
+                      server.sessions.clock, node_id(cc.node_id), address, cc.pool, avatars,
+                      sc.max_sessions, lambda: len(server.sessions), cc.heartbeat_s,
+                      PodDeletionCost.in_cluster())  # fmt: skip
     server.sessions.add_watcher(agent)
     return agent
 
