@@ -22,6 +22,8 @@ from avatar.server.sessions import NO_SESSION
 from avatar.tasks import cancel, spawn
 
 ABNORMAL = {None, 1005, 1006, 1015}  # no close frame came: the other side gets 1001
+SERVER_GONE = b"the process holding this session went away"  # a dead worker or pool node
+PAGE_GONE = b"the page went away"
 
 
 async def relay_socket(
@@ -61,8 +63,8 @@ async def _refusal(http: aiohttp.ClientSession, url: str, params: dict[str, str]
 async def relay(page: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
     """Both directions until one side closes; its close code and reason go to the other. The
     other direction stops reading first, so the close handshake with that side is complete."""
-    up = spawn(_pipe(page, upstream), "ws-to-worker")
-    down = spawn(_pipe(upstream, page), "ws-to-page")
+    up = spawn(_pipe(page, upstream, PAGE_GONE), "ws-to-upstream")
+    down = spawn(_pipe(upstream, page, SERVER_GONE), "ws-to-page")
     try:
         done, _ = await asyncio.wait([up, down], return_when=asyncio.FIRST_COMPLETED)
         await cancel(up, down)
@@ -73,9 +75,10 @@ async def relay(page: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketRe
         await page.close()
 
 
-async def _pipe(src: Any, dst: Any) -> tuple[int, bytes]:
+async def _pipe(src: Any, dst: Any, gone: bytes) -> tuple[int, bytes]:
     """Messages from ``src`` to ``dst``, each sent (and drained) before the next is read, until
-    ``src`` closes: the close code and reason for ``dst``."""
+    ``src`` closes: the close code and reason for ``dst`` (1001 and ``gone`` when ``src``
+    dropped without a close frame)."""
     while True:
         msg = await src.receive()
         try:
@@ -87,5 +90,7 @@ async def _pipe(src: Any, dst: Any) -> tuple[int, bytes]:
                 break
         except ConnectionError:  # ``dst`` is gone
             return 1001, b""
+    if src.close_code in ABNORMAL:
+        return 1001, gone
     reason = msg.extra if msg.type == WSMsgType.CLOSE and isinstance(msg.extra, str) else ""
-    return (1001 if src.close_code in ABNORMAL else src.close_code), reason.encode()[:120]
+    return src.close_code, reason.encode()[:120]
