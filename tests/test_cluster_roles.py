@@ -212,3 +212,40 @@ def mic_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Speech then silence at 48 kHz (Chromium loops it)."""
     audio = np.concatenate([speech(3.0), np.zeros(48000 * 3, np.float32)])
     return write_wav(tmp_path_factory.mktemp("mic") / "mic.wav", audio, 48000)
+
+
+def test_a_node_with_worker_processes_is_one_node_of_the_pool(tmp_path: Path) -> None:
+    """``--role node --workers 2``: the front publishes one record (its workers' sessions
+    summed, twice the capacity); each worker records its own sessions under the node's id; a
+    gateway places on it and reaches a worker's session through the front."""
+    with pool_lab(tmp_path, ()) as lab, server_process(
+        *node_args(lab.redis, "multi", "cpu", capacity=1), "--workers", "2", timeout_s=120
+    ):  # fmt: skip
+        gw = lab.gateways[0].url
+
+        async def run() -> dict[str, Any]:
+            assert await until(lambda: ready_nodes(gw, 1), 30)
+            seen: dict[str, Any] = {"capacity": (await get(gw, "/readyz"))[1]["capacity"]}
+            audio = np.zeros(48000 * 20, np.float32)
+            peers = [AvatarPeer(gw, audio, summarize=lambda rgb: 0) for _ in range(2)]
+            for p in peers:
+                await p.connect(timeout_s=60)
+            seen["workers"] = sorted(p.session.split(".")[0] for p in peers)
+            seen["owners"] = await owners(lab.redis.url, [p.session for p in peers])
+            seen["full"] = (await offer_status(gw))[0]
+            async with aiohttp.ClientSession() as http:
+                ws = await http.ws_connect(peers[1].socket_url())  # gateway -> front -> worker
+                seen["ws"] = json.loads(await ws.receive_str())["type"]
+                for p in peers:
+                    await p.close()
+                await ws.close()
+            seen["left"] = await until(lambda: _none_active(lab.redis.url), 15)
+            seen["tally"] = await tally(lab.redis.url)
+            return seen
+
+        seen = asyncio.run(run())
+    assert seen["capacity"] == 2 and seen["workers"] == ["w0", "w1"]
+    assert seen["owners"] == ["multi", "multi"] and seen["full"] == 503
+    assert seen["ws"] in ("stats", "speech_start", "speech_end", "ready") and seen["left"]
+    t = seen["tally"]
+    assert t.opened == 2 and t.closed == {"client_left": 2} and t.balanced

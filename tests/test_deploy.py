@@ -876,7 +876,10 @@ def test_pool_commands_parse_and_reach_the_pools_redis(name: str) -> None:
     fields = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]
               for e in container["env"] if "fieldRef" in e["valueFrom"]}  # fmt: skip
     assert fields == {var: field for var, (field, _) in DOWNWARD.items()}
-    assert cfg.server.udp_ports == UDP_RANGE and cfg.server.workers == 1
+    # a worker process per CPU on cpu nodes (one process is capped by its GIL); a GPU node's
+    # one process feeds its GPU
+    assert cfg.server.udp_ports == UDP_RANGE
+    assert cfg.server.workers == ("auto" if pool == "cpu" else 1)
     # render jobs are the gateways': the pool's Redis is not the node's render queue
     assert cfg.renders.redis == "" and "--redis" not in container["args"]
     assert cfg.server.turn_urls == []

@@ -43,11 +43,13 @@ def node_id(configured: str) -> str:
 def node_config(cfg: Config) -> Config:
     """What a node runs: its offers and sockets come through the gateways, so per-client rates
     are theirs to enforce (a node's limiter would see one client per gateway). Tokens stay: a
-    gateway passes the page's on."""
+    gateway passes the page's on. Its id is fixed here, so a node's worker processes share it."""
     limits = cfg.server.limits.model_copy(update={
         "offers_per_minute": OPEN, "offer_burst": int(OPEN), "sockets_per_minute": OPEN,
     })  # fmt: skip
-    return cfg.model_copy(update={"server": cfg.server.model_copy(update={"limits": limits})})
+    cluster = cfg.server.cluster.model_copy(update={"node_id": node_id(cfg.server.cluster.node_id)})
+    server = cfg.server.model_copy(update={"limits": limits, "cluster": cluster})
+    return cfg.model_copy(update={"server": server})
 
 
 @dataclass
@@ -77,14 +79,20 @@ class NodeAgent:
         return NodeInfo(self.node_id, self.address, self.pool, self.avatars, self.capacity,
                         self.sessions(), self.state, __version__)  # fmt: skip
 
-    def start(self) -> None:
-        self._tasks = [spawn(self._writer(), "cluster-writer"),
-                       spawn(self._heartbeats(), "cluster-heartbeat")]  # fmt: skip
+    def start(self, heartbeats: bool = True) -> None:
+        """The writer, and the heartbeats (not in a worker process of a node: its front
+        publishes the node's record; the worker only records its sessions)."""
+        self._tasks = [spawn(self._writer(), "cluster-writer")]
+        if heartbeats:
+            self._tasks.append(spawn(self._heartbeats(), "cluster-heartbeat"))
 
-    async def stop(self) -> None:
-        """Leave the pool (after the sessions were closed and recorded)."""
+    async def stop(self, leave: bool = True) -> None:
+        """Leave the pool (after the sessions were closed and recorded); a worker of a node
+        only writes what it still has to."""
         await self._flush()
         await cancel(*self._tasks)
+        if not leave:
+            return
         try:
             await self.registry.leave(self.node_id)
         except ClusterUnavailable as exc:
@@ -112,11 +120,11 @@ class NodeAgent:
 
     async def _opened(self, sid: str) -> None:
         await self.records.opened(sid, self.node_id)
-        await self.registry.set_sessions(self.node_id, self.sessions())
+        await self.registry.add_sessions(self.node_id, 1)
 
     async def _closed(self, sid: str, reason: str) -> None:
-        await self.records.closed(sid, self.node_id, reason)
-        await self.registry.set_sessions(self.node_id, self.sessions())
+        if await self.records.closed(sid, self.node_id, reason):  # not already swept
+            await self.registry.add_sessions(self.node_id, -1)
 
     # -- the one writer ---------------------------------------------------------------------
 

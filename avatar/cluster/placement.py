@@ -8,7 +8,7 @@ capacity, sessions and holds itself, so gateways racing on stale reads can never
 on a node than it holds. If neither of the two has room, the others are tried least loaded first;
 none: :meth:`Placer.place` returns None (the gateway answers 503 with ``Retry-After``).
 
-The node counts the session as soon as it has answered (:meth:`NodeRegistry.set_sessions`); the
+The node counts the session before it answers (:meth:`NodeRegistry.add_sessions`); the
 gateway then releases its hold (:meth:`Placer.release`). A gateway that dies meanwhile leaves a
 hold that expires by itself.
 """

@@ -3,7 +3,8 @@
 A node publishes its record every ``cluster.heartbeat_s`` in one transaction: the ``node:{id}``
 hash (what placement reads), ``alive:{id}`` holding its state with an expiry of
 ``cluster.alive_s`` (a hash entry outlives a dead node; a key that expires does not), and its id in
-``nodes``. Its session count is also written the moment it changes (:meth:`set_sessions`), so a
+``nodes``. Its session count also changes the moment a session opens or ends (:meth:`add_sessions`,
+by whichever of the node's processes holds the session), so a
 gateway's slot hold can be released as soon as the node has answered. A draining node stays alive
 but is never placed on.
 """
@@ -83,6 +84,14 @@ class NodeRegistry:
         """The node's session count, as soon as it changes."""
         try:
             await reply(self.redis.hset(self.keys.node(node_id), "sessions", str(sessions)))
+        except RedisError as exc:
+            raise unavailable(exc) from exc
+
+    async def add_sessions(self, node_id: str, delta: int) -> None:
+        """One more (or fewer) session on the node, counted at once: the worker processes of a
+        node each add theirs (the next record the node publishes carries the whole count)."""
+        try:
+            await reply(self.redis.hincrby(self.keys.node(node_id), "sessions", delta))
         except RedisError as exc:
             raise unavailable(exc) from exc
 

@@ -18,17 +18,16 @@ from pathlib import Path
 
 from aiohttp import web
 
-from avatar.clock import Clock, MonotonicClock
+from avatar.clock import Clock, MonotonicClock, sleep_for
 from avatar.cluster.deletion_cost import PodDeletionCost
 from avatar.cluster.gateway import GatewayServer
 from avatar.cluster.keys import Keys, connect
-from avatar.cluster.node import NodeAgent, node_config, node_id
+from avatar.cluster.node import NodeAgent, node_config
 from avatar.cluster.records import SessionLog
 from avatar.cluster.registry import NodeRegistry
 from avatar.compose.engines import engine_factory, executor_workers
 from avatar.compose.renders import renders_part
 from avatar.config import Config
-from avatar.errors import ConfigError
 from avatar.face.store import builtin_names
 from avatar.memory import limit_arenas
 from avatar.server.aiortc_hooks import install_hooks
@@ -71,18 +70,18 @@ async def serve(cfg: Config) -> None:
     if role == "gateway":
         await _serve_gateway(cfg)
         return
+    if role == "node":
+        cfg = node_config(cfg)
     workers = worker_count(cfg.server)
     if workers > 1:
-        if role == "node":
-            raise ConfigError("a pool's node runs one process for now (server.workers: 1); "
-                              "run one node per core instead")  # fmt: skip
         await _serve_front(cfg, workers)
         return
     limit_arenas()  # before the executor's threads allocate anything
-    if role == "node":
-        cfg = node_config(cfg)
     server = make_server(cfg)
-    node = node_agent(cfg, server) if role == "node" else None
+    node = None
+    if role == "node":
+        node = node_agent(cfg, server.sessions.clock, lambda: len(server.sessions))
+        server.sessions.add_watcher(node)
     runner = web.AppRunner(server.app())
     await runner.setup()
     site = web.TCPSite(runner, cfg.server.host, cfg.server.port)
@@ -105,19 +104,19 @@ async def serve(cfg: Config) -> None:
         server.executor.shutdown(wait=False, cancel_futures=True)
 
 
-def node_agent(cfg: Config, server: AvatarServer) -> NodeAgent:
-    """``server`` as a node of the pool in ``server.cluster`` (its sessions recorded there)."""
+def node_agent(
+    cfg: Config, clock: Clock, sessions: Callable[[], int], capacity: int | None = None
+) -> NodeAgent:
+    """This process as (a part of) node ``server.cluster.node_id`` of the pool: ``sessions``
+    says how many it holds, ``capacity`` how many it may (default ``server.max_sessions``)."""
     cc, sc = cfg.server.cluster, cfg.server
     redis = connect(cc.redis)
     keys = Keys(cc.prefix)
     avatars = tuple(dict.fromkeys([*builtin_names(), cfg.render.avatar]))
     address = cc.advertise or f"http://{sc.host}:{sc.port}"
-    agent = NodeAgent(NodeRegistry(redis, keys, cc.alive_s), SessionLog(redis, keys),
-                      server.sessions.clock, node_id(cc.node_id), address, cc.pool, avatars,
-                      sc.max_sessions, lambda: len(server.sessions), cc.heartbeat_s,
-                      PodDeletionCost.in_cluster())  # fmt: skip
-    server.sessions.add_watcher(agent)
-    return agent
+    return NodeAgent(NodeRegistry(redis, keys, cc.alive_s), SessionLog(redis, keys), clock,
+                     cc.node_id, address, cc.pool, avatars, capacity or sc.max_sessions, sessions,
+                     cc.heartbeat_s, PodDeletionCost.in_cluster())  # fmt: skip
 
 
 async def _serve_gateway(cfg: Config) -> None:
@@ -136,23 +135,48 @@ async def _serve_gateway(cfg: Config) -> None:
 
 
 async def _serve_front(cfg: Config, n: int) -> None:
-    """The public address and ``n`` worker processes; SIGTERM drains them all."""
+    """The public address and ``n`` worker processes; SIGTERM drains them all. As a pool's
+    node, the front publishes the node's record (its workers' sessions summed, ``n`` times
+    their capacity) and each worker records its own sessions under the node's id."""
     clock = MonotonicClock()
     pool = WorkerPool(cfg, n, clock)
     quiet_bad_requests()
     server = FrontServer(cfg, pool, clock, renders=renders_part(cfg, clock))
+    count = [0]
+    node = None
+    if cfg.server.cluster.role == "node":
+        node = node_agent(cfg, clock, lambda: count[0], n * cfg.server.max_sessions)
     runner = web.AppRunner(server.app())
     await runner.setup()
+    tasks = []
     try:
         await web.TCPSite(runner, cfg.server.host, cfg.server.port).start()
         await pool.start()
-        _announce(cfg, server, f"{n} worker processes; ")
+        if node is not None:
+            tasks.append(spawn(_count_sessions(pool, count, node.heartbeat_s, clock), "count"))
+            node.start()
+        what = f"node {node.node_id} of pool {node.pool!r}; " if node else ""
+        _announce(cfg, server, f"{what}{n} worker processes; ")
         await _until_signal()
         log.warning("shutting down: draining %d workers (up to %.0f s)", n, cfg.server.drain_s)
+        if node is not None:
+            await node.drain()
         await server.drain(cfg.server.drain_s)
     finally:
         await pool.stop(timeout_s=5.0)  # at once if they were not drained
+        await cancel(*tasks)
+        if node is not None:
+            await node.stop()
+            await node.registry.redis.aclose()
         await runner.cleanup()
+
+
+async def _count_sessions(pool: WorkerPool, count: list[int], every_s: float, clock: Clock) -> None:
+    """``count[0]``: the sessions the workers hold, asked every ``every_s``."""
+    while True:
+        answers = await pool.ask_all("/readyz")
+        count[0] = sum(int(b.get("sessions", 0)) for _, _s, b in answers if isinstance(b, dict))
+        await sleep_for(clock, every_s)
 
 
 async def serve_worker(cfg: Config, index: int, socket: Path, front_pid: int) -> None:
@@ -161,6 +185,11 @@ async def serve_worker(cfg: Config, index: int, socket: Path, front_pid: int) ->
     limit_arenas()
     clock = MonotonicClock()
     server = make_server(cfg, clock, sid_prefix=f"w{index}.", renders=False)
+    node = None
+    if cfg.server.cluster.role == "node":  # its sessions, recorded under its front's node id
+        node = node_agent(cfg, clock, lambda: len(server.sessions))
+        server.sessions.add_watcher(node)
+        node.start(heartbeats=False)
     runner = web.AppRunner(server.app())
     await runner.setup()
     await web.UnixSite(runner, str(socket)).start()
@@ -170,6 +199,9 @@ async def serve_worker(cfg: Config, index: int, socket: Path, front_pid: int) ->
         done, _ = await asyncio.wait([signalled, front_gone], return_when=asyncio.FIRST_COMPLETED)
         await server.drain(0.0 if front_gone in done else cfg.server.drain_s)
     finally:
+        if node is not None:
+            await node.stop(leave=False)
+            await node.registry.redis.aclose()
         await cancel(signalled, front_gone)
         await runner.cleanup()
         server.executor.shutdown(wait=False, cancel_futures=True)
