@@ -249,3 +249,53 @@ def test_a_node_with_worker_processes_is_one_node_of_the_pool(tmp_path: Path) ->
     assert seen["ws"] in ("stats", "speech_start", "speech_end", "ready") and seen["left"]
     t = seen["tally"]
     assert t.opened == 2 and t.closed == {"client_left": 2} and t.balanced
+
+
+def test_whip_and_whep_go_through_any_gateway_to_the_sessions_node(tmp_path: Path) -> None:
+    """A WHIP publisher placed through one gateway; its resource read, watched over WHEP and
+    deleted through either: every request reaches the node that holds the session."""
+    from tests.test_whip import _offer
+
+    with pool_lab(tmp_path, (("cpu-a", "cpu"), ("cpu-b", "cpu"))) as lab:
+        g1, g2 = (g.url for g in lab.gateways)
+        sdp = {"Content-Type": "application/sdp"}
+
+        async def run() -> dict[str, Any]:
+            assert await until(lambda: ready_nodes(g1, 2), 30)
+            seen: dict[str, Any] = {}
+            pub, offer = await _offer(audio="sendonly", video="sendonly")
+            viewer, view = await _offer(audio="recvonly", video="recvonly")
+            async with aiohttp.ClientSession() as http:
+
+                async def call(method: str, url: str, body: str = "", **h: str) -> Any:
+                    async with http.request(method, url, data=body.encode(), headers=h) as r:
+                        return r.status, r.headers.copy()
+
+                seen["options"] = await call("OPTIONS", f"{g2}/whip")
+                seen["created"] = _, headers = await call("POST", f"{g1}/whip", offer, **sdp)
+                loc = headers["Location"]
+                rid = loc.rsplit("/", 1)[1]
+                seen["owner"] = await owners(lab.redis.url, [rid.rpartition(".")[0]])
+                seen["exists"] = (await call("GET", g2 + loc))[0]
+                seen["view"] = await call("POST", f"{g2}/whep/{rid}", view, **sdp)
+                seen["unknown"] = (await call("POST", f"{g2}/whep/x{rid}", view, **sdp))[0]
+                viewer_loc = seen["view"][1]["Location"]
+                seen["viewer_gone"] = (await call("DELETE", g1 + viewer_loc))[0]
+                seen["deleted"] = (await call("DELETE", g2 + loc))[0]
+                seen["after"] = (await call("GET", g1 + loc))[0]
+            for pc in (pub, viewer):
+                await pc.close()
+            seen["left"] = await until(lambda: _none_active(lab.redis.url), 15)
+            seen["tally"] = await tally(lab.redis.url)
+            return seen
+
+        seen = asyncio.run(run())
+    assert seen["options"][0] == 200 and seen["options"][1]["Accept-Post"] == "application/sdp"
+    status, headers = seen["created"]
+    assert status == 201 and headers["Location"].startswith("/whip/") and headers["ETag"]
+    assert seen["owner"][0] in ("cpu-a", "cpu-b") and seen["exists"] == 204
+    assert seen["view"][0] == 201 and seen["view"][1]["Location"].startswith("/whep/")
+    assert seen["unknown"] == 404 and seen["viewer_gone"] == 200
+    assert seen["deleted"] == 200 and seen["after"] == 404 and seen["left"]
+    t = seen["tally"]
+    assert t.opened == 1 and t.closed == {"client_left": 1} and t.balanced

@@ -14,6 +14,8 @@ A composition of the server's parts with no engines (as the ``--workers`` front 
   checks the session's key as before. A node that dies closes the relayed sockets (1001).
 - Once a second, the gateway that holds the sweeper lease closes the sessions of nodes whose
   liveness expired as ``node_lost`` (:meth:`SessionLog.sweep`).
+- WHIP and WHEP: a publisher's offer is placed like a page's, later requests about a resource
+  go to its session's node (:mod:`avatar.cluster.whip_relay`).
 - Media never passes here: the page's UDP goes straight to the node.
 - ``/healthz``: this process; ``/readyz``: 503 while Redis does not answer or no node serves;
   ``/metrics``: the gateway's requests and process, ``avatar_pool_nodes`` and
@@ -38,6 +40,7 @@ from avatar.cluster.keys import ClusterUnavailable, Keys, connect
 from avatar.cluster.placement import Hold, Placer
 from avatar.cluster.records import SessionLog
 from avatar.cluster.registry import NodeInfo, NodeRegistry
+from avatar.cluster.whip_relay import Forward, WhipRelay
 from avatar.config import Config
 from avatar.errors import RequestError
 from avatar.server.gate import Gate
@@ -47,14 +50,11 @@ from avatar.server.pages import Pages
 from avatar.server.relay import relay_socket
 from avatar.server.routes import RendersFactory, route_table
 from avatar.server.sessions import NO_SESSION
-from avatar.server.whip import WhipElsewhere
 from avatar.tasks import cancel, spawn
 
 log = logging.getLogger("avatar.cluster")
 OFFER_TIMEOUT_S = 90.0  # a node builds the engine before it answers
 SWEEP_EVERY_S = 1.0
-WHIP_ON_NODES = ("WHIP and WHEP are served by a single-process server; this one is a gateway "
-                 "of a node pool")  # fmt: skip
 
 
 class GatewayServer:
@@ -84,10 +84,15 @@ class GatewayServer:
                                     ["pool", "what"], registry=self.metrics.registry)  # fmt: skip
 
     def app(self) -> web.Application:
-        app = route_table(self.cfg.server, self.gate, self.pages, self, self.renders,
-                          [WhipElsewhere(WHIP_ON_NODES)])  # fmt: skip
+        whip = WhipRelay(self.gate, self.place_on, self._owner, self._client,
+                         self.cfg.server.cluster.pool, self.cfg.render.avatar)  # fmt: skip
+        app = route_table(self.cfg.server, self.gate, self.pages, self, self.renders, [whip])
         app.on_startup.append(self._start)
         return app
+
+    def _client(self) -> aiohttp.ClientSession:
+        assert self.http is not None
+        return self.http
 
     async def _start(self, app: web.Application) -> None:
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=OFFER_TIMEOUT_S))
@@ -108,13 +113,21 @@ class GatewayServer:
         check_sdp(offer.sdp, self.cfg.server.limits)
         avatar = offer.avatar or self.cfg.render.avatar
         pool = offer.pool or self.cfg.server.cluster.pool
+        return await self.place_on(request, pool, avatar,
+                                   lambda req, node: self._offer_to(node, body, req))  # fmt: skip
+
+    async def place_on(
+        self, request: web.Request, pool: str, avatar: str, forward: Forward
+    ) -> web.Response:
+        """A slot held on a node of ``pool`` with ``avatar``, and ``forward`` of the request to
+        it; a node that refuses (None) is left out and the next one is tried."""
         refused: set[str] = set()
         while True:
             hold = await self._place(pool, avatar, frozenset(refused))
             if hold is None:
                 break
             try:
-                answer = await self._offer_to(hold.node, body, request)
+                answer = await forward(request, hold.node)
             finally:
                 await self._release(hold)
             if answer is not None:

@@ -147,13 +147,7 @@ class WhipRoutes:
         return web.Response(status=204)
 
     async def preflight(self, request: web.Request) -> web.Response:
-        """CORS preflight of an allowed cross-origin page (the gate refused the others)."""
-        return web.Response(status=200, headers={
-            "Access-Control-Allow-Methods": "GET, POST, PATCH, DELETE, OPTIONS",
-            "Access-Control-Allow-Headers": "Content-Type, Authorization, If-Match",
-            "Access-Control-Expose-Headers": EXPOSED, "Access-Control-Max-Age": "600",
-            "Accept-Post": SDP_TYPE, "Accept-Patch": TRICKLE_TYPE,
-        })  # fmt: skip
+        return await whip_preflight(request)
 
     # -- lookups and endings --------------------------------------------------------------------
 
@@ -206,6 +200,16 @@ class WhipElsewhere:
 
     async def refuse(self, request: web.Request) -> web.Response:
         raise RequestError(self.why, 501)
+
+
+async def whip_preflight(request: web.Request) -> web.Response:
+    """CORS preflight of an allowed cross-origin page (the gate refused the others)."""
+    return web.Response(status=200, headers={
+        "Access-Control-Allow-Methods": "GET, POST, PATCH, DELETE, OPTIONS",
+        "Access-Control-Allow-Headers": "Content-Type, Authorization, If-Match",
+        "Access-Control-Expose-Headers": EXPOSED, "Access-Control-Max-Age": "600",
+        "Accept-Post": SDP_TYPE, "Accept-Patch": TRICKLE_TYPE,
+    })  # fmt: skip
 
 
 async def _text(request: web.Request) -> str:
