@@ -231,6 +231,8 @@ def test_a_node_with_worker_processes_is_one_node_of_the_pool(tmp_path: Path) ->
             for p in peers:
                 await p.connect(timeout_s=60)
             seen["workers"] = sorted(p.session.split(".")[0] for p in peers)
+            await asyncio.sleep(1.5)  # the front's next record counts its workers' sessions
+            seen["metrics"] = (await get(gw, "/metrics"))[1]
             seen["owners"] = await owners(lab.redis.url, [p.session for p in peers])
             seen["full"] = (await offer_status(gw))[0]
             async with aiohttp.ClientSession() as http:
@@ -245,6 +247,11 @@ def test_a_node_with_worker_processes_is_one_node_of_the_pool(tmp_path: Path) ->
 
         seen = asyncio.run(run())
     assert seen["capacity"] == 2 and seen["workers"] == ["w0", "w1"]
+    # what the HPA scales a pool on (deploy/k8s/prometheus-adapter-rules.yaml)
+    for line in ('avatar_pool_nodes{pool="cpu",state="serving"} 1.0',
+                 'avatar_pool_sessions{pool="cpu",what="capacity"} 2.0',
+                 'avatar_pool_sessions{pool="cpu",what="sessions"} 2.0'):  # fmt: skip
+        assert line in seen["metrics"], seen["metrics"][-800:]
     assert seen["owners"] == ["multi", "multi"] and seen["full"] == 503
     assert seen["ws"] in ("stats", "speech_start", "speech_end", "ready") and seen["left"]
     t = seen["tally"]
