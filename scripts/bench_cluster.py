@@ -173,6 +173,18 @@ def roaming(url: str, clock: MonotonicClock, audio: np.ndarray) -> RoamingPeer:
     return RoamingPeer(lambda: AvatarPeer(url, audio, summarize=lambda rgb: 0), clock)
 
 
+async def on_busiest_node(
+    lab: Pool, clock: MonotonicClock, audio: np.ndarray, n: int
+) -> tuple[list[RoamingPeer], str, list[RoamingPeer]]:
+    """``n`` roaming pages through gateway 1; the node holding most of them, and those pages."""
+    peers = [roaming(lab.gateways[0].url, clock, audio) for _ in range(n)]
+    for p in peers:
+        await p.start()
+    where = await owners(lab.redis.url, [p.sessions[-1] for p in peers])
+    victim = Counter(w for w in where if w).most_common(1)[0][0]
+    return peers, str(victim), [p for p, w in zip(peers, where, strict=True) if w == victim]
+
+
 def gap_ms(peer: RoamingPeer, around_ns: int) -> float:
     """The longest wait between two frames the page showed, from 1 s before ``around_ns``."""
     times = [t for t in peer.frame_times() if t >= around_ns - NS]
@@ -181,13 +193,8 @@ def gap_ms(peer: RoamingPeer, around_ns: int) -> float:
 
 async def node_death(lab: Pool, clock: MonotonicClock, audio: np.ndarray) -> dict[str, Any]:
     g1 = lab.gateways[0].url
-    peers = [roaming(g1, clock, audio) for _ in range(4)]
-    for p in peers:
-        await p.start()
-    where = await owners(lab.redis.url, [p.sessions[-1] for p in peers])
-    victim = Counter(w for w in where if w).most_common(1)[0][0]
-    hit = [p for p, w in zip(peers, where, strict=True) if w == victim]
-    alive = len([n for n in lab.nodes if n.startswith("cpu") or n.startswith("gpu")])
+    peers, victim, hit = await on_busiest_node(lab, clock, audio, 4)
+    alive = len(lab.nodes)
     killed = clock.now_ns()
     lab.nodes[victim].proc.kill()
     await until(lambda: ready_nodes(g1, alive - 1), 15, 0.02)
@@ -245,12 +252,7 @@ async def gateway_death(lab: Pool, clock: MonotonicClock, audio: np.ndarray) -> 
 
 async def drain(lab: Pool, clock: MonotonicClock, audio: np.ndarray) -> dict[str, Any]:
     g1 = lab.gateways[0].url
-    peers = [roaming(g1, clock, audio) for _ in range(3)]
-    for p in peers:
-        await p.start()
-    where = await owners(lab.redis.url, [p.sessions[-1] for p in peers])
-    victim = Counter(w for w in where if w).most_common(1)[0][0]
-    hit = [p for p, w in zip(peers, where, strict=True) if w == victim]
+    peers, victim, hit = await on_busiest_node(lab, clock, audio, 3)
     serving = (await get(g1, "/readyz"))[1]["nodes"]
     told = clock.now_ns()
     lab.nodes[victim].proc.terminate()

@@ -151,11 +151,11 @@ def test_sequential_sessions_spread_evenly_and_holds_end(redis: RedisServer, key
                 assert hold is not None
                 i = int(hold.node.node_id[1:])
                 nodes[i] = replace(nodes[i], sessions=nodes[i].sessions + 1)
-                await g.registry.set_sessions(hold.node.node_id, nodes[i].sessions)
+                await g.registry.add_sessions(hold.node.node_id, 1)
                 await g.placer.release(hold)
             counts = [nodes[i].sessions for i in (1, 2, 3)]
             full = await g.placer.place("cpu", "default")
-            await g.registry.set_sessions("n1", 7)  # one left n1; an unreleased hold takes it
+            await g.registry.add_sessions("n1", -1)  # one left n1; an unreleased hold takes it
             held = await g.placer.place("cpu", "default")
             blocked = await g.placer.place("cpu", "default")
             await asyncio.sleep(0.6)  # the hold expires by itself (a gateway died)

@@ -24,12 +24,12 @@ A composition of the server's parts with no engines (as the ``--workers`` front 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import socket
 from collections.abc import Callable
-from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -77,7 +77,7 @@ class GatewayServer:
         self.records = SessionLog(self.redis, keys)
         self.name = f"{socket.gethostname()}-{os.getpid()}"
         self.http: aiohttp.ClientSession | None = None
-        self._sweeper: Any = None
+        self._sweeper: asyncio.Task[None] | None = None
         self.nodes_gauge = Gauge("avatar_pool_nodes", "live nodes by pool and state",
                                  ["pool", "state"], registry=self.metrics.registry)  # fmt: skip
         self.sessions_gauge = Gauge("avatar_pool_sessions", "sessions and capacity by pool",
@@ -240,6 +240,3 @@ class GatewayServer:
             except ClusterUnavailable as exc:
                 log.debug("sweep skipped: %s", exc)
             await sleep_for(self.clock, SWEEP_EVERY_S)
-
-    async def drain(self, timeout_s: float) -> None:
-        """A gateway holds no sessions: nothing to drain."""

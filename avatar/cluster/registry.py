@@ -11,7 +11,6 @@ but is never placed on.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Literal, cast
@@ -45,7 +44,7 @@ class NodeInfo:
     def fields(self) -> dict[str, str | int]:
         return {"address": self.address, "pool": self.pool, "avatars": ",".join(self.avatars),
                 "capacity": self.capacity, "sessions": self.sessions, "state": self.state,
-                "version": self.version, "updated_ms": int(time.time() * 1000)}  # fmt: skip
+                "version": self.version}  # fmt: skip
 
     @classmethod
     def parse(cls, node_id: str, raw: Mapping[str, str]) -> NodeInfo | None:
@@ -77,13 +76,6 @@ class NodeRegistry:
                 tx.set(k.alive(info.node_id), info.state, px=self.alive_ms)
                 tx.sadd(k.nodes, info.node_id)
                 await tx.execute()
-        except RedisError as exc:
-            raise unavailable(exc) from exc
-
-    async def set_sessions(self, node_id: str, sessions: int) -> None:
-        """The node's session count, as soon as it changes."""
-        try:
-            await reply(self.redis.hset(self.keys.node(node_id), "sessions", str(sessions)))
         except RedisError as exc:
             raise unavailable(exc) from exc
 
