@@ -152,7 +152,8 @@ def teeth_layer(
     side = a < 0.9 * d  # nothing past the last molars
     alpha *= side[None, :]
     layer = np.dstack([rgb, alpha])
-    return cv2.resize(layer, (w, h), interpolation=cv2.INTER_AREA)
+    out: np.ndarray = cv2.resize(layer, (w, h), interpolation=cv2.INTER_AREA)
+    return out.astype(np.float32)  # every frame composites it: float64 doubled that work
 
 
 def noise_level(image: np.ndarray, lm: np.ndarray) -> float:
@@ -197,6 +198,7 @@ class MouthInterior:
                          + np.interp(xs, lo[order, 0], lo[order, 1]))  # fmt: skip
         u = np.clip((xs - self.centre) / self.half, -1.5, 1.5)
         self.edge = stomion + d * (TEETH_SHOW * (1 - 0.6 * u * u) - 0.04 * u * u)
+        self._columns = np.arange(len(self.edge))
         shape = region.shape[:2]
         self.upper = teeth_layer(shape, self.centre, self.edge, d, self.pal, upper=True)
         self.lower = teeth_layer(shape, self.centre, self.edge - OVERBITE * d, d, self.pal,
@@ -221,14 +223,13 @@ class MouthInterior:
         gap = np.maximum(bottom - top, 1e-3)
         # rest-frame coordinates of the box (the head pose undone)
         gx, gy = np.meshgrid(xs, ys[:, 0])
-        if pose is not None:
-            inv = cv2.invertAffineTransform(pose)
-            rx = (inv[0, 0] * gx + inv[0, 1] * gy + inv[0, 2]).astype(np.float32)
-            ry = (inv[1, 0] * gx + inv[1, 1] * gy + inv[1, 2]).astype(np.float32)
+        if pose is not None:  # (Python floats: the arithmetic stays float32)
+            (a, b, c), (e, f, g) = cv2.invertAffineTransform(pose).tolist()
+            rx, ry = a * gx + b * gy + c, e * gx + f * gy + g
         else:
-            rx, ry = gx.astype(np.float32), gy.astype(np.float32)
+            rx, ry = gx, gy
         teeth_drop = JAW_TEETH * jaw_px
-        edge = np.interp(rx, np.arange(len(self.edge)), self.edge)  # upper incisal edge, at rest
+        edge = np.interp(rx, self._columns, self.edge).astype(np.float32)  # upper incisal edge
         rgb = self._cavity_and_tongue(rx, ry, edge, top, gap, teeth_drop, visemes)
         for layer, shift in ((self.lower, teeth_drop), (self.upper, 0.0)):
             got = cv2.remap(layer, rx, (ry - shift).astype(np.float32), cv2.INTER_LINEAR,

@@ -187,9 +187,8 @@ class WarpRenderer:
         fwd = (weights @ self._fields).reshape(gh, gw, 2)
         shift = np.zeros_like(fwd)
         if pose is not None:
-            inv = cv2.invertAffineTransform(pose)
             q = self._grid_px
-            shift = ((q @ inv[:, :2].T + inv[:, 2] - q) * self._grid_taper).astype(np.float32)
+            shift = (cv2.transform(q, cv2.invertAffineTransform(pose)) - q) * self._grid_taper
         p1 = self._grid_index + shift / self.step  # grid coordinates of the un-posed point
         at = p1  # fixed-point iterations: a few are needed where the jaw moves far
         for _ in range(INVERSE_STEPS):
@@ -210,8 +209,9 @@ class WarpRenderer:
         """The portrait with the rig at ``weights`` (basis weights), an optional head pose, and
         the visemes (the tongue) when the motion model gave them."""
         x0, y0, x1, y1 = self.roi
-        src_map = self.backward_map(weights, pose)
-        roi = _remap(self.roi_src, src_map, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        # fixed-point coordinates (1/32 px): converting them costs less than it saves the remap
+        xy, frac = cv2.convertMaps(self.backward_map(weights, pose), None, cv2.CV_16SC2)
+        roi = cv2.remap(self.roi_src, xy, frac, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         lm = self.rig.landmarks(weights)
         if pose is not None:
             moved = lm @ pose[:, :2].T + pose[:, 2]
