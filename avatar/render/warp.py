@@ -61,6 +61,14 @@ def _remap(
     return np.asarray(remap(src, map1, map2, interp, **kw))
 
 
+def _fixed_point(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A two-channel float map as fixed-point coordinates (1/32 px) for ``cv2.remap``: the
+    conversion costs less than it saves the remap. Called untyped, as :func:`_remap` is."""
+    convert: Any = cv2.convertMaps
+    ints, frac = convert(xy, None, cv2.CV_16SC2)
+    return ints, frac
+
+
 def _sample(field: np.ndarray, at: np.ndarray) -> np.ndarray:
     return _remap(field, at, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
@@ -209,9 +217,8 @@ class WarpRenderer:
         """The portrait with the rig at ``weights`` (basis weights), an optional head pose, and
         the visemes (the tongue) when the motion model gave them."""
         x0, y0, x1, y1 = self.roi
-        # fixed-point coordinates (1/32 px): converting them costs less than it saves the remap
-        xy, frac = cv2.convertMaps(self.backward_map(weights, pose), None, cv2.CV_16SC2)
-        roi = cv2.remap(self.roi_src, xy, frac, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        xy, frac = _fixed_point(self.backward_map(weights, pose))
+        roi = _remap(self.roi_src, xy, frac, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         lm = self.rig.landmarks(weights)
         if pose is not None:
             moved = lm @ pose[:, :2].T + pose[:, 2]
