@@ -54,11 +54,14 @@ def probe(code: Path, args: argparse.Namespace) -> dict[str, float]:
 
 
 def pair(baseline: Path, args: argparse.Namespace, rep: int) -> tuple[dict[str, float], ...]:
-    """Both checkouts at once; which one starts first alternates with ``rep``."""
-    order = [baseline, HERE] if rep % 2 == 0 else [HERE, baseline]
+    """(baseline, this), both run at once; which one starts first alternates with ``rep``
+    (the baseline may be this same checkout: an A/A run)."""
+    swap = rep % 2 == 1
     with ThreadPoolExecutor(2) as pool:
-        futures = {code: pool.submit(probe, code, args) for code in order}
-        return futures[baseline].result(), futures[HERE].result()
+        runs = [pool.submit(probe, code, args) for code in ([HERE, baseline] if swap else
+                                                            [baseline, HERE])]  # fmt: skip
+        first, second = (run.result() for run in runs)
+    return (second, first) if swap else (first, second)
 
 
 def main() -> int:
