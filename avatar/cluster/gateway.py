@@ -47,7 +47,7 @@ from avatar.server.gate import Gate
 from avatar.server.metrics import CONTENT_TYPE, ServerMetrics
 from avatar.server.offer import check_sdp, parse_offer
 from avatar.server.pages import Pages
-from avatar.server.relay import relay_socket
+from avatar.server.relay import page_socket, relay_socket
 from avatar.server.routes import RendersFactory, route_table
 from avatar.server.sessions import NO_SESSION
 from avatar.tasks import cancel, spawn
@@ -174,23 +174,19 @@ class GatewayServer:
     # -- sockets ----------------------------------------------------------------------------
 
     async def events(self, request: web.Request) -> web.WebSocketResponse:
-        lim = self.cfg.server.limits
-        return await self._relay(request, "/ws", self.cfg.server.reap_s / 2,
-                                 lim.max_message_kb << 10)  # fmt: skip
+        return await self._relay(request, "/ws")
 
     async def audio(self, request: web.Request) -> web.WebSocketResponse:
-        lim = self.cfg.server.limits
-        return await self._relay(request, "/ws/audio", None, lim.max_audio_message_kb << 10)
+        return await self._relay(request, "/ws/audio")
 
-    async def _relay(
-        self, request: web.Request, path: str, heartbeat: float | None, max_bytes: int
-    ) -> web.WebSocketResponse:
+    async def _relay(self, request: web.Request, path: str) -> web.WebSocketResponse:
         self.gate.admit_socket(request)
         assert self.http is not None
         params = {k: request.query.get(k, "") for k in ("session", "key")}
         node = await self._owner(params["session"])
         url = f"{node.address}{path}"
-        return await relay_socket(request, self.http, url, params, heartbeat, max_bytes)
+        ws = page_socket(self.cfg.server, path)
+        return await relay_socket(request, self.http, url, params, ws)
 
     async def _owner(self, sid: str) -> NodeInfo:
         try:

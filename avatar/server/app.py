@@ -88,7 +88,7 @@ class AvatarServer:
     async def audio(self, request: web.Request) -> web.WebSocketResponse:
         self.gate.admit_socket(request)
         session = self.sessions.find(request.query.get("session", ""), request.query.get("key", ""))
-        return await serve_pcm(request, session, self.cfg.server.limits)
+        return await serve_pcm(request, session, self.cfg.server)
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True, "sessions": len(self.sessions)})

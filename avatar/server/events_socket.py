@@ -17,15 +17,14 @@ from aiohttp import WebSocketError, WSMsgType, web
 from avatar.config import ServerConfig
 from avatar.errors import RequestError
 from avatar.server.ice import add_candidate, trickled_candidate
-from avatar.server.relay import ABNORMAL
+from avatar.server.relay import ABNORMAL, page_socket
 from avatar.server.session import Session, json_object
 
 
 async def serve_events(
     request: web.Request, session: Session, cfg: ServerConfig
 ) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(heartbeat=cfg.reap_s / 2,
-                               max_msg_size=cfg.limits.max_message_kb << 10)  # fmt: skip
+    ws = page_socket(cfg, "/ws")
     await ws.prepare(request)
     session.sockets.add(ws)
     try:

@@ -37,7 +37,7 @@ from avatar.errors import RequestError
 from avatar.server.gate import Gate
 from avatar.server.metrics import CONTENT_TYPE, ServerMetrics, merge_expositions
 from avatar.server.pages import Pages
-from avatar.server.relay import relay_socket
+from avatar.server.relay import page_socket, relay_socket
 from avatar.server.routes import RendersFactory, route_table
 from avatar.server.sessions import NO_SESSION
 from avatar.server.whip import WhipElsewhere
@@ -157,24 +157,20 @@ class FrontServer:
     # -- sockets ----------------------------------------------------------------------------
 
     async def events(self, request: web.Request) -> web.WebSocketResponse:
-        lim = self.cfg.server.limits
-        return await self._relay(request, "/ws", self.cfg.server.reap_s / 2,
-                                 lim.max_message_kb << 10)  # fmt: skip
+        return await self._relay(request, "/ws")
 
     async def audio(self, request: web.Request) -> web.WebSocketResponse:
-        lim = self.cfg.server.limits
-        return await self._relay(request, "/ws/audio", None, lim.max_audio_message_kb << 10)
+        return await self._relay(request, "/ws/audio")
 
-    async def _relay(
-        self, request: web.Request, path: str, heartbeat: float | None, max_bytes: int
-    ) -> web.WebSocketResponse:
+    async def _relay(self, request: web.Request, path: str) -> web.WebSocketResponse:
         self.gate.admit_socket(request)
         params = {k: request.query.get(k, "") for k in ("session", "key")}
         worker = self.pool.owner(params["session"])
         if worker is None:
             raise RequestError(NO_SESSION, 404)
         url = f"http://worker{path}"
-        return await relay_socket(request, worker.http, url, params, heartbeat, max_bytes)
+        ws = page_socket(self.cfg.server, path)
+        return await relay_socket(request, worker.http, url, params, ws)
 
     # -- shutdown ---------------------------------------------------------------------------
 

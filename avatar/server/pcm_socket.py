@@ -21,19 +21,20 @@ import numpy as np
 from aiohttp import WSMsgType, web
 
 from avatar.audio.pcm import from_pcm16
-from avatar.config import LimitsConfig
+from avatar.config import ServerConfig
 from avatar.errors import AudioInputError, RequestError
 from avatar.frames import AudioChunk
+from avatar.server.relay import page_socket
 from avatar.server.session import Session, json_object
 
 
 async def serve_pcm(
-    request: web.Request, session: Session, limits: LimitsConfig
+    request: web.Request, session: Session, cfg: ServerConfig
 ) -> web.WebSocketResponse:
     if session.mic:
         raise RequestError("this session takes its audio from the microphone; "
                            "open it with \"audio\": \"none\" to stream PCM", 409)  # fmt: skip
-    ws = web.WebSocketResponse(max_msg_size=limits.max_audio_message_kb << 10)
+    ws = page_socket(cfg, "/ws/audio")
     await ws.prepare(request)
     session.audio_sockets.add(ws)
     reader = PcmReader()
@@ -46,7 +47,7 @@ async def serve_pcm(
                     break
             elif msg.type == WSMsgType.BINARY:
                 session.engine.push_audio(reader.chunk(msg.data))
-                await session.engine.wait_for_room(limits.max_audio_ahead_s)
+                await session.engine.wait_for_room(cfg.limits.max_audio_ahead_s)
         except AudioInputError as exc:
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await ws.send_json({"type": "error", "message": str(exc)})

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 from aiohttp import WSMsgType, web
 
+from avatar.config import ServerConfig
 from avatar.errors import RequestError
 from avatar.server.sessions import NO_SESSION
 from avatar.tasks import cancel, spawn
@@ -26,12 +27,23 @@ SERVER_GONE = b"the process holding this session went away"  # a dead worker or 
 PAGE_GONE = b"the page went away"
 
 
+def page_socket(cfg: ServerConfig, path: str) -> web.WebSocketResponse:
+    """A page's socket at ``path``, with its limits, as the process holding the session and
+    every relay in front of it open it: the events socket (``/ws``) is pinged every half
+    ``reap_s`` and takes messages up to ``max_message_kb``; the PCM socket (``/ws/audio``) takes
+    messages up to ``max_audio_message_kb``."""
+    if path == "/ws":
+        return web.WebSocketResponse(heartbeat=cfg.reap_s / 2,
+                                     max_msg_size=cfg.limits.max_message_kb << 10)  # fmt: skip
+    return web.WebSocketResponse(max_msg_size=cfg.limits.max_audio_message_kb << 10)
+
+
 async def relay_socket(
     request: web.Request, http: aiohttp.ClientSession, url: str, params: dict[str, str],
-    heartbeat: float | None, max_bytes: int,
+    ws: web.WebSocketResponse,
 ) -> web.WebSocketResponse:  # fmt: skip
-    """The page's socket (``request``) relayed to the one at ``url`` until either closes."""
-    ws = web.WebSocketResponse(heartbeat=heartbeat, max_msg_size=max_bytes)
+    """The page's socket (``request``, answered as ``ws``: :func:`page_socket`) relayed to the
+    one at ``url`` until either closes."""
     if not ws.can_prepare(request).ok:  # the upstream's own answer to a plain request
         raise await _refusal(http, url, params)
     try:
